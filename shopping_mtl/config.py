@@ -1,0 +1,224 @@
+"""The run configuration: grouped frozen dataclasses, loaded from YAML plus `--set key=value`.
+
+One file plus command-line overrides, logged whole at the start of a run (`config.yaml` in the
+run folder). Bad keys and values fail before any work, with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from shopping_mtl.baselines import BASELINES, BaselineConfig
+from shopping_mtl.errors import ConfigError
+
+STAGES = ("data", "baselines")
+ON_BAD_ROWS = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data to read and how strictly.
+
+    Args:
+        dataset: a name under features/ (`ecomm`, `taobao`, `taobao_timeslice`) or a spec path.
+        root: folder the spec's relative data paths start from; None keeps the spec's own.
+        max_events: keep whole users (in a fixed hashed order) until this many events; a smoke run.
+        on_bad_rows: "fail" stops at malformed rows; "skip" skips, counts and lists them.
+    """
+
+    dataset: str = "ecomm"
+    root: str | None = None
+    max_events: int | None = None
+    on_bad_rows: str = "fail"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """The protocol's split; `min_days` and `quantile` only matter for logs under three days."""
+
+    min_days: int = 3
+    quantile: float = 0.2
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How lists are scored.
+
+    Args:
+        ks: cut-offs for Recall@K and HitRate@K (NDCG is always @10).
+        list_size: rows per user in every list written.
+        bootstrap_resamples: resamples over users for the 95% intervals.
+        bootstrap_seed: seed of the resampling, fixed so intervals reproduce.
+    """
+
+    ks: tuple[int, ...] = (10, 50, 100)
+    list_size: int = 100
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a `train.py` run does."""
+
+    run_dir: str | None = None
+    seed: int = 42
+    stages: tuple[str, ...] = STAGES
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def validate(self) -> "Config":
+        for stage in self.stages:
+            if stage not in STAGES:
+                raise ConfigError(f"stages has unknown stage '{stage}'; known: {', '.join(STAGES)}")
+        if self.data.on_bad_rows not in ON_BAD_ROWS:
+            raise ConfigError(
+                f"data.on_bad_rows is '{self.data.on_bad_rows}'; known: {', '.join(ON_BAD_ROWS)}")
+        if self.data.max_events is not None and self.data.max_events <= 0:
+            raise ConfigError(f"data.max_events must be positive, got {self.data.max_events}")
+        if not 0 < self.split.quantile < 0.5:
+            raise ConfigError(f"split.quantile must be in (0, 0.5), got {self.split.quantile}")
+        if not self.evaluation.ks or min(self.evaluation.ks) <= 0:
+            raise ConfigError(f"evaluation.ks must be positive cut-offs, got {list(self.evaluation.ks)}")
+        if max(self.evaluation.ks) > self.evaluation.list_size:
+            raise ConfigError(
+                f"evaluation.ks goes up to {max(self.evaluation.ks)} but evaluation.list_size is "
+                f"{self.evaluation.list_size}")
+        if self.evaluation.bootstrap_resamples < 0:
+            raise ConfigError("evaluation.bootstrap_resamples must be >= 0")
+        for name in self.baselines.names:
+            if name not in BASELINES:
+                raise ConfigError(
+                    f"baselines.names has unknown baseline '{name}'; known: {', '.join(BASELINES)}")
+        for event in self.baselines.event_weights:
+            if event not in ("click", "save", "purchase"):
+                raise ConfigError(
+                    f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to the field's declared type, or fail naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return _build(hint, value, key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") if args else v for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}; known: "
+                              + ", ".join(f"{where}.{n}" if where else n for n in names))
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def merge(base: dict, override: Mapping) -> dict:
+    """Deep-merge nested dicts; `override` wins."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`data.max_events=5000` -> {"data": {"max_events": 5000}} (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults <- YAML file <- overrides (nested dicts), validated."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+        raw = merge(raw, loaded)
+    if overrides:
+        raw = merge(raw, overrides)
+    return _build(Config, raw).validate()

@@ -1,0 +1,1 @@
+"""Raw logs -> canonical events: dataset specs, readers, validation and the evaluation split."""

@@ -1,0 +1,290 @@
+"""Dataset specs: the YAML file in `features/` that tells the readers how to get canonical events.
+
+A spec describes an event log (CSV or Parquet: paths, delimiter, header, column names, how raw
+behaviour values map to click/save/purchase, the timestamp's format, unit and time zone) and
+optional item and user feature tables with their join key and column types. A new catalogue
+needs a YAML file, not code. Every key is checked: an unknown key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from shopping_mtl.errors import ConfigError
+
+EVENTS = ("click", "save", "purchase")
+COLUMN_TYPES = ("string", "float", "int")
+FORMATS = ("csv", "parquet")
+TIMESTAMP_UNITS = ("s", "ms", "us", "ns")
+
+# Folder of the project's specs, so `--dataset ecomm` finds features/ecomm.yaml.
+SPEC_DIR = Path(__file__).resolve().parents[2] / "features"
+
+
+def check_keys(mapping: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
+    """Raise ConfigError naming the first unknown key of `mapping`, with a close match if any."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(mapping).__name__}: {mapping!r}")
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{where} has unknown key '{key}'{hint}; known: {', '.join(known)}"
+            )
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in mapping or mapping[key] in (None, "", []):
+        raise ConfigError(f"{where} is missing required key '{key}'")
+    return mapping[key]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where one table lives and how to parse it (shared by events, items and users).
+
+    Args:
+        paths: files or glob patterns, relative to the spec's root unless absolute.
+        format: "csv" or "parquet"; inferred from the first path's extension when omitted.
+        delimiter: CSV field separator.
+        header: whether the CSV's first line holds column names.
+        columns: column names in file order; required for a CSV without header.
+    """
+
+    paths: tuple[str, ...]
+    format: str
+    delimiter: str = ","
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+
+    @staticmethod
+    def _fields(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+        paths = _require(raw, "paths", where)
+        if isinstance(paths, str):
+            paths = [paths]
+        paths = tuple(str(p) for p in paths)
+        fmt = raw.get("format")
+        if fmt is None:
+            first = paths[0].lower()
+            fmt = "parquet" if first.endswith((".parquet", ".pq")) else "csv"
+        if fmt not in FORMATS:
+            raise ConfigError(f"{where}.format is '{fmt}'; known: {', '.join(FORMATS)}")
+        header = raw.get("header", True)
+        if not isinstance(header, bool):
+            raise ConfigError(f"{where}.header must be true or false, got {header!r}")
+        columns = raw.get("columns")
+        if columns is not None:
+            columns = tuple(str(c) for c in columns)
+            if len(set(columns)) != len(columns):
+                raise ConfigError(f"{where}.columns has a repeated name: {list(columns)}")
+        if fmt == "csv" and not header and columns is None:
+            raise ConfigError(f"{where}: a CSV without header needs 'columns'")
+        delimiter = str(raw.get("delimiter", ","))
+        if len(delimiter) != 1:
+            raise ConfigError(f"{where}.delimiter must be one character, got {delimiter!r}")
+        return dict(paths=paths, format=fmt, delimiter=delimiter, header=header, columns=columns)
+
+
+@dataclass(frozen=True)
+class EventsSpec(TableSpec):
+    """The event log: which columns hold the ids, the behaviour and the time.
+
+    Args:
+        behaviors: raw behaviour value (as text) -> canonical event (click, save or purchase).
+        timestamp_format: "unix" for numbers since the epoch (see `timestamp_unit`), or a
+            strftime pattern such as "%Y%m%d" or "%Y-%m-%d %H:%M:%S".
+        timezone: zone of timestamps written without one; canonical events are UTC.
+        item_columns: item attributes carried on each event (Taobao's category) -> type.
+    """
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    behavior: str = "behavior"
+    timestamp: str = "timestamp"
+    timestamp_format: str = "unix"
+    timestamp_unit: str = "s"
+    timezone: str = "UTC"
+    behaviors: Mapping[str, str] = field(default_factory=dict)
+    item_columns: Mapping[str, str] = field(default_factory=dict)
+
+    KNOWN = (
+        "paths", "format", "delimiter", "header", "columns", "user_id", "item_id", "behavior",
+        "timestamp", "timestamp_format", "timestamp_unit", "timezone", "behaviors", "item_columns",
+    )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str = "events") -> "EventsSpec":
+        check_keys(raw, cls.KNOWN, where)
+        base = TableSpec._fields(raw, where)
+        behaviors_raw = _require(raw, "behaviors", where)
+        if not isinstance(behaviors_raw, Mapping):
+            raise ConfigError(f"{where}.behaviors must map raw values to click/save/purchase")
+        behaviors = {}
+        for raw_value, event in behaviors_raw.items():
+            if event not in EVENTS:
+                raise ConfigError(
+                    f"{where}.behaviors maps '{raw_value}' to unknown event '{event}'; "
+                    f"known: {', '.join(EVENTS)}"
+                )
+            behaviors[str(raw_value)] = event
+        unit = str(raw.get("timestamp_unit", "s"))
+        if unit not in TIMESTAMP_UNITS:
+            raise ConfigError(
+                f"{where}.timestamp_unit is '{unit}'; known: {', '.join(TIMESTAMP_UNITS)}"
+            )
+        item_columns = dict(raw.get("item_columns") or {})
+        for name, kind in item_columns.items():
+            if kind not in COLUMN_TYPES:
+                raise ConfigError(
+                    f"{where}.item_columns.{name} has type '{kind}'; known: {', '.join(COLUMN_TYPES)}"
+                )
+        spec = cls(
+            **base,
+            user_id=str(raw.get("user_id", "user_id")),
+            item_id=str(raw.get("item_id", "item_id")),
+            behavior=str(raw.get("behavior", "behavior")),
+            timestamp=str(raw.get("timestamp", "timestamp")),
+            timestamp_format=str(raw.get("timestamp_format", "unix")),
+            timestamp_unit=unit,
+            timezone=str(raw.get("timezone", "UTC")),
+            behaviors=behaviors,
+            item_columns=item_columns,
+        )
+        if spec.columns is not None:
+            for role in ("user_id", "item_id", "behavior", "timestamp"):
+                name = getattr(spec, role)
+                if name not in spec.columns:
+                    raise ConfigError(
+                        f"{where}.{role} names column '{name}', which is not in "
+                        f"{where}.columns {list(spec.columns)}"
+                    )
+        return spec
+
+    @property
+    def used_columns(self) -> tuple[str, ...]:
+        return (self.user_id, self.item_id, self.behavior, self.timestamp, *self.item_columns)
+
+
+@dataclass(frozen=True)
+class SideTableSpec(TableSpec):
+    """An item or user feature table joined on `key`; `types` maps each kept column to a type.
+
+    A number column's value must be finite and non-negative (a NaN or negative price is a bad
+    row), unless it is one of the column's `missing_values`, which mark "unknown" explicitly
+    (EComm writes -1 for an unknown income) and are read as missing.
+    """
+
+    key: str = "item_id"
+    types: Mapping[str, str] = field(default_factory=dict)
+    missing_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    KNOWN = ("paths", "format", "delimiter", "header", "columns", "key", "types", "missing_values")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str, default_key: str) -> "SideTableSpec":
+        check_keys(raw, cls.KNOWN, where)
+        base = TableSpec._fields(raw, where)
+        types = dict(raw.get("types") or {})
+        for name, kind in types.items():
+            if kind not in COLUMN_TYPES:
+                raise ConfigError(
+                    f"{where}.types.{name} is '{kind}'; known: {', '.join(COLUMN_TYPES)}"
+                )
+        missing = dict(raw.get("missing_values") or {})
+        check_keys(missing, tuple(types), f"{where}.missing_values")
+        missing = {
+            name: tuple(str(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+            for name, values in missing.items()
+        }
+        spec = cls(**base, key=str(raw.get("key", default_key)), types=types, missing_values=missing)
+        if spec.columns is not None:
+            for name in (spec.key, *types):
+                if name not in spec.columns:
+                    raise ConfigError(
+                        f"{where} uses column '{name}', which is not in {where}.columns "
+                        f"{list(spec.columns)}"
+                    )
+        return spec
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A whole dataset: events plus optional side tables and the feature section.
+
+    `root` is the folder that relative data paths start from: the spec's own `root` key,
+    resolved against the spec file's folder, unless the user overrides it (`--data-root`).
+    `features` is kept as the raw mapping; `shopping_mtl.features` validates it.
+    """
+
+    name: str
+    path: Path
+    root: Path
+    events: EventsSpec
+    items: SideTableSpec | None = None
+    users: SideTableSpec | None = None
+    features: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    synthetic: bool = False
+
+    KNOWN = ("name", "description", "synthetic", "root", "events", "items", "users", "features")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], path: Path, root: str | Path | None = None) -> "DatasetSpec":
+        where = path.name
+        check_keys(raw, cls.KNOWN, where)
+        events = EventsSpec.from_dict(_require(raw, "events", where), f"{where}: events")
+        items = raw.get("items")
+        users = raw.get("users")
+        if root is None:
+            root = path.parent / str(raw.get("root", "."))
+        root = Path(root).expanduser()
+        return cls(
+            name=str(raw.get("name", path.stem)),
+            path=path,
+            root=root.resolve(),
+            events=events,
+            items=SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items else None,
+            users=SideTableSpec.from_dict(users, f"{where}: users", "user_id") if users else None,
+            features=raw.get("features") or {},
+            description=str(raw.get("description", "")),
+            synthetic=bool(raw.get("synthetic", False)),
+        )
+
+
+def resolve_spec_path(dataset: str) -> Path:
+    """`ecomm` -> features/ecomm.yaml; a path to a YAML file stays itself."""
+    candidate = Path(dataset).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"dataset spec not found: {candidate}")
+        return candidate
+    named = SPEC_DIR / f"{dataset}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"unknown dataset '{dataset}'; known: {', '.join(known)}, or give the path of a YAML spec"
+    )
+
+
+def load_spec(dataset: str, root: str | Path | None = None) -> DatasetSpec:
+    """Load and validate a dataset spec by name (`ecomm`) or path (`my_shop.yaml`).
+
+    Args:
+        dataset: a name under `features/` or the path of a YAML spec.
+        root: overrides the spec's data folder (the `--data-root` flag).
+    """
+    path = resolve_spec_path(dataset)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: a dataset spec must be a YAML mapping, got {raw!r}")
+    return DatasetSpec.from_dict(raw, path.resolve(), root)

@@ -1,0 +1,149 @@
+"""The evaluation split of EVALUATION.md, and the ground truth it scores against.
+
+By calendar day (UTC): test = the last day present, validation = the day before, train = every
+earlier day. A log spanning fewer than three days is split at event-time quantiles instead: the
+last 20% of events are test and the 20% before them validation. Test users have at least one
+event on the test day and at least one in train; what is computed for them may use train and
+validation events only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shopping_mtl.data.spec import EVENTS
+from shopping_mtl.errors import DataError
+
+GT_TYPES = ("any", "save", "purchase")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Events cut into periods by two boundaries: train < validation_start <= validation < test_start."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    validation_start: pd.Timestamp
+    test_start: pd.Timestamp
+    method: str  # "calendar_day" or "quantile"
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Train + validation: everything a test-time list may be computed from."""
+        return pd.concat([self.train, self.validation], ignore_index=True)
+
+    def describe(self) -> dict[str, str | int]:
+        return {
+            "method": self.method,
+            "validation_start": self.validation_start.isoformat(),
+            "test_start": self.test_start.isoformat(),
+            "train_events": len(self.train),
+            "validation_events": len(self.validation),
+            "test_events": len(self.test),
+        }
+
+
+def split_events(events: pd.DataFrame, min_days: int = 3, quantile: float = 0.2) -> Split:
+    """Split canonical events (sorted by time) by the protocol.
+
+    Args:
+        events: canonical events, sorted by `timestamp`.
+        min_days: fewer calendar days than this switch to the quantile split.
+        quantile: share of events for test, and again for validation, in the quantile split.
+    """
+    if events.empty:
+        raise DataError("cannot split: there are no events")
+    days = events["timestamp"].dt.floor("D")
+    if days.nunique() >= min_days:
+        test_start = days.iloc[-1] if days.is_monotonic_increasing else days.max()
+        validation_start = test_start - pd.Timedelta(days=1)
+        method = "calendar_day"
+    else:
+        # Cut at the timestamps of the quantile events; events sharing a timestamp with the cut
+        # all fall on the later side, so no timestamp is split across periods.
+        times = events["timestamp"].sort_values(kind="stable").reset_index(drop=True)
+        n = len(times)
+        validation_start = times.iloc[int(np.floor(n * (1 - 2 * quantile)))]
+        test_start = times.iloc[int(np.floor(n * (1 - quantile)))]
+        method = "quantile"
+        if not validation_start < test_start:
+            raise DataError(
+                "cannot split: the validation and test periods would be empty; the log holds "
+                f"{n} events over {events['timestamp'].nunique()} distinct timestamps"
+            )
+    time = events["timestamp"]
+    train = events[time < validation_start].reset_index(drop=True)
+    validation = events[(time >= validation_start) & (time < test_start)].reset_index(drop=True)
+    test = events[time >= test_start].reset_index(drop=True)
+    if train.empty:
+        raise DataError(
+            f"cannot split: no training events before {validation_start.isoformat()}; "
+            "the log needs at least three days (or enough distinct times for the quantile split)"
+        )
+    return Split(train, validation, test, validation_start, test_start, method)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Per test user: the items engaged with in the test period, by type, and items seen before.
+
+    Attributes:
+        users: the test users, sorted.
+        items: GT type ("any", "save", "purchase") -> {user: set of items}.
+        seen: {user: set of items in train + validation}.
+    """
+
+    users: tuple[str, ...]
+    items: dict[str, dict[str, frozenset]]
+    seen: dict[str, frozenset]
+
+    def for_variant(self, gt_type: str, variant: str) -> dict[str, frozenset]:
+        """Non-empty ground truth of one type; `new_gt` removes the user's seen items first."""
+        out = {}
+        for user in self.users:
+            truth = self.items[gt_type].get(user, frozenset())
+            if variant == "new_gt":
+                truth = truth - self.seen.get(user, frozenset())
+            if truth:
+                out[user] = truth
+        return out
+
+
+def _sets(frame: pd.DataFrame) -> dict[str, frozenset]:
+    if frame.empty:
+        return {}
+    return {user: frozenset(items) for user, items in frame.groupby("user_id", sort=False)["item_id"]}
+
+
+def ground_truth(split: Split) -> GroundTruth:
+    """Test users and their ground truth per EVALUATION.md."""
+    test_users = set(split.test["user_id"]) & set(split.train["user_id"])
+    test = split.test[split.test["user_id"].isin(test_users)]
+    items = {"any": _sets(test)}
+    for event in EVENTS[1:]:
+        items[event] = _sets(test[test["event"] == event])
+    history = split.history
+    seen = _sets(history[history["user_id"].isin(test_users)])
+    return GroundTruth(tuple(sorted(test_users)), items, seen)
+
+
+def cold_item_shares(split: Split, truth: GroundTruth) -> dict[str, float]:
+    """Share of test ground-truth items never seen in train (and never seen before the test).
+
+    Computed over (user, item) pairs of the `any` ground truth, and over distinct items.
+    """
+    in_train = set(split.train["item_id"])
+    before_test = in_train | set(split.validation["item_id"])
+    pairs = [item for user in truth.users for item in truth.items["any"].get(user, ())]
+    distinct = set(pairs)
+    if not pairs:
+        return {}
+    return {
+        "eval/cold_item_share": float(np.mean([i not in in_train for i in pairs])),
+        "eval/cold_item_share_distinct": float(np.mean([i not in in_train for i in distinct])),
+        "eval/unseen_before_test_share": float(np.mean([i not in before_test for i in pairs])),
+    }

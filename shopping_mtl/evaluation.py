@@ -1,0 +1,150 @@
+"""Scoring ranked lists by the protocol of EVALUATION.md.
+
+A list is a frame `user_id, rank, item_id, score` (rank 1 = best). It is scored for three
+ground-truth types (any engagement, save, purchase) and three variants:
+
+- `all`: the list and the ground truth as they are (repeat engagement counts);
+- `excl_seen`: the user's train+validation items removed from the list, order kept;
+- `new_gt`: removed from the list and from the ground truth; users left with none drop out.
+
+Metric names say where they come from: `<prefix>[/<variant>][/<type>]/<metric>@<k>`, the variant
+omitted for `all` and the type for `any`, e.g. `baseline/covisit/recall@100` or
+`retrieval/new_gt/purchase/ndcg@10`. Each figure has a 95% bootstrap interval over users
+(`.../ci95_low`, `.../ci95_high`), and `<prefix>[/<variant>][/<type>]/users` says how many users
+it averages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from shopping_mtl.data.split import GT_TYPES, GroundTruth
+
+VARIANTS = ("all", "excl_seen", "new_gt")
+LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
+NDCG_K = 10
+# 1 / log2(position + 1) for positions 1..1000: the binary-relevance discount.
+_DISCOUNT = 1.0 / np.log2(np.arange(2, 1002))
+
+
+def metric_prefix(prefix: str, variant: str, gt_type: str) -> str:
+    parts = [prefix]
+    if variant != "all":
+        parts.append(variant)
+    if gt_type != "any":
+        parts.append(gt_type)
+    return "/".join(parts)
+
+
+def user_metrics(ranked: Mapping[str, list], truth: Mapping[str, frozenset],
+                 ks: Iterable[int]) -> dict[str, np.ndarray]:
+    """Per-user Recall@K, HitRate@K and NDCG@10 for every user of `truth`.
+
+    Args:
+        ranked: user -> items, best first (a user without a list scores zero).
+        truth: user -> non-empty set of relevant items.
+        ks: cut-offs for recall and hit rate.
+
+    Returns:
+        metric name (`recall@10`, ..., `ndcg@10`) -> (n_users,) array in `truth`'s order.
+    """
+    ks = tuple(ks)
+    deepest = max(max(ks), NDCG_K)
+    users = list(truth)
+    recall = {k: np.zeros(len(users)) for k in ks}
+    hit = {k: np.zeros(len(users)) for k in ks}
+    ndcg = np.zeros(len(users))
+    for row, user in enumerate(users):
+        relevant = truth[user]
+        items = ranked.get(user, ())
+        hits = np.zeros(deepest, dtype=bool)
+        counted = set()
+        for position, item in enumerate(items[:deepest]):
+            # An item listed twice is a hit once.
+            if item in relevant and item not in counted:
+                hits[position] = True
+                counted.add(item)
+        cumulative = np.cumsum(hits)
+        for k in ks:
+            found = cumulative[k - 1]
+            recall[k][row] = found / len(relevant)
+            hit[k][row] = float(found > 0)
+        dcg = float(_DISCOUNT[:NDCG_K][hits[:NDCG_K]].sum())
+        ideal = float(_DISCOUNT[: min(len(relevant), NDCG_K)].sum())
+        ndcg[row] = dcg / ideal
+    out = {f"recall@{k}": recall[k] for k in ks}
+    out.update({f"hitrate@{k}": hit[k] for k in ks})
+    out[f"ndcg@{NDCG_K}"] = ndcg
+    return out
+
+
+def bootstrap_interval(values: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over users (resampling users with replacement).
+
+    The resample indices depend only on (seed, number of users), so every metric over the same
+    users shares them, and a rerun gives identical bounds.
+    """
+    n = len(values)
+    if n == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    # Chunks keep memory at about 100 x n indices even for very many users.
+    chunk = max(1, min(n_resamples, 10_000_000 // max(n, 1)))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = values[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def lists_by_user(frame: pd.DataFrame) -> dict[str, list]:
+    """A list frame -> {user: items ordered by rank}."""
+    missing = [c for c in LIST_COLUMNS[:3] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"list frame lacks columns {missing}; a list has {list(LIST_COLUMNS)}")
+    ordered = frame.sort_values(["user_id", "rank"], kind="stable")
+    return {user: list(items) for user, items in ordered.groupby("user_id", sort=False)["item_id"]}
+
+
+def score_lists(frame: pd.DataFrame, truth: GroundTruth, prefix: str, ks: Iterable[int] = (10, 50, 100),
+                n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Every metric of the protocol for one list frame, with bootstrap intervals.
+
+    Args:
+        frame: the list (`user_id, rank, item_id, score`), typically 100 rows per test user.
+        truth: the split's ground truth.
+        prefix: metric namespace, e.g. `baseline/popularity`.
+        ks: cut-offs for recall and hit rate.
+        n_resamples: bootstrap resamples over users (0 skips the intervals).
+        seed: bootstrap seed.
+    """
+    ks = tuple(ks)
+    ranked = lists_by_user(frame)
+    unseen_ranked = {
+        user: [item for item in items if item not in truth.seen.get(user, frozenset())]
+        for user, items in ranked.items()
+    }
+    out: dict[str, float] = {}
+    for variant in VARIANTS:
+        lists = ranked if variant == "all" else unseen_ranked
+        for gt_type in GT_TYPES:
+            relevant = truth.for_variant(gt_type, variant)
+            name = metric_prefix(prefix, variant, gt_type)
+            out[f"{name}/users"] = float(len(relevant))
+            if not relevant:
+                continue
+            for metric, values in user_metrics(lists, relevant, ks).items():
+                out[f"{name}/{metric}"] = float(values.mean())
+                if n_resamples:
+                    low, high = bootstrap_interval(values, n_resamples, seed)
+                    out[f"{name}/{metric}/ci95_low"] = low
+                    out[f"{name}/{metric}/ci95_high"] = high
+    return out
