@@ -169,7 +169,8 @@ def _build(cls: type, raw: Mapping[str, Any], where: str = "") -> Any:
         full = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            prefix = f"{where}." if where else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key '{full}'{hint}; known: "
                               + ", ".join(f"{where}.{n}" if where else n for n in names))
         kwargs[key] = _coerce(value, hints[key], full)

@@ -123,8 +123,8 @@ def run_data(state: RunState) -> None:
     state.dataset, state.split, state.truth = dataset, split, truth
     state.metrics.update({
         "data/events_used": float(len(events)),
-        "data/users": float(events["user_id"].nunique()),
-        "data/items": float(events["item_id"].nunique()),
+        "data/distinct_users": float(events["user_id"].nunique()),
+        "data/distinct_items": float(events["item_id"].nunique()),
         "split/train_events": float(len(split.train)),
         "split/validation_events": float(len(split.validation)),
         "split/test_events": float(len(split.test)),

@@ -356,7 +356,7 @@ def read_side_table(spec: SideTableSpec, root: Path, name: str, report: ReadRepo
     table[spec.key] = table[spec.key].astype(object)
     if spec.key != ("item_id" if name == "items" else "user_id"):
         table = table.rename(columns={spec.key: "item_id" if name == "items" else "user_id"})
-    report.counts[f"data/{name}"] = len(table)
+    report.counts[f"data/{name}/rows"] = len(table)
     return table
 
 

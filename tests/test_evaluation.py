@@ -1,0 +1,93 @@
+"""Metric golden numbers on hand-made lists, with the arithmetic written out."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopping_mtl.data.split import GroundTruth
+from shopping_mtl.evaluation import bootstrap_interval, score_lists, user_metrics
+
+
+def lists(rows: dict[str, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(u, r + 1, item, 1.0 / (r + 1)) for u, items in rows.items() for r, item in enumerate(items)],
+        columns=["user_id", "rank", "item_id", "score"],
+    )
+
+
+def test_user_metrics_golden_numbers():
+    ranked = {"u1": ["a", "x", "b", "y"], "u2": ["z", "c"]}
+    truth = {"u1": frozenset({"a", "b", "q"}), "u2": frozenset({"c"})}
+    got = user_metrics(ranked, truth, ks=(1, 3))
+    # u1: hits at positions 1 and 3 of 3 relevant. recall@1 = 1/3, recall@3 = 2/3.
+    # u2: hit at position 2 of 1 relevant. recall@1 = 0, recall@3 = 1.
+    np.testing.assert_allclose(got["recall@1"], [1 / 3, 0.0])
+    np.testing.assert_allclose(got["recall@3"], [2 / 3, 1.0])
+    np.testing.assert_allclose(got["hitrate@1"], [1.0, 0.0])
+    np.testing.assert_allclose(got["hitrate@3"], [1.0, 1.0])
+    # u1: DCG = 1/log2(2) + 1/log2(4) = 1 + 0.5 = 1.5;
+    #     IDCG (3 relevant) = 1 + 1/log2(3) + 1/log2(4) = 1 + 0.63093 + 0.5 = 2.13093.
+    # u2: DCG = 1/log2(3) = 0.63093; IDCG = 1.
+    np.testing.assert_allclose(got["ndcg@10"], [1.5 / (1.5 + 1 / math.log2(3)), 1 / math.log2(3)])
+
+
+def test_repeated_item_is_a_hit_once_and_missing_user_scores_zero():
+    got = user_metrics({"u1": ["a", "a", "a"]}, {"u1": frozenset({"a", "b"}), "u2": frozenset({"c"})}, ks=(3,))
+    np.testing.assert_allclose(got["recall@3"], [0.5, 0.0])
+
+
+def test_variants_and_types():
+    truth = GroundTruth(
+        users=("u1", "u2"),
+        items={
+            "any": {"u1": frozenset({"a", "n"}), "u2": frozenset({"b"})},
+            "save": {"u1": frozenset({"n"})},
+            "purchase": {},
+        },
+        seen={"u1": frozenset({"a"}), "u2": frozenset({"b"})},
+    )
+    frame = lists({"u1": ["a", "n"], "u2": ["x", "b"]})
+    got = score_lists(frame, truth, "m", ks=(1, 2), n_resamples=0)
+    # all: u1 recall@1 = 1/2 (a), u2 recall@1 = 0 -> 0.25; recall@2 = (1 + 1) / 2 = 1.
+    assert got["m/recall@1"] == pytest.approx(0.25)
+    assert got["m/recall@2"] == pytest.approx(1.0)
+    # excl_seen: u1's list becomes [n] (hit at 1 -> 1/2), u2's [x] (no hit) -> 0.25 at K=1.
+    assert got["m/excl_seen/recall@1"] == pytest.approx(0.25)
+    assert got["m/excl_seen/recall@2"] == pytest.approx(0.25)
+    # new_gt: u1's truth {n}, list [n] -> 1; u2's truth is empty -> u2 drops out.
+    assert got["m/new_gt/recall@1"] == pytest.approx(1.0)
+    assert got["m/new_gt/users"] == 1.0
+    # save: only u1, whose saved item n is at rank 2 of the full list.
+    assert got["m/save/recall@1"] == 0.0 and got["m/save/recall@2"] == 1.0
+    assert got["m/save/ndcg@10"] == pytest.approx(1 / math.log2(3))
+    # purchase: nobody purchased -> no figure, only the user count.
+    assert got["m/purchase/users"] == 0.0 and "m/purchase/recall@1" not in got
+
+
+def test_exact_metric_key_set():
+    truth = GroundTruth(("u",), {"any": {"u": frozenset("a")}, "save": {"u": frozenset("a")},
+                                 "purchase": {"u": frozenset("a")}}, {"u": frozenset("b")})
+    got = score_lists(lists({"u": ["a"]}), truth, "p", ks=(10,), n_resamples=5)
+    prefixes = [f"p{v}{t}" for v in ("", "/excl_seen", "/new_gt") for t in ("", "/save", "/purchase")]
+    expected = set()
+    for prefix in prefixes:
+        expected.add(f"{prefix}/users")
+        for metric in ("recall@10", "hitrate@10", "ndcg@10"):
+            expected |= {f"{prefix}/{metric}", f"{prefix}/{metric}/ci95_low", f"{prefix}/{metric}/ci95_high"}
+    assert set(got) == expected
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():
+    values = np.random.default_rng(1).random(500)
+    low, high = bootstrap_interval(values, 1000, seed=0)
+    assert low < values.mean() < high
+    assert (low, high) == bootstrap_interval(values, 1000, seed=0)
+    # The standard error of a uniform mean over 500 users is sqrt(1/12/500) = 0.0129, so a 95%
+    # interval is about 2 * 1.96 * 0.0129 = 0.051 wide.
+    assert high - low == pytest.approx(0.051, abs=0.008)
+    assert bootstrap_interval(np.ones(10), 100) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in bootstrap_interval(np.array([]), 100))

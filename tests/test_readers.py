@@ -1,0 +1,227 @@
+"""Readers and validation: every bad-input case gives a clear message naming file, line and value."""
+
+from __future__ import annotations
+
+import gzip
+
+import pandas as pd
+import pytest
+
+from conftest import CSV_SPEC, T0, event_lines, run_cli, tiny_rows, write_spec
+from shopping_mtl.data.readers import read_dataset
+from shopping_mtl.data.spec import load_spec
+from shopping_mtl.errors import ConfigError, DataError
+
+
+def read(spec_path, on_bad_rows="fail"):
+    return read_dataset(load_spec(str(spec_path)), on_bad_rows)
+
+
+def test_reads_canonical_events(tiny_dataset):
+    data = read(tiny_dataset)
+    events = data.events
+    assert list(events.columns) == ["user_id", "item_id", "event", "timestamp"]
+    assert len(events) == len(tiny_rows())
+    assert set(events["event"]) == {"click", "save", "purchase"}
+    assert str(events["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert events["timestamp"].is_monotonic_increasing
+    # cart and fav both map to save
+    assert (events["event"] == "save").sum() == 3
+    assert data.items.set_index("item_id").loc["c", "price"] == 100.0
+    assert data.report.n_bad == 0
+
+
+@pytest.mark.parametrize(
+    "bad_line, reason, detail, value",
+    [
+        ("u9,x,pv\n", "wrong_column_count", "expected 4 fields, got 3", "u9,x,pv"),
+        ("u9,x,pv,1,2\n", "wrong_column_count", "expected 4 fields, got 5", "u9,x,pv,1,2"),
+        ("u9,x,pv,yesterday\n", "bad_timestamp", "timestamp does not parse", "yesterday"),
+        ("u9,x,like,1700000000\n", "unknown_behavior", "unknown behaviour value", "like"),
+        (",x,pv,1700000000\n", "empty_id", "user_id is empty", ""),
+        ("u9, ,pv,1700000000\n", "empty_id", "item_id is empty", " "),
+        ("\n", "empty_id", "user_id is empty", ""),
+    ],
+)
+def test_bad_event_row_is_reported_with_file_line_and_value(tmp_path, bad_line, reason, detail, value):
+    rows = event_lines(tiny_rows()[:4]) + bad_line + event_lines(tiny_rows()[4:])
+    (tmp_path / "events.csv").write_text(rows)
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, CSV_SPEC)
+    with pytest.raises(DataError) as err:
+        read(spec)
+    message = str(err.value)
+    assert f"1 malformed rows ({reason} 1)" in message
+    assert f"events.csv:5: " in message  # the bad row is the fifth line
+    assert detail in message
+    assert repr(value) in message
+    assert "--on-bad-rows skip" in message
+
+    skipped = read(spec, on_bad_rows="skip")
+    assert len(skipped.events) == len(tiny_rows())
+    assert skipped.report.metrics()[f"data/bad_rows/events/{reason}"] == 1
+    assert skipped.report.metrics()["data/bad_rows/total"] == 1
+    row = skipped.report.bad_rows_frame().iloc[0]
+    assert (row["file"].endswith("events.csv"), row["line"], row["reason"]) == (True, 5, reason)
+
+
+@pytest.mark.parametrize(
+    "price, detail",
+    [("nan", "price is not a finite number"), ("", "price is not a finite number"),
+     ("-3.5", "price is negative"), ("cheap", "price is not a finite number")],
+)
+def test_bad_item_price_is_reported(tmp_path, price, detail):
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_text(f"item_id,category,price\na,c1,1\nb,c1,{price}\n")
+    spec = write_spec(tmp_path, CSV_SPEC)
+    with pytest.raises(DataError, match=rf"items.csv:3: {detail}: '{price}'"):
+        read(spec)
+    skipped = read(spec, on_bad_rows="skip")
+    assert list(skipped.items["item_id"]) == ["a"]
+    assert skipped.report.metrics()["data/bad_rows/items/bad_number"] == 1
+
+
+def test_declared_missing_value_is_not_bad(tmp_path):
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\nb,c1,-1\n")
+    spec = write_spec(tmp_path, CSV_SPEC + "  missing_values: {price: ['-1']}\n")
+    items = read(spec).items.set_index("item_id")
+    assert pd.isna(items.loc["b", "price"]) and items.loc["a", "price"] == 1.0
+
+
+def test_many_bad_rows_fail_with_count_and_first_five(tmp_path):
+    bad = "".join(f"u{i},x,like,{T0}\n" for i in range(12))
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()) + bad)
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, CSV_SPEC)
+    with pytest.raises(DataError) as err:
+        read(spec)
+    message = str(err.value)
+    assert message.startswith("12 malformed rows (unknown_behavior 12); the first 5:")
+    assert message.count("unknown behaviour value") == 5
+
+
+def test_truncated_last_line_is_dropped_and_counted(tmp_path):
+    text = event_lines(tiny_rows()) + "u1,zz,pv"  # no timestamp, no newline: cut off mid-write
+    with gzip.open(tmp_path / "events.csv.gz", "wt") as handle:
+        handle.write(text)
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, CSV_SPEC.replace("[events.csv]", "[events.csv.gz]"))
+    data = read(spec)
+    assert len(data.events) == len(tiny_rows())
+    assert data.report.metrics()["data/events/truncated_last_line"] == 1
+    assert "zz" not in set(data.events["item_id"])
+
+
+def test_short_last_line_with_newline_is_a_bad_row(tmp_path):
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()) + "u1,zz,pv\n")
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    with pytest.raises(DataError, match="wrong column count"):
+        read(write_spec(tmp_path, CSV_SPEC))
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path):
+    rows = tiny_rows()
+    (tmp_path / "events.csv").write_text(event_lines(rows + rows[:3]))
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\na,c1,1\na,c9,2\n")
+    data = read(write_spec(tmp_path, CSV_SPEC))
+    metrics = data.report.metrics()
+    assert len(data.events) == len(rows)
+    assert metrics["data/events/duplicate_rows"] == 3
+    assert metrics["data/items/duplicate_rows"] == 1
+    assert metrics["data/items/repeated_keys"] == 1  # same key, other values: first kept
+    assert data.items.set_index("item_id").loc["a", "category"] == "c1"
+
+
+def test_missing_file(tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    with pytest.raises(DataError, match=r"file not found: .*events.csv"):
+        read(write_spec(tmp_path, CSV_SPEC))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the file is empty"),
+    ("user_id,item_id,behavior,timestamp\n", "has a header but no rows"),
+])
+def test_empty_and_header_only_files(tmp_path, content, message):
+    (tmp_path / "events.csv").write_text(content)
+    spec = write_spec(tmp_path, """\
+        name: h
+        events:
+          paths: [events.csv]
+          behaviors: {pv: click}
+        """)
+    with pytest.raises(DataError, match=message):
+        read(spec)
+
+
+def test_empty_gzip_file(tmp_path):
+    with gzip.open(tmp_path / "events.csv.gz", "wt"):
+        pass
+    spec = write_spec(tmp_path, """\
+        events:
+          paths: [events.csv.gz]
+          behaviors: {pv: click}
+        """)
+    with pytest.raises(DataError, match="empty"):
+        read(spec)
+
+
+def test_header_without_needed_column(tmp_path):
+    (tmp_path / "events.csv").write_text("user,item_id,behavior,timestamp\nu1,a,pv,1\n")
+    spec = write_spec(tmp_path, "events:\n  paths: [events.csv]\n  behaviors: {pv: click}\n")
+    with pytest.raises(DataError, match="header has no column 'user_id'; it has user, item_id"):
+        read(spec)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("colour: red\n", "unknown key 'colour'"),
+    ("events:\n  paths: [e.csv]\n  behaviours: {pv: click}\n", "unknown key 'behaviours' \\(did you mean 'behaviors'\\?\\)"),
+    ("events:\n  paths: [e.csv]\n  behaviors: {pv: clicks}\n", "maps 'pv' to unknown event 'clicks'; known: click, save, purchase"),
+    ("events:\n  paths: [e.csv]\n  header: false\n  behaviors: {pv: click}\n", "a CSV without header needs 'columns'"),
+    ("events:\n  paths: [e.csv]\n  timestamp_unit: hours\n  behaviors: {pv: click}\n", "timestamp_unit is 'hours'"),
+])
+def test_spec_errors_name_the_key(tmp_path, extra, message):
+    base = "name: bad\n" + ("events:\n  paths: [e.csv]\n  behaviors: {pv: click}\n" if not extra.startswith("events") else "")
+    spec = write_spec(tmp_path, base + extra)
+    with pytest.raises(ConfigError, match=message):
+        load_spec(str(spec))
+
+
+def test_unknown_dataset_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown dataset 'ecom'; known: ecomm, taobao"):
+        load_spec("ecom")
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()) + "u1,x,like,1\n")
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, CSV_SPEC)
+    failed = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(tmp_path / "run"), "-q")
+    assert failed.returncode == 2
+    assert "Traceback" not in failed.stderr
+    assert "events.csv:12: unknown behaviour value (known: pv, fav, cart, buy): 'like'" in failed.stderr
+
+    skipped = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(tmp_path / "run"), "-q",
+                      "--on-bad-rows", "skip", "--set", "evaluation.bootstrap_resamples=10")
+    assert skipped.returncode == 0, skipped.stderr
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data/bad_rows/events/unknown_behavior"] == 1.0
+    bad = pd.read_csv(tmp_path / "run" / "bad_rows.csv")
+    assert bad.to_dict("records")[0]["line"] == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "nope"], "error: unknown dataset 'nope'"),
+    (["--set", "evaluation.kss=[1]"], "unknown config key 'evaluation.kss' (did you mean 'evaluation.ks'?)"),
+    (["--set", "data.max_events=-5"], "data.max_events must be positive"),
+    (["--stages", "data,ranking"], "stages has unknown stage 'ranking'"),
+    (["--data-root", "/nonexistent/folder"], "file not found: /nonexistent/folder/ecomm_edge_train.txt.gz"),
+])
+def test_cli_config_errors(tmp_path, args, message):
+    failed = run_cli("train.py", "--run-dir", str(tmp_path / "run"), "-q", *args)
+    assert failed.returncode == 2, failed.stderr
+    assert message in failed.stderr
+    assert "Traceback" not in failed.stderr
