@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    names = [f"baseline/{name}" for name in state.config.baselines.names]
+    names = ["candidate_set", "retrieval"] + [f"baseline/{name}" for name in state.config.baselines.names]
     print()
     print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users, "
           f"cold-item share {state.metrics.get('eval/cold_item_share', float('nan')):.3f}")

@@ -19,8 +19,9 @@ import yaml
 
 from shopping_mtl.baselines import BASELINES, BaselineConfig
 from shopping_mtl.errors import ConfigError
+from shopping_mtl.retrieval.config import CandidateConfig, RetrievalConfig
 
-STAGES = ("data", "baselines")
+STAGES = ("data", "baselines", "retrieval")
 ON_BAD_ROWS = ("fail", "skip")
 
 
@@ -77,6 +78,8 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
     def validate(self) -> "Config":
         for stage in self.stages:
@@ -105,6 +108,8 @@ class Config:
             if event not in ("click", "save", "purchase"):
                 raise ConfigError(
                     f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+        self.retrieval.validate()
+        self.candidates.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -121,14 +121,25 @@ def _sets(frame: pd.DataFrame) -> dict[str, frozenset]:
 
 def ground_truth(split: Split) -> GroundTruth:
     """Test users and their ground truth per EVALUATION.md."""
-    test_users = set(split.test["user_id"]) & set(split.train["user_id"])
-    test = split.test[split.test["user_id"].isin(test_users)]
-    items = {"any": _sets(test)}
+    return truth_for(split.train, split.history, split.test)
+
+
+def validation_truth(split: Split) -> GroundTruth:
+    """The same protocol one day earlier: validation users, judged on the validation period
+    from train events only. Model selection and tuning read this, never the test period."""
+    return truth_for(split.train, split.train, split.validation)
+
+
+def truth_for(train: pd.DataFrame, history: pd.DataFrame, target: pd.DataFrame) -> GroundTruth:
+    """Users with a `target` event and a `train` event; their `target` items by type, and the
+    items they touched in `history` (the events before the target period)."""
+    users = set(target["user_id"]) & set(train["user_id"])
+    target = target[target["user_id"].isin(users)]
+    items = {"any": _sets(target)}
     for event in EVENTS[1:]:
-        items[event] = _sets(test[test["event"] == event])
-    history = split.history
-    seen = _sets(history[history["user_id"].isin(test_users)])
-    return GroundTruth(tuple(sorted(test_users)), items, seen)
+        items[event] = _sets(target[target["event"] == event])
+    seen = _sets(history[history["user_id"].isin(users)])
+    return GroundTruth(tuple(sorted(users)), items, seen)
 
 
 def cold_item_shares(split: Split, truth: GroundTruth) -> dict[str, float]:

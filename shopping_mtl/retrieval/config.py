@@ -1,0 +1,88 @@
+"""Retrieval settings, importable without TensorFlow (the config layer validates them early)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shopping_mtl.errors import ConfigError
+
+SOURCES = ("two_tower", "user_history", "covisit", "popularity")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Settings of the two-tower model and its training.
+
+    Args:
+        embedding_dim: size of the query and candidate vectors.
+        tower_layers: hidden layer widths of each tower's MLP.
+        temperature: softmax temperature over cosine similarities.
+        logq_correction: subtract log q(item) from logits (in-batch negatives oversample popular items).
+        remove_accidental_hits: drop in-batch negatives that are the positive item itself.
+        hard_negatives: keep only the N hardest in-batch negatives (None: all).
+        id_dropout: share of training pairs whose item id is hidden, so the candidate tower
+            learns to embed an item from its content alone (as for items unseen in training).
+        event_weights: sample weight per event type (purchase above save above click).
+        batch_size, epochs, learning_rate: training; Adam optimiser.
+        patience: epochs without validation-loss improvement before stopping (best weights kept).
+        top_k: candidates per user.
+    """
+
+    embedding_dim: int = 64
+    tower_layers: tuple[int, ...] = (128,)
+    temperature: float = 0.05
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    hard_negatives: int | None = None
+    id_dropout: float = 0.3
+    event_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"click": 1.0, "save": 2.0, "purchase": 4.0})
+    batch_size: int = 1024
+    epochs: int = 20
+    learning_rate: float = 0.003
+    patience: int = 2
+    top_k: int = 100
+
+    def validate(self) -> None:
+        positive = {"embedding_dim": self.embedding_dim, "batch_size": self.batch_size,
+                    "epochs": self.epochs, "top_k": self.top_k, "patience": self.patience}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"retrieval.{key} must be positive, got {value}")
+        if self.temperature <= 0:
+            raise ConfigError(f"retrieval.temperature must be positive, got {self.temperature}")
+        if not 0 <= self.id_dropout < 1:
+            raise ConfigError(f"retrieval.id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"retrieval.learning_rate must be positive, got {self.learning_rate}")
+        if self.hard_negatives is not None and self.hard_negatives <= 0:
+            raise ConfigError(f"retrieval.hard_negatives must be positive or null, got {self.hard_negatives}")
+        for event in self.event_weights:
+            if event not in ("click", "save", "purchase"):
+                raise ConfigError(
+                    f"retrieval.event_weights has unknown key '{event}'; known: click, save, purchase")
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """The merged candidate set: per-source quotas, in priority order (see retrieval.sources).
+
+    Args:
+        quotas: source -> the most items it adds per user; a source with quota 0 is left out.
+    """
+
+    quotas: Mapping[str, int] = field(default_factory=lambda: {
+        "two_tower": 100, "user_history": 100, "covisit": 100, "popularity": 20})
+
+    def validate(self) -> None:
+        for name, quota in self.quotas.items():
+            if name not in SOURCES:
+                raise ConfigError(
+                    f"candidates.quotas has unknown key '{name}'; known: {', '.join(SOURCES)}")
+            if quota < 0:
+                raise ConfigError(f"candidates.quotas.{name} must be >= 0, got {quota}")
+
+    @property
+    def size(self) -> int:
+        return sum(self.quotas.values())

@@ -1,0 +1,124 @@
+"""Retrieval inputs: the item catalogue, query states before each event, and training pairs.
+
+A training example is (the query state just before an event, the engaged item): the user's
+features, the event's hour and weekday, and the user's last N items strictly before the event.
+Every input is a raw value (string id, float price, int64 unix seconds), exactly what the
+exported model takes, so training and serving share one feature path.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from shopping_mtl.features import TIMESTAMP, FeatureSet
+from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
+
+Arrays = dict[str, np.ndarray]
+
+
+def item_catalogue(known_events: pd.DataFrame, items: pd.DataFrame | None,
+                   features: FeatureSet) -> pd.DataFrame:
+    """Every item a list may contain: items in `known_events` plus the item table.
+
+    Attributes come from the item table where it has them, else from the latest event that
+    carries them (Taobao events carry the category). Returns one row per item with `item_id`
+    and the item features' columns (missing: "" or NaN).
+    """
+    ids = pd.unique(as_str(known_events["item_id"]))
+    if items is not None:
+        ids = pd.unique(np.concatenate([ids, as_str(items["item_id"])]))
+    catalogue = pd.DataFrame({"item_id": ids})
+    table = items.drop_duplicates("item_id").set_index("item_id") if items is not None else None
+    latest = known_events.drop_duplicates("item_id", keep="last").set_index("item_id")
+    for feature in features.spec.item:
+        name = feature.name
+        if name == "item_id":
+            continue
+        if table is not None and name in table.columns:
+            values = table[name].reindex(ids)
+        elif name in latest.columns:
+            values = latest[name].reindex(ids)
+        else:
+            values = pd.Series(np.nan, index=ids)
+        if feature.type != "numeric" and table is not None and name in latest.columns:
+            values = values.fillna(latest[name].reindex(ids))
+        catalogue[name] = values.to_numpy()
+    return catalogue
+
+
+def item_arrays(catalogue: pd.DataFrame, features: FeatureSet, item_ids=None,
+                known_ids: set | None = None) -> Arrays:
+    """Item-tower inputs for `item_ids` (default: the whole catalogue), in that order.
+
+    Ids outside `known_ids` (the train vocabulary) are given as "": the model learned that
+    row with id dropout, so an unseen item is embedded from its content alone.
+    """
+    table = catalogue.set_index("item_id")
+    ids = table.index.to_numpy(dtype=object) if item_ids is None else as_str(item_ids)
+    rows = table.reindex(ids).reset_index().rename(columns={"index": "item_id"})
+    arrays = features.to_inputs(rows, ("item",))
+    if known_ids is not None and "item_id" in arrays:
+        known = pd.Index(list(known_ids))
+        arrays["item_id"] = np.where(known.get_indexer(arrays["item_id"]) >= 0, arrays["item_id"], "")
+    return arrays
+
+
+def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
+                 catalogue: pd.DataFrame, features: FeatureSet) -> Arrays:
+    """Query-tower inputs for each (user_id, timestamp) row of `queries`.
+
+    Args:
+        queries: `user_id`, `timestamp`; the query state is taken strictly before the timestamp.
+        history_events: the events the queries may see (never the test period for test queries).
+        users: the user table, or None.
+        catalogue: `item_catalogue(...)`, for the history items' attributes.
+    """
+    spec = features.spec
+    frame = pd.DataFrame({"user_id": as_str(queries["user_id"]), TIMESTAMP: queries["timestamp"].to_numpy()})
+    user_columns = [f.name for f in spec.user if f.name != "user_id"]
+    if users is not None and user_columns:
+        joined = users.drop_duplicates("user_id").set_index("user_id").reindex(frame["user_id"])
+        for name in user_columns:
+            frame[name] = joined[name].to_numpy() if name in joined.columns else np.nan
+    else:
+        for name in user_columns:
+            frame[name] = np.nan
+    groups = [g for g in ("user", "context") if (spec.user if g == "user" else spec.context)]
+    arrays = features.to_inputs(frame, groups)
+    if spec.history_length:
+        attrs = [n for n in spec.history_features if n != "item_id"]
+        history = last_items_before(
+            history_events, frame.assign(timestamp=queries["timestamp"].to_numpy()),
+            spec.history_length, catalogue[["item_id", *attrs]] if attrs else None)
+        for name in features.input_signature("history"):
+            arrays[name] = history[name]
+    return arrays
+
+
+def training_pairs(events: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
+                   catalogue: pd.DataFrame, features: FeatureSet,
+                   event_weights: Mapping[str, float]) -> Arrays:
+    """(query state before each event, engaged item) pairs with an event-type sample weight.
+
+    The weights are normalised to mean 1 so the loss scale does not depend on the event mix.
+    """
+    arrays = query_arrays(events, history_events, users, catalogue, features)
+    arrays.update(item_arrays(catalogue, features, events["item_id"]))
+    arrays["item_key"] = as_str(events["item_id"])  # the true id, for accidental-hit removal
+    weights = events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
+    arrays["sample_weight"] = weights / max(float(weights.mean()), 1e-12)
+    return arrays
+
+
+def sampling_probability(train_item_ids, item_ids) -> np.ndarray:
+    """Each pair's candidate frequency in the training pairs: the logQ correction's q(item)."""
+    counts = pd.Series(as_str(train_item_ids)).value_counts()
+    total = float(counts.sum())
+    return (counts.reindex(as_str(item_ids)).fillna(1.0).to_numpy() / total).astype(np.float32)
+
+
+def unix_seconds(values) -> np.ndarray:
+    return to_unix_seconds(values)

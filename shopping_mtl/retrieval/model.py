@@ -1,0 +1,142 @@
+"""The two-tower retrieval model (TensorFlow Recommenders) and its training.
+
+Query tower: user features, context (hour, weekday) and the pooled history of the user's last
+items (sharing the item tower's id and category embeddings) -> MLP -> unit vector. Candidate
+tower: item id, category, brand, price bucket -> MLP -> unit vector, so an item never seen in
+training still gets an embedding from its content (id dropout teaches the tower to do that).
+The TFRS `Retrieval` task owns the loss: in-batch softmax with a temperature, logQ correction
+of the sampling bias, removal of accidental hits and optional hard negatives, with the event
+type as sample weight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from shopping_mtl.features import FeatureSet
+from shopping_mtl.retrieval.config import RetrievalConfig
+
+log = logging.getLogger(__name__)
+
+
+def _mlp(widths, out_dim: int, name: str) -> tf.keras.Sequential:
+    layers = [tf.keras.layers.Dense(w, activation="relu") for w in widths]
+    layers.append(tf.keras.layers.Dense(out_dim))
+    layers.append(tf.keras.layers.UnitNormalization(axis=-1))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def build_towers(features: FeatureSet, config: RetrievalConfig) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """Functional query and candidate models that take raw named inputs."""
+    spec = features.spec
+    item_encoder = features.encoder("item", name="item_features")
+    item_inputs = features.inputs("item")
+    candidate_vector = _mlp(config.tower_layers, config.embedding_dim, "candidate_mlp")(
+        item_encoder(item_inputs))
+    candidate_model = tf.keras.Model(item_inputs, candidate_vector, name="candidate_tower")
+
+    query_groups = [g for g, present in (("user", spec.user), ("history", spec.history_length),
+                                          ("context", spec.context)) if present]
+    query_inputs = features.inputs(*query_groups)
+    parts = []
+    for group in query_groups:
+        share = item_encoder if group == "history" else None
+        parts.append(features.encoder(group, share_with=share, name=f"{group}_features")(query_inputs))
+    joined = tf.keras.layers.Concatenate(name="query_features")(parts) if len(parts) > 1 else parts[0]
+    query_vector = _mlp(config.tower_layers, config.embedding_dim, "query_mlp")(joined)
+    query_model = tf.keras.Model(query_inputs, query_vector, name="query_tower")
+    return query_model, candidate_model
+
+
+class TwoTowerModel(tfrs.Model):
+    """Query and candidate towers trained with TFRS's in-batch softmax `Retrieval` task."""
+
+    def __init__(self, query_model: tf.keras.Model, candidate_model: tf.keras.Model,
+                 config: RetrievalConfig):
+        super().__init__()
+        self.query_model = query_model
+        self.candidate_model = candidate_model
+        self.config = config
+        self.task = tfrs.tasks.Retrieval(
+            temperature=config.temperature,
+            num_hard_negatives=config.hard_negatives,
+            remove_accidental_hits=config.remove_accidental_hits,
+        )
+
+    def compute_loss(self, features, training=False):
+        query = self.query_model({k: features[k] for k in self.query_model.input_names})
+        candidate = self.candidate_model({k: features[k] for k in self.candidate_model.input_names})
+        return self.task(
+            query, candidate,  # (batch, dim) each; logits = query @ candidate.T / temperature
+            sample_weight=features["sample_weight"],
+            candidate_sampling_probability=(
+                features["sampling_probability"] if self.config.logq_correction else None),
+            candidate_ids=features["item_key"] if self.config.remove_accidental_hits else None,
+            compute_metrics=False,
+        )
+
+
+def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int,
+                 id_dropout: float = 0.0) -> tf.data.Dataset:
+    """Batches of raw inputs; with `id_dropout`, a random share of item ids is hidden ("")."""
+    tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.astype(str))
+               for k, v in arrays.items()}
+    data = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle:
+        data = data.shuffle(len(next(iter(arrays.values()))), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size, drop_remainder=shuffle)
+    if id_dropout > 0:
+        def drop(batch):
+            hide = tf.random.uniform(tf.shape(batch["item_id"]), seed=seed) < id_dropout
+            return {**batch, "item_id": tf.where(hide, tf.constant(""), batch["item_id"])}
+        data = data.map(drop, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+class _ProgressLog(tf.keras.callbacks.Callback):
+    def __init__(self, n_pairs: int):
+        super().__init__()
+        self.n_pairs = n_pairs
+        self.throughput: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        self.throughput.append(self.n_pairs / seconds)
+        log.info("retrieval epoch %d: loss %.4f, val_loss %.4f, %.1fs, %.0f pairs/s", epoch + 1,
+                 logs.get("loss", float("nan")), logs.get("val_loss", float("nan")), seconds,
+                 self.throughput[-1])
+
+
+def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
+                    validation: Mapping[str, np.ndarray] | None, config: RetrievalConfig,
+                    seed: int = 42) -> tuple[TwoTowerModel, dict]:
+    """Build and fit the two-tower model; early stopping on the validation loss.
+
+    Returns:
+        the model (best weights restored) and a dict of per-epoch history and throughput.
+    """
+    tf.keras.utils.set_random_seed(seed)
+    query_model, candidate_model = build_towers(features, config)
+    model = TwoTowerModel(query_model, candidate_model, config)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    n_pairs = len(train["sample_weight"])
+    batch_size = min(config.batch_size, n_pairs)
+    train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, id_dropout=config.id_dropout)
+    callbacks = [progress := _ProgressLog(n_pairs)]
+    val_data = None
+    if validation is not None and len(validation["sample_weight"]) >= 2:
+        val_data = make_dataset(validation, batch_size, shuffle=False, seed=seed)
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True))
+    fitted = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                       callbacks=callbacks, verbose=0)
+    return model, {"history": fitted.history, "pairs_per_s": progress.throughput}
