@@ -92,11 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    names = ["candidate_set", "retrieval"] + [f"baseline/{name}" for name in state.config.baselines.names]
+    names = ["retrieval"] + [f"baseline/{name}" for name in state.config.baselines.names]
     print()
     print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users, "
           f"cold-item share {state.metrics.get('eval/cold_item_share', float('nan')):.3f}")
     print(pipeline.summary_table(state.metrics, names))
+    size = state.config.candidates.size
+    if f"candidate_set/recall@{size}" in state.metrics:
+        m = state.metrics
+        key = f"candidate_set/recall@{size}"
+        print(f"\ncandidate set for the ranker: {m['candidate_set/mean_size']:.0f} items per user, "
+              f"recall@{size} {m[key]:.4f} [{m[key + '/ci95_low']:.3f},{m[key + '/ci95_high']:.3f}], "
+              f"new_gt recall@{size} {m[f'candidate_set/new_gt/recall@{size}']:.4f}")
     print(f"\nrun folder: {state.run_dir}")
     return 0
 

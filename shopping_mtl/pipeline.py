@@ -29,7 +29,6 @@ from shopping_mtl.config import Config
 from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import GroundTruth, Split, cold_item_shares, ground_truth, split_events
-from shopping_mtl.errors import ConfigError
 from shopping_mtl.evaluation import score_lists
 
 log = logging.getLogger(__name__)
@@ -95,6 +94,13 @@ class RunState:
     dataset: Dataset | None = None
     split: Split | None = None
     truth: GroundTruth | None = None
+
+    def write_list(self, frame: pd.DataFrame, name: str) -> Path:
+        """Write a list file into the run folder atomically."""
+        path = self.run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(frame, path)
+        return path
 
 
 def default_run_dir(dataset: str) -> Path:
@@ -167,108 +173,11 @@ def run_baselines(state: RunState) -> None:
                  lists["user_id"].nunique(), time.perf_counter() - started)
 
 
-def feature_set(state: RunState):
-    """The spec's features adapted to the train split (vocabularies and statistics: train only)."""
-    from shopping_mtl.features import FeatureSet, FeatureSpec
-
-    dataset = state.dataset
-    try:
-        spec = FeatureSpec.from_dict(dataset.spec.features)
-    except ValueError as err:
-        raise ConfigError(f"{dataset.spec.path}: {err}") from None
-    return FeatureSet.adapt(spec, state.split.train, items=dataset.items, users=dataset.users)
-
-
 def run_retrieval(state: RunState) -> None:
-    """Train the two-tower model, retrieve top-K for validation and test users, merge sources.
+    """Train the two-tower model, retrieve for validation and test users, merge the sources."""
+    from shopping_mtl.retrieval.stage import run_retrieval_stage
 
-    Training pairs come from train events (history: train only); validation pairs (history:
-    train + validation before each event) drive early stopping. Test users are queried at the
-    start of the test period with train + validation history, over the catalogue known then.
-    """
-    from shopping_mtl.retrieval import examples, index as index_lib, model as model_lib
-    from shopping_mtl.retrieval.sources import merge_sources
-
-    config, split, dataset = state.config, state.split, state.dataset
-    rconfig = config.retrieval
-    features = feature_set(state)
-    users = dataset.users
-    catalogue = examples.item_catalogue(split.history, dataset.items, features)
-    train = examples.training_pairs(split.train, split.train, users, catalogue, features,
-                                    rconfig.event_weights)
-    train["sampling_probability"] = examples.sampling_probability(split.train["item_id"], split.train["item_id"])
-    validation = examples.training_pairs(split.validation, split.history, users, catalogue, features,
-                                         rconfig.event_weights)
-    validation["sampling_probability"] = examples.sampling_probability(
-        split.train["item_id"], split.validation["item_id"])
-    log.info("retrieval: %d training pairs, %d validation pairs, catalogue of %d items",
-             len(train["sample_weight"]), len(validation["sample_weight"]), len(catalogue))
-    started = time.perf_counter()
-    model, fit = model_lib.train_two_tower(features, train, validation, rconfig, config.seed)
-    state.timings["retrieval_fit"] = time.perf_counter() - started
-    epochs = len(fit["history"]["loss"])
-    state.metrics.update({
-        "retrieval/epochs": float(epochs),
-        "retrieval/train_pairs": float(len(train["sample_weight"])),
-        "retrieval/pairs_per_s": float(np.median(fit["pairs_per_s"])),
-        "retrieval/final_loss": float(fit["history"]["loss"][-1]),
-    })
-    if "val_loss" in fit["history"]:
-        state.metrics["retrieval/best_val_loss"] = float(min(fit["history"]["val_loss"]))
-
-    known = set(features.adapted["item_id"].vocabulary) if "item_id" in features.adapted else None
-    k = rconfig.top_k
-
-    def top_k(lists_catalogue, queries, history_events):
-        vectors = index_lib.embed_items(model.candidate_model,
-                                        examples.item_arrays(lists_catalogue, features, known_ids=known))
-        index = index_lib.build_index(model.query_model, lists_catalogue["item_id"].to_numpy(), vectors, k)
-        arrays = examples.query_arrays(queries, history_events, users, lists_catalogue, features)
-        lists = index_lib.retrieve(index, model.query_model, queries["user_id"].to_numpy(dtype=object), arrays, k)
-        return index, lists
-
-    # Validation: the catalogue known before the validation day, history from train only.
-    from shopping_mtl.data.split import validation_truth
-
-    vtruth = validation_truth(split)
-    if vtruth.users:
-        vcatalogue = examples.item_catalogue(split.train, dataset.items, features)
-        vqueries = pd.DataFrame({"user_id": list(vtruth.users), "timestamp": split.validation_start})
-        _, vlists = top_k(vcatalogue, vqueries, split.train)
-        state.metrics.update(score_lists(vlists, vtruth, "retrieval/validation", config.evaluation.ks,
-                                         n_resamples=0))
-
-    queries = pd.DataFrame({"user_id": list(state.truth.users), "timestamp": split.test_start})
-    index, candidates = top_k(catalogue, queries, split.history)
-    write_parquet_atomic(candidates, state.run_dir / "candidates.parquet")
-    ev = config.evaluation
-    state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
-                                     ev.bootstrap_resamples, ev.bootstrap_seed))
-
-    # The candidate set the ranker will score: sources merged with quotas (own lists unfilled).
-    own = dataclasses.replace(config.baselines, fill_with_popularity=False)
-    sources = {}
-    for name in config.candidates.quotas:
-        if name == "two_tower":
-            sources[name] = candidates
-        else:
-            sources[name] = run_baseline(name, split.history, state.truth.users, k, own,
-                                         now=split.test_start)
-    merged = merge_sources(sources, config.candidates.quotas)
-    write_parquet_atomic(merged, state.run_dir / "candidate_set.parquet")
-    size = config.candidates.size
-    state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, size),
-                                     ev.bootstrap_resamples, ev.bootstrap_seed))
-    state.metrics["candidate_set/mean_size"] = float(merged.groupby("user_id").size().mean())
-    for name, frame in sources.items():
-        share = (merged["source"] == name).sum() / max(len(merged), 1)
-        state.metrics[f"candidate_set/share/{name}"] = float(share)
-
-    version = 1
-    target = state.run_dir / "export" / "retrieval" / str(version)
-    index_lib.export_retrieval(index, model.query_model, features, k, target)
-    state.info["exports"] = {"retrieval": str(target)}
-    log.info("retrieval: exported %s", target)
+    run_retrieval_stage(state)
 
 
 STAGE_FUNCTIONS = {"data": run_data, "baselines": run_baselines, "retrieval": run_retrieval}

@@ -16,7 +16,8 @@ class RetrievalConfig:
 
     Args:
         embedding_dim: size of the query and candidate vectors.
-        tower_layers: hidden layer widths of each tower's MLP.
+        tower_layers: hidden layer widths of each tower's MLP (none: a linear projection,
+            which found new items best on the EComm validation day).
         temperature: softmax temperature over cosine similarities.
         logq_correction: subtract log q(item) from logits (in-batch negatives oversample popular items).
         remove_accidental_hits: drop in-batch negatives that are the positive item itself.
@@ -27,11 +28,19 @@ class RetrievalConfig:
         batch_size, epochs, learning_rate: training; Adam optimiser.
         patience: epochs without validation-loss improvement before stopping (best weights kept).
         top_k: candidates per user.
+        exclude_seen: leave the user's own items out of the retrieved list: retrieval is for
+            discovery, and the user-history source keeps the repeats in the candidate set.
+        first_touch_only: train only on a user's first engagement with each item (discovery
+            pairs), not on repeats.
+        early_stopping: what stops training: "val_loss", or a validation list metric such as
+            "new_gt/recall@100" or "recall@100" (scored on the validation day after each epoch).
+        popularity_prior: at retrieval, add this times log(1 + item count before the period) to
+            the scores, putting back some of the popularity the logQ correction took out.
     """
 
     embedding_dim: int = 64
-    tower_layers: tuple[int, ...] = (128,)
-    temperature: float = 0.05
+    tower_layers: tuple[int, ...] = ()
+    temperature: float = 0.2
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     hard_negatives: int | None = None
@@ -43,6 +52,10 @@ class RetrievalConfig:
     learning_rate: float = 0.003
     patience: int = 2
     top_k: int = 100
+    exclude_seen: bool = True
+    first_touch_only: bool = False
+    early_stopping: str = "new_gt/recall@100"
+    popularity_prior: float = 0.0
 
     def validate(self) -> None:
         positive = {"embedding_dim": self.embedding_dim, "batch_size": self.batch_size,

@@ -37,6 +37,39 @@ def embed_items(candidate_model: tf.keras.Model, arrays: Mapping[str, np.ndarray
     return np.concatenate(out) if out else np.zeros((0, candidate_model.output_shape[-1]), np.float32)
 
 
+class AppendConstant(tf.keras.layers.Layer):
+    """(batch, dim) -> (batch, dim + 1) with `value` in the last column: the query's weight on the
+    candidates' popularity column."""
+
+    def __init__(self, value: float, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.value, self.scale = float(value), float(scale)
+
+    def call(self, vectors):
+        column = tf.fill([tf.shape(vectors)[0], 1], tf.constant(self.value, vectors.dtype))
+        return tf.concat([vectors * self.scale, column], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "value": self.value, "scale": self.scale}
+
+
+def with_popularity_prior(query_model: tf.keras.Model, item_vectors: np.ndarray, item_counts: np.ndarray,
+                          weight: float, temperature: float) -> tuple[tf.keras.Model, np.ndarray]:
+    """Add `weight * log(1 + count)` to every score, inside the index's one matmul.
+
+    The towers are trained with the logQ correction, which takes popularity out of the scores;
+    at retrieval time some of it belongs back in. Scores become
+    `query . item / temperature + weight * log(1 + count)`, with an extra query column (`weight`)
+    and an extra item column (`log(1 + count)`), so the export stays one matmul plus top_k.
+    """
+    inputs = {name: tf.keras.Input(shape=t.shape[1:], dtype=t.dtype, name=name)
+              for name, t in zip(query_model.input_names, query_model.inputs)}
+    augmented = AppendConstant(weight, 1.0 / temperature, name="popularity_prior")(query_model(inputs))
+    model = tf.keras.Model(inputs, augmented, name="query_tower_with_prior")
+    column = np.log1p(np.asarray(item_counts, dtype=np.float32))[:, None]
+    return model, np.concatenate([item_vectors.astype(np.float32), column], axis=1)
+
+
 def build_index(query_model: tf.keras.Model, item_ids: np.ndarray, item_vectors: np.ndarray,
                 k: int) -> tfrs.layers.factorized_top_k.BruteForce:
     """A BruteForce index over the catalogue: query features -> (scores, item ids), top k."""

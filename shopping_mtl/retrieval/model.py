@@ -84,19 +84,28 @@ class TwoTowerModel(tfrs.Model):
 
 def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int,
                  id_dropout: float = 0.0) -> tf.data.Dataset:
-    """Batches of raw inputs; with `id_dropout`, a random share of item ids is hidden ("")."""
-    tensors = {k: tf.constant(v) if v.dtype != object else tf.constant(v.astype(str))
-               for k, v in arrays.items()}
-    data = tf.data.Dataset.from_tensor_slices(tensors)
+    """Batches of raw inputs; with `id_dropout`, a random share of item ids is hidden ("").
+
+    Shuffling permutes row indices and gathers whole batches, which is far cheaper than
+    shuffling dicts of string tensors element by element.
+    """
+    tensors = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    n = len(next(iter(arrays.values())))
+    rows = tf.data.Dataset.range(n)
     if shuffle:
-        data = data.shuffle(len(next(iter(arrays.values()))), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size, drop_remainder=shuffle)
-    if id_dropout > 0:
-        def drop(batch):
-            hide = tf.random.uniform(tf.shape(batch["item_id"]), seed=seed) < id_dropout
-            return {**batch, "item_id": tf.where(hide, tf.constant(""), batch["item_id"])}
-        data = data.map(drop, num_parallel_calls=tf.data.AUTOTUNE)
-    return data.prefetch(tf.data.AUTOTUNE)
+        rows = rows.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    rows = rows.batch(batch_size, drop_remainder=shuffle)
+    generator = tf.random.Generator.from_seed(seed)
+
+    def gather(index):
+        batch = {k: tf.gather(t, index) for k, t in tensors.items()}
+        if id_dropout > 0:
+            hide = generator.uniform(tf.shape(batch["item_id"])) < id_dropout
+            batch["item_id"] = tf.where(hide, tf.constant(""), batch["item_id"])
+        return batch
+
+    return rows.map(gather, num_parallel_calls=1 if id_dropout > 0 else tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
 
 
 class _ProgressLog(tf.keras.callbacks.Callback):
@@ -116,10 +125,41 @@ class _ProgressLog(tf.keras.callbacks.Callback):
                  self.throughput[-1])
 
 
+class EarlyStoppingOn(tf.keras.callbacks.Callback):
+    """Stop when `objective(model)` (higher is better, e.g. validation recall) stops improving;
+    restore the best epoch's weights. Keras's own EarlyStopping only sees logged losses."""
+
+    def __init__(self, objective, name: str, patience: int):
+        super().__init__()
+        self.objective, self.name, self.patience = objective, name, patience
+        self.best, self.best_weights, self.wait, self.values = -np.inf, None, 0, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float(self.objective(self.model))
+        self.values.append(value)
+        if logs is not None:
+            logs[self.name] = value
+        log.info("retrieval epoch %d: %s %.4f", epoch + 1, self.name, value)
+        if value > self.best:
+            self.best, self.best_weights, self.wait = value, self.model.get_weights(), 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
 def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
                     validation: Mapping[str, np.ndarray] | None, config: RetrievalConfig,
-                    seed: int = 42) -> tuple[TwoTowerModel, dict]:
-    """Build and fit the two-tower model; early stopping on the validation loss.
+                    seed: int = 42, objective=None) -> tuple[TwoTowerModel, dict]:
+    """Build and fit the two-tower model.
+
+    Args:
+        objective: optional `model -> float` (higher is better), evaluated after each epoch for
+            early stopping; without it, early stopping watches the validation loss.
 
     Returns:
         the model (best weights restored) and a dict of per-epoch history and throughput.
@@ -135,6 +175,9 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     val_data = None
     if validation is not None and len(validation["sample_weight"]) >= 2:
         val_data = make_dataset(validation, batch_size, shuffle=False, seed=seed)
+    if objective is not None:
+        callbacks.append(EarlyStoppingOn(objective, "val_objective", config.patience))
+    elif val_data is not None:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True))
     fitted = model.fit(train_data, validation_data=val_data, epochs=config.epochs,

@@ -1,0 +1,185 @@
+"""The retrieval stage of a run: prepare pairs, train, retrieve, merge sources, export.
+
+Split into steps so that tuning trials and benchmarks reuse the same preparation and scoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shopping_mtl.baselines import run_baseline
+from shopping_mtl.data.split import GroundTruth, Split, validation_truth
+from shopping_mtl.errors import ConfigError
+from shopping_mtl.evaluation import score_lists
+from shopping_mtl.features import FeatureSet, FeatureSpec
+from shopping_mtl.retrieval import examples, index as index_lib, model as model_lib
+from shopping_mtl.retrieval.config import RetrievalConfig
+from shopping_mtl.retrieval.sources import merge_sources
+
+log = logging.getLogger(__name__)
+
+
+def feature_set(dataset, split: Split) -> FeatureSet:
+    """The spec's features adapted to the train split (vocabularies and statistics: train only)."""
+    try:
+        spec = FeatureSpec.from_dict(dataset.spec.features)
+    except ValueError as err:
+        raise ConfigError(f"{dataset.spec.path}: {err}") from None
+    return FeatureSet.adapt(spec, split.train, items=dataset.items, users=dataset.users)
+
+
+@dataclass
+class RetrievalData:
+    """Everything a two-tower fit and its evaluation need, prepared once."""
+
+    features: FeatureSet
+    split: Split
+    users: pd.DataFrame | None
+    items: pd.DataFrame | None
+    catalogue: pd.DataFrame  # known before the test period (train + validation + item table)
+    train: dict
+    validation: dict
+    config: RetrievalConfig
+
+    @property
+    def known_ids(self) -> set | None:
+        item_id = self.features.adapted.get("item_id")
+        return set(item_id.vocabulary) if item_id is not None else None
+
+
+def prepare(dataset, split: Split, config: RetrievalConfig) -> RetrievalData:
+    """Training pairs from train events (history: train only); validation pairs from validation
+    events (history: train + validation before each event), for early stopping."""
+    features = feature_set(dataset, split)
+    catalogue = examples.item_catalogue(split.history, dataset.items, features)
+    train_events, validation_events = split.train, split.validation
+    if config.first_touch_only:
+        first = ~split.history.duplicated(["user_id", "item_id"], keep="first").to_numpy()
+        train_events = split.train[first[: len(split.train)]]
+        validation_events = split.validation[first[len(split.train):]]
+    train = examples.training_pairs(train_events, split.train, dataset.users, catalogue, features,
+                                    config.event_weights)
+    train["sampling_probability"] = examples.sampling_probability(
+        train_events["item_id"], train_events["item_id"])
+    validation = examples.training_pairs(validation_events, split.history, dataset.users, catalogue,
+                                         features, config.event_weights)
+    validation["sampling_probability"] = examples.sampling_probability(
+        train_events["item_id"], validation_events["item_id"])
+    log.info("retrieval: %d training pairs, %d validation pairs, catalogue of %d items",
+             len(train["sample_weight"]), len(validation["sample_weight"]), len(catalogue))
+    return RetrievalData(features, split, dataset.users, dataset.items, catalogue, train, validation, config)
+
+
+def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataFrame,
+          history_events: pd.DataFrame, k: int, exclude_seen: bool = False, extra: int = 200):
+    """Index `catalogue` and retrieve the top k for each query; returns (index, lists).
+
+    With `exclude_seen`, items the user engaged with in `history_events` are dropped: the
+    top k + `extra` are retrieved and the first k unseen kept (repeats are the user-history
+    source's job; retrieval is for discovery).
+    """
+    vectors = index_lib.embed_items(
+        model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
+    query_model = model.query_model
+    if data.config.popularity_prior:
+        counts = history_events["item_id"].value_counts().reindex(catalogue["item_id"]).fillna(0).to_numpy()
+        query_model, vectors = index_lib.with_popularity_prior(
+            query_model, vectors, counts, data.config.popularity_prior, data.config.temperature)
+    depth = min(k + (extra if exclude_seen else 0), len(catalogue))
+    index = index_lib.build_index(query_model, catalogue["item_id"].to_numpy(), vectors, depth)
+    arrays = examples.query_arrays(queries, history_events, data.users, catalogue, data.features)
+    lists = index_lib.retrieve(index, query_model, queries["user_id"].to_numpy(dtype=object),
+                               arrays, depth)
+    if exclude_seen:
+        seen = history_events[["user_id", "item_id"]].drop_duplicates().assign(_seen=True)
+        lists = lists.merge(seen, on=["user_id", "item_id"], how="left")
+        lists = lists[lists["_seen"].isna()].drop(columns="_seen")
+    lists = lists.groupby("user_id", sort=False).head(k)
+    lists = lists.assign(rank=lists.groupby("user_id", sort=False).cumcount() + 1).reset_index(drop=True)
+    return index, lists
+
+
+def validation_lists(model, data: RetrievalData, k: int) -> tuple[pd.DataFrame, GroundTruth]:
+    """Lists for validation users at the start of the validation day, from train only."""
+    split = data.split
+    truth = validation_truth(split)
+    catalogue = examples.item_catalogue(split.train, data.items, data.features)
+    queries = pd.DataFrame({"user_id": list(truth.users), "timestamp": split.validation_start})
+    _, lists = top_k(model, data, catalogue, queries, split.train, k, data.config.exclude_seen)
+    return lists, truth
+
+
+def test_lists(model, data: RetrievalData, users, k: int):
+    """Lists for test users at the start of the test period, from train + validation."""
+    queries = pd.DataFrame({"user_id": list(users), "timestamp": data.split.test_start})
+    return top_k(model, data, data.catalogue, queries, data.split.history, k, data.config.exclude_seen)
+
+
+def validation_objective(data: RetrievalData, metric: str, k: int):
+    """`model -> float`: a validation list metric (e.g. `new_gt/recall@100`), for early stopping
+    and tuning. Only train and validation events are read."""
+    def objective(model) -> float:
+        lists, truth = validation_lists(model, data, k)
+        return score_lists(lists, truth, "v", n_resamples=0).get(f"v/{metric}", 0.0)
+    return objective
+
+
+def fit(data: RetrievalData, config: RetrievalConfig, seed: int):
+    """Train on `data`, early-stopping on the configured validation objective."""
+    objective = None
+    if config.early_stopping != "val_loss":
+        objective = validation_objective(data, config.early_stopping, config.top_k)
+    return model_lib.train_two_tower(data.features, data.train, data.validation, config, seed, objective)
+
+
+def run_retrieval_stage(state) -> None:
+    """The stage: fit, score on validation and test, write candidates and the merged set, export."""
+    config, split = state.config, state.split
+    rconfig, ev = config.retrieval, config.evaluation
+    data = prepare(state.dataset, split, rconfig)
+    started = time.perf_counter()
+    model, fitted = fit(data, rconfig, config.seed)
+    state.timings["retrieval_fit"] = time.perf_counter() - started
+    history = fitted["history"]
+    state.metrics.update({
+        "retrieval/epochs": float(len(history["loss"])),
+        "retrieval/train_pairs": float(len(data.train["sample_weight"])),
+        "retrieval/pairs_per_s": float(np.median(fitted["pairs_per_s"])),
+    })
+    if "val_loss" in history:
+        state.metrics["retrieval/best_val_loss"] = float(min(history["val_loss"]))
+
+    k = rconfig.top_k
+    vlists, vtruth = validation_lists(model, data, k)
+    if vtruth.users:
+        state.metrics.update(score_lists(vlists, vtruth, "retrieval/validation", ev.ks, n_resamples=0))
+
+    index, candidates = test_lists(model, data, state.truth.users, k)
+    state.write_list(candidates, "candidates.parquet")
+    state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
+                                     ev.bootstrap_resamples, ev.bootstrap_seed))
+
+    # The candidate set the ranker scores: sources merged with quotas (own lists unfilled).
+    own = dataclasses.replace(config.baselines, fill_with_popularity=False)
+    sources = {}
+    for name in config.candidates.quotas:
+        sources[name] = candidates if name == "two_tower" else run_baseline(
+            name, split.history, state.truth.users, k, own, now=split.test_start)
+    merged = merge_sources(sources, config.candidates.quotas)
+    state.write_list(merged, "candidate_set.parquet")
+    state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, config.candidates.size),
+                                     ev.bootstrap_resamples, ev.bootstrap_seed))
+    state.metrics["candidate_set/mean_size"] = float(merged.groupby("user_id").size().mean())
+    for name in sources:
+        state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
+
+    target = state.run_dir / "export" / "retrieval" / "1"
+    index_lib.export_retrieval(index, model.query_model, data.features, k, target)
+    state.info.setdefault("exports", {})["retrieval"] = str(target)
+    log.info("retrieval: exported %s", target)
