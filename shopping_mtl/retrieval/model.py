@@ -54,6 +54,15 @@ def build_towers(features: FeatureSet, config: RetrievalConfig) -> tuple[tf.kera
     return query_model, candidate_model
 
 
+def make_task(config: RetrievalConfig) -> tfrs.tasks.Retrieval:
+    """The TFRS task that owns the retrieval loss: in-batch softmax, summed over the batch."""
+    return tfrs.tasks.Retrieval(
+        temperature=config.temperature,
+        num_hard_negatives=config.hard_negatives,
+        remove_accidental_hits=config.remove_accidental_hits,
+    )
+
+
 class TwoTowerModel(tfrs.Model):
     """Query and candidate towers trained with TFRS's in-batch softmax `Retrieval` task."""
 
@@ -63,11 +72,7 @@ class TwoTowerModel(tfrs.Model):
         self.query_model = query_model
         self.candidate_model = candidate_model
         self.config = config
-        self.task = tfrs.tasks.Retrieval(
-            temperature=config.temperature,
-            num_hard_negatives=config.hard_negatives,
-            remove_accidental_hits=config.remove_accidental_hits,
-        )
+        self.task = make_task(config)
 
     def compute_loss(self, features, training=False):
         query = self.query_model({k: features[k] for k in self.query_model.input_names})
