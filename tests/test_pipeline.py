@@ -18,7 +18,8 @@ from shopping_mtl.config import load_config
 from shopping_mtl.pipeline import run
 
 TAOBAO_DIR = ROOT.parent / "shared" / "data" / "taobao_userbehavior_sample"
-RUN_FILES = {"config.yaml", "metrics.json", "run_info.json", "baselines"}
+RUN_FILES = {"config.yaml", "metrics.json", "run_info.json", "baselines", "candidates.parquet",
+             "candidate_set.parquet", "export"}
 
 
 def check_against_independent(dataset: str, data_dir: Path, run_dir: Path) -> dict:
@@ -49,6 +50,14 @@ def test_train_on_bundled_ecomm(tmp_path):
         lists = pd.read_parquet(run_dir / "baselines" / f"{name}.parquet")
         assert list(lists.columns) == ["user_id", "rank", "item_id", "score"]
         assert lists.groupby("user_id").size().eq(100).all() and lists["user_id"].nunique() == 546
+    candidates = pd.read_parquet(run_dir / "candidates.parquet")
+    assert list(candidates.columns) == ["user_id", "rank", "item_id", "score"]
+    assert candidates.groupby("user_id").size().max() == 100
+    assert (run_dir / "export" / "retrieval" / "1" / "saved_model.pb").is_file()
+    merged = pd.read_parquet(run_dir / "candidate_set.parquet")
+    assert set(merged["source"]) == {"two_tower", "user_history", "covisit", "popularity"}
+    assert not merged.duplicated(["user_id", "item_id"]).any()
+    assert metrics["candidate_set/recall@320"] > metrics["baseline/user_history/recall@100"]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["split"]["test_start"].startswith("2019-06-19")
     assert len(info["data_fingerprint"]) == 64
@@ -58,7 +67,8 @@ def test_train_on_bundled_ecomm(tmp_path):
 @pytest.mark.skipif(not TAOBAO_DIR.is_dir(), reason="shared Taobao sample not beside the repository")
 def test_train_on_taobao(tmp_path):
     config = load_config(overrides={"run_dir": str(tmp_path), "data": {"dataset": "taobao"},
-                                    "evaluation": {"bootstrap_resamples": 20}})
+                                    "evaluation": {"bootstrap_resamples": 20},
+                                    "stages": ["data", "baselines"]})
     state = run(config)
     assert state.metrics["eval/test_users"] == 875
     assert state.metrics["data/events/truncated_last_line"] == 1

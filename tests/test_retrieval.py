@@ -99,7 +99,7 @@ def test_export_reloads_in_fresh_process_with_identical_top_k(synthetic_run, tmp
     queries = pd.DataFrame({"user_id": users, "timestamp": data.split.test_start})
     arrays = examples.query_arrays(queries, data.split.history, data.users, data.catalogue, data.features)
     target = index_lib.export_retrieval(index, model.query_model, data.features, 10,
-                                        tmp_path / "export" / "retrieval" / "1")
+                                        tmp_path / "export" / "retrieval" / "1", exclude_seen=True)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
     inputs = {k: v.tolist() if v.dtype != object else v.astype(str).tolist() for k, v in arrays.items()
               if k in model.query_model.input_names}
@@ -120,9 +120,18 @@ def test_export_reloads_in_fresh_process_with_identical_top_k(synthetic_run, tmp
     assert done.returncode == 0, done.stderr
     served = json.loads(done.stdout.strip().splitlines()[-1])
     assert served["keys"] == ["item_ids", "scores"]
-    scores, ids = index({k: tf.constant(v) for k, v in inputs.items()}, k=10)
-    assert served["ids"] == ids.numpy().astype(str).tolist()
-    np.testing.assert_allclose(served["scores"], scores.numpy(), rtol=1e-5, atol=1e-6)
+    # Expected in the training process: the index's top 10 + history length, the request's
+    # history items removed, the first 10 kept.
+    length = data.features.spec.history_length
+    scores, ids = index({k: tf.constant(v) for k, v in inputs.items()}, k=10 + length)
+    expected_ids, expected_scores = [], []
+    for row, history in enumerate(inputs["history_item_ids"]):
+        keep = [j for j, item in enumerate(ids.numpy()[row].astype(str)) if item not in set(history)][:10]
+        expected_ids.append(ids.numpy()[row].astype(str)[keep].tolist())
+        expected_scores.append(scores.numpy()[row][keep])
+    assert served["ids"] == expected_ids
+    np.testing.assert_allclose(served["scores"], np.array(expected_scores), rtol=1e-5, atol=1e-6)
+    assert any(any(h) for h in inputs["history_item_ids"])  # the masking had something to do
 
 
 def test_no_test_period_event_reaches_training_pairs_or_query_history(synthetic_run):

@@ -219,7 +219,8 @@ class DatasetSpec:
 
     `root` is the folder that relative data paths start from: the spec's own `root` key,
     resolved against the spec file's folder, unless the user overrides it (`--data-root`).
-    `features` is kept as the raw mapping; `shopping_mtl.features` validates it.
+    `features` is kept as the raw mapping (`shopping_mtl.features` validates it); a spec
+    without one gets `default_features`.
     """
 
     name: str
@@ -228,9 +229,14 @@ class DatasetSpec:
     events: EventsSpec
     items: SideTableSpec | None = None
     users: SideTableSpec | None = None
-    features: Mapping[str, Any] = field(default_factory=dict)
+    features: Mapping[str, Any] | None = None
     description: str = ""
     synthetic: bool = False
+
+    @property
+    def feature_section(self) -> Mapping[str, Any]:
+        """The spec's `features:` section, or the default one derived from its columns."""
+        return self.features if self.features else default_features(self)
 
     KNOWN = ("name", "description", "synthetic", "root", "events", "items", "users", "features")
 
@@ -251,10 +257,35 @@ class DatasetSpec:
             events=events,
             items=SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items else None,
             users=SideTableSpec.from_dict(users, f"{where}: users", "user_id") if users else None,
-            features=raw.get("features") or {},
+            features=raw.get("features") or None,
             description=str(raw.get("description", "")),
             synthetic=bool(raw.get("synthetic", False)),
         )
+
+
+def default_features(spec: "DatasetSpec") -> dict[str, Any]:
+    """The feature section a spec gets when it has none: ids, every typed item and user column
+    (strings as categories, numbers log-bucketed), the hour and weekday, and a history of items
+    (and their category, when there is one)."""
+    def typed(columns: Mapping[str, str]) -> dict[str, Any]:
+        out = {}
+        for name, kind in columns.items():
+            out[name] = ({"type": "numeric", "transform": "log1p", "buckets": 10}
+                         if kind in ("float", "int") else {"type": "categorical"})
+        return out
+
+    item_columns = dict(spec.events.item_columns)
+    if spec.items is not None:
+        item_columns.update(spec.items.types)
+    user_columns = dict(spec.users.types) if spec.users is not None else {}
+    history = ["item_id"] + (["category"] if item_columns.get("category") == "string" else [])
+    return {
+        "history_length": 20,
+        "history_features": history,
+        "user": {"user_id": {"type": "id"}, **typed(user_columns)},
+        "item": {"item_id": {"type": "id"}, **typed(item_columns)},
+        "context": ["hour", "weekday"],
+    }
 
 
 def resolve_spec_path(dataset: str) -> Path:

@@ -104,18 +104,32 @@ def retrieve(index, query_model: tf.keras.Model, users: np.ndarray, arrays: Mapp
 
 
 class RetrievalServing(tf.Module):
-    """What TF Serving loads: raw query features in, `item_ids` and `scores` (top k) out."""
+    """What TF Serving loads: raw query features in, `item_ids` and `scores` (top k) out.
 
-    def __init__(self, index, features: FeatureSet, input_names, k: int):
+    With `exclude_seen`, items in the request's `history_item_ids` are left out (the index
+    returns k + history length, the seen ones are masked, the best k kept), as offline.
+    """
+
+    def __init__(self, index, features: FeatureSet, input_names, k: int, exclude_seen: bool = False):
         super().__init__()
         self.index = index
-        self.k = k
+        n_items = int(index._candidates.shape[0])
+        self.k = min(k, n_items)
+        self.exclude_seen = exclude_seen and "history_item_ids" in input_names
+        history = features.spec.history_length if self.exclude_seen else 0
+        self.depth = min(self.k + history, n_items)
         signature = features.input_signature("user", "history", "context")
         self.signature = {name: signature[name] for name in input_names}
         self.serve = tf.function(self._serve, input_signature=[self.signature])
 
     def _serve(self, features):
-        scores, ids = self.index(features, k=self.k)  # (batch, k) each
+        scores, ids = self.index(features, k=self.depth)  # (batch, depth) each
+        if self.exclude_seen:
+            history = features["history_item_ids"]  # (batch, history_length)
+            seen = tf.reduce_any(tf.equal(ids[:, :, None], history[:, None, :]), axis=-1)
+            scores = tf.where(seen, tf.constant(-np.inf, scores.dtype), scores)
+            scores, position = tf.math.top_k(scores, k=self.k)
+            ids = tf.gather(ids, position, batch_dims=1)
         return {"item_ids": tf.identity(ids, name="item_ids"), "scores": tf.identity(scores, name="scores")}
 
 
@@ -141,8 +155,8 @@ def save_atomic(module: tf.Module, signatures: Mapping[str, tf.types.experimenta
 
 
 def export_retrieval(index, query_model: tf.keras.Model, features: FeatureSet, k: int,
-                     target: Path) -> Path:
+                     target: Path, exclude_seen: bool = False) -> Path:
     """Export the retrieval model in TF Serving's layout: `target` is `<base>/retrieval/<version>`."""
-    module = RetrievalServing(index, features, query_model.input_names, k)
+    module = RetrievalServing(index, features, query_model.input_names, k, exclude_seen)
     concrete = module.serve.get_concrete_function()
     return save_atomic(module, {"serving_default": concrete}, target)

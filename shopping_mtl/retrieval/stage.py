@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def feature_set(dataset, split: Split) -> FeatureSet:
     """The spec's features adapted to the train split (vocabularies and statistics: train only)."""
     try:
-        spec = FeatureSpec.from_dict(dataset.spec.features)
+        spec = FeatureSpec.from_dict(dataset.spec.feature_section)
     except ValueError as err:
         raise ConfigError(f"{dataset.spec.path}: {err}") from None
     return FeatureSet.adapt(spec, split.train, items=dataset.items, users=dataset.users)
@@ -180,6 +180,6 @@ def run_retrieval_stage(state) -> None:
         state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
 
     target = state.run_dir / "export" / "retrieval" / "1"
-    index_lib.export_retrieval(index, model.query_model, data.features, k, target)
+    index_lib.export_retrieval(index, model.query_model, data.features, k, target, rconfig.exclude_seen)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
     log.info("retrieval: exported %s", target)
