@@ -211,8 +211,9 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides (nested dicts), validated."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                with_dataset_defaults: bool = True) -> Config:
+    """Defaults <- the dataset spec's `defaults:` <- YAML file <- overrides, validated."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -227,4 +228,12 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         raw = merge(raw, loaded)
     if overrides:
         raw = merge(raw, overrides)
+    if with_dataset_defaults:
+        from shopping_mtl.data.spec import load_spec
+
+        dataset = (raw.get("data") or {}).get("dataset", DataConfig.dataset)
+        spec_defaults = load_spec(str(dataset)).defaults
+        if spec_defaults:
+            _build(Config, spec_defaults)  # a bad key fails here, naming it
+            raw = merge(spec_defaults, raw)
     return _build(Config, raw).validate()

@@ -220,7 +220,8 @@ class DatasetSpec:
     `root` is the folder that relative data paths start from: the spec's own `root` key,
     resolved against the spec file's folder, unless the user overrides it (`--data-root`).
     `features` is kept as the raw mapping (`shopping_mtl.features` validates it); a spec
-    without one gets `default_features`.
+    without one gets `default_features`. `defaults` holds run-config values chosen for this
+    dataset (e.g. `retrieval: {popularity_prior: 1.0}`), applied under the user's config.
     """
 
     name: str
@@ -238,7 +239,10 @@ class DatasetSpec:
         """The spec's `features:` section, or the default one derived from its columns."""
         return self.features if self.features else default_features(self)
 
-    KNOWN = ("name", "description", "synthetic", "root", "events", "items", "users", "features")
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    KNOWN = ("name", "description", "synthetic", "root", "events", "items", "users", "features",
+             "defaults")
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path, root: str | Path | None = None) -> "DatasetSpec":
@@ -260,6 +264,7 @@ class DatasetSpec:
             features=raw.get("features") or None,
             description=str(raw.get("description", "")),
             synthetic=bool(raw.get("synthetic", False)),
+            defaults=dict(raw.get("defaults") or {}),
         )
 
 

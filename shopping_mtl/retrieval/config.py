@@ -86,7 +86,7 @@ class CandidateConfig:
     """
 
     quotas: Mapping[str, int] = field(default_factory=lambda: {
-        "two_tower": 100, "user_history": 100, "covisit": 100, "popularity": 20})
+        "two_tower": 100, "user_history": 200, "covisit": 200, "popularity": 20})
 
     def validate(self) -> None:
         for name, quota in self.quotas.items():

@@ -106,7 +106,11 @@ def training_pairs(events: pd.DataFrame, history_events: pd.DataFrame, users: pd
     The weights are normalised to mean 1 so the loss scale does not depend on the event mix.
     """
     arrays = query_arrays(events, history_events, users, catalogue, features)
-    arrays.update(item_arrays(catalogue, features, events["item_id"]))
+    # Ids outside the vocabulary (rare ones, with `min_count`) train the content-only row that
+    # unseen items get at retrieval time.
+    item_id = features.adapted.get("item_id")
+    known = set(item_id.vocabulary) if item_id is not None else None
+    arrays.update(item_arrays(catalogue, features, events["item_id"], known_ids=known))
     # The true id as an integer (cheap to compare batch x batch), for accidental-hit removal.
     arrays["item_key"] = pd.Index(catalogue["item_id"]).get_indexer(as_str(events["item_id"])).astype(np.int64)
     weights = events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
