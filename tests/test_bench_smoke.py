@@ -62,7 +62,8 @@ def test_quick_run_writes_the_tables(tmp_path):
         assert number(row[9]) >= 20  # calls
 
     split = table_rows(text, "### Where the exported time goes")
-    assert [(number(r[0]), number(r[1])) for r in split] == [(n, b) for n in QUICK_ITEMS for b in BATCHES]
+    assert [(number(r[0]), number(r[1])) for r in split] == [
+        (n, b) for n in QUICK_ITEMS for b in BATCHES]
     for row in split:
         assert all(number(c) > 0 for c in row[2:-1])  # the last column is a difference
 

@@ -25,7 +25,8 @@ class RetrievalConfig:
         id_dropout: share of training pairs whose item id is hidden, so the candidate tower
             learns to embed an item from its content alone (as for items unseen in training).
         event_weights: sample weight per event type (purchase above save above click).
-        batch_size, epochs, learning_rate: training; Adam optimiser.
+        batch_size, epochs, learning_rate: training; Adam that updates only the embedding rows a
+            batch touches (shopping_mtl.optimizers.LazyAdam).
         patience: epochs without validation-loss improvement before stopping (best weights kept).
         top_k: candidates per user.
         exclude_seen: leave the user's own items out of the retrieved list: retrieval is for

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl.features import FeatureSet
+from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.retrieval.config import RetrievalConfig
 
 log = logging.getLogger(__name__)
@@ -99,35 +100,46 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: boo
     rows = tf.data.Dataset.range(n)
     if shuffle:
         rows = rows.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    rows = rows.batch(batch_size, drop_remainder=shuffle)
-    generator = tf.random.Generator.from_seed(seed)
+    rows = rows.batch(batch_size, drop_remainder=shuffle).enumerate()
 
-    def gather(index):
+    def gather(number, index):
         batch = {k: tf.gather(t, index) for k, t in tensors.items()}
         if id_dropout > 0:
-            hide = generator.uniform(tf.shape(batch["item_id"])) < id_dropout
-            batch["item_id"] = tf.where(hide, tf.constant(""), batch["item_id"])
+            # Stateless: the mask depends on (seed, batch number) only, so batches can be
+            # prepared in parallel and a rerun hides the same ids.
+            draw = tf.random.stateless_uniform(tf.shape(batch["item_id"]), seed=[seed, number])
+            batch["item_id"] = tf.where(draw < id_dropout, tf.constant(""), batch["item_id"])
         return batch
 
-    return rows.map(gather, num_parallel_calls=1 if id_dropout > 0 else tf.data.AUTOTUNE).prefetch(
+    return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
         tf.data.AUTOTUNE)
 
 
 class _ProgressLog(tf.keras.callbacks.Callback):
+    """Logs each epoch and measures training throughput: pairs over the time from the epoch's
+    start to its validation pass (which is evaluation, not training)."""
+
     def __init__(self, n_pairs: int):
         super().__init__()
         self.n_pairs = n_pairs
         self.throughput: list[float] = []
+        self.train_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
+        self.train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self.train_seconds is None:
+            self.train_seconds = time.perf_counter() - self.started
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
-        self.throughput.append(self.n_pairs / seconds)
-        log.info("retrieval epoch %d: loss %.4f, val_loss %.4f, %.1fs, %.0f pairs/s", epoch + 1,
-                 logs.get("loss", float("nan")), logs.get("val_loss", float("nan")), seconds,
-                 self.throughput[-1])
+        train_seconds = self.train_seconds if self.train_seconds is not None else seconds
+        self.throughput.append(self.n_pairs / train_seconds)
+        log.info("retrieval epoch %d: loss %.4f, val_loss %.4f, %.1fs, %.0f training pairs/s",
+                 epoch + 1, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
+                 seconds, self.throughput[-1])
 
 
 class EarlyStoppingOn(tf.keras.callbacks.Callback):
@@ -172,7 +184,7 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     tf.keras.utils.set_random_seed(seed)
     query_model, candidate_model = build_towers(features, config)
     model = TwoTowerModel(query_model, candidate_model, config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=LazyAdam(config.learning_rate))
     n_pairs = len(train["sample_weight"])
     batch_size = min(config.batch_size, n_pairs)
     train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, id_dropout=config.id_dropout)
