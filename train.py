@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder the spec's relative data paths start from "
                         "(default: the spec's own 'root')")
     parser.add_argument("--stages", help=f"comma-separated stages to run, of: {', '.join(STAGES)} "
-                        "(default: all; data always runs)")
+                        "(default: data,baselines,retrieval; data always runs)")
     parser.add_argument("--max-events", type=int, help="keep whole users until this many events "
                         "(a quick smoke run)")
     parser.add_argument("--on-bad-rows", choices=("fail", "skip"), help="on malformed rows: fail "
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    names = ["retrieval"] + [f"baseline/{name}" for name in state.config.baselines.names]
+    names = ["pipeline", "retrieval_order", "retrieval"] + [
+        f"baseline/{name}" for name in state.config.baselines.names]
     print()
     print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users, "
           f"cold-item share {state.metrics.get('eval/cold_item_share', float('nan')):.3f}")

@@ -7,7 +7,7 @@ its baseline, written as a markdown table with the machine, the date and the exa
    prepared (`retrieval.stage.prepare`) and the two-tower model is fitted (`retrieval.stage.fit`)
    as `train.py` does, with `early_stopping: val_loss` and a fixed number of epochs (patience =
    epochs, so it never stops early). The figure is the project's own (`fit["pairs_per_s"]`:
-   training pairs / wall time of an epoch, the epoch's val_loss pass included), median over
+   training pairs / training time of an epoch, its validation pass excluded), median over
    epochs 2..N (the first traces the graphs), then median over `--repeats` fresh fits.
    Baseline: the issue's target, 50,000 pairs/s on the 2-core machine.
 
@@ -469,7 +469,7 @@ def render(meta: dict, training: dict | None, latency: dict | None,
             f"{training['train_pairs']:,} training pairs, batch {training['batch_size']}, "
             f"{training['epochs']} epochs per fit, embedding dim {meta['dim']}; per fit (median of "
             f"epochs 2..N): {', '.join(fmt(x, 0) for x in training['per_fit'])} pairs/s. The "
-            "project's figure: training pairs / epoch wall time, val_loss pass included.",
+            "project's figure: training pairs / training time of the epoch (its validation pass excluded).",
             "",
         ]
     if latency is not None:

@@ -94,6 +94,8 @@ class RunState:
     dataset: Dataset | None = None
     split: Split | None = None
     truth: GroundTruth | None = None
+    retrieval: dict | None = None  # the fitted two-tower model, its data and validation lists
+    candidate_set: pd.DataFrame | None = None  # the merged candidates for test users
 
     def write_list(self, frame: pd.DataFrame, name: str) -> Path:
         """Write a list file into the run folder atomically."""
@@ -180,7 +182,15 @@ def run_retrieval(state: RunState) -> None:
     run_retrieval_stage(state)
 
 
-STAGE_FUNCTIONS = {"data": run_data, "baselines": run_baselines, "retrieval": run_retrieval}
+def run_ranking(state: RunState) -> None:
+    """Train the multi-task ranker and write the final list."""
+    from shopping_mtl.ranking.stage import run_ranking_stage
+
+    run_ranking_stage(state)
+
+
+STAGE_FUNCTIONS = {"data": run_data, "baselines": run_baselines, "retrieval": run_retrieval,
+                   "ranking": run_ranking}
 
 
 def summary_table(metrics: dict[str, float], names: list[str]) -> str:

@@ -217,7 +217,8 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     (["--dataset", "nope"], "error: unknown dataset 'nope'"),
     (["--set", "evaluation.kss=[1]"], "unknown config key 'evaluation.kss' (did you mean 'evaluation.ks'?)"),
     (["--set", "data.max_events=-5"], "data.max_events must be positive"),
-    (["--stages", "data,ranking"], "stages has unknown stage 'ranking'"),
+    (["--stages", "data,tuning"], "stages has unknown stage 'tuning'"),
+    (["--stages", "data,ranking"], "stage 'ranking' needs stage 'retrieval'"),
     (["--data-root", "/nonexistent/folder"], "file not found: /nonexistent/folder/ecomm_edge_train.txt.gz"),
 ])
 def test_cli_config_errors(tmp_path, args, message):

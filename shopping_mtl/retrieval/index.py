@@ -154,6 +154,13 @@ def save_atomic(module: tf.Module, signatures: Mapping[str, tf.types.experimenta
     return target
 
 
+def next_version(model_dir: Path) -> Path:
+    """`<base>/<model>/<n + 1>` where n is the highest integer version there (0 when none):
+    versions only grow, so a server never sees an old number with new contents."""
+    versions = [int(p.name) for p in Path(model_dir).glob("*") if p.is_dir() and p.name.isdigit()]
+    return Path(model_dir) / str(max(versions, default=0) + 1)
+
+
 def export_retrieval(index, query_model: tf.keras.Model, features: FeatureSet, k: int,
                      target: Path, exclude_seen: bool = False) -> Path:
     """Export the retrieval model in TF Serving's layout: `target` is `<base>/retrieval/<version>`."""

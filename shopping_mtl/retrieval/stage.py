@@ -157,6 +157,7 @@ def run_retrieval_stage(state) -> None:
 
     k = rconfig.top_k
     vlists, vtruth = validation_lists(model, data, k)
+    state.retrieval = {"model": model, "data": data, "validation_lists": vlists}
     if vtruth.users:
         state.metrics.update(score_lists(vlists, vtruth, "retrieval/validation", ev.ks, n_resamples=0))
 
@@ -172,6 +173,7 @@ def run_retrieval_stage(state) -> None:
         sources[name] = candidates if name == "two_tower" else run_baseline(
             name, split.history, state.truth.users, k, own, now=split.test_start)
     merged = merge_sources(sources, config.candidates.quotas)
+    state.candidate_set = merged
     state.write_list(merged, "candidate_set.parquet")
     state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, config.candidates.size),
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
@@ -179,7 +181,7 @@ def run_retrieval_stage(state) -> None:
     for name in sources:
         state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
 
-    target = state.run_dir / "export" / "retrieval" / "1"
+    target = index_lib.next_version(state.run_dir / "export" / "retrieval")
     index_lib.export_retrieval(index, model.query_model, data.features, k, target, rconfig.exclude_seen)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
     log.info("retrieval: exported %s", target)

@@ -1,0 +1,62 @@
+"""Platt scaling per head, and the head metrics of EVALUATION.md (AUC, log loss, GAUC, ECE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+
+EPS = 1e-6
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Platt:
+    """p -> sigmoid(a * logit(p) + b), fitted on held-out rows."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    @classmethod
+    def fit(cls, p: np.ndarray, labels: np.ndarray) -> "Platt":
+        if len(np.unique(labels)) < 2:
+            return cls()
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], labels)
+        return cls(float(model.coef_[0, 0]), float(model.intercept_[0]))
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
+
+
+def expected_calibration_error(p: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Sum over 10 equal-width probability bins of (bin share) * |mean label - mean p|."""
+    if len(p) == 0:
+        return float("nan")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(labels[mask].mean() - p[mask].mean())
+    return float(total)
+
+
+def head_metrics(p: np.ndarray, labels: np.ndarray, users: np.ndarray, prefix: str) -> dict[str, float]:
+    """AUC, log loss, per-user AUC averaged over users with both classes (GAUC), ECE."""
+    out = {f"{prefix}/positive_rate": float(labels.mean()) if len(labels) else float("nan")}
+    if len(np.unique(labels)) == 2:
+        out[f"{prefix}/auc"] = float(roc_auc_score(labels, p))
+        out[f"{prefix}/logloss"] = float(log_loss(labels, np.clip(p, EPS, 1 - EPS), labels=[0, 1]))
+    frame = pd.DataFrame({"u": users, "p": p, "y": labels})
+    aucs = [roc_auc_score(g["y"], g["p"]) for _, g in frame.groupby("u") if g["y"].nunique() == 2]
+    if aucs:
+        out[f"{prefix}/gauc"] = float(np.mean(aucs))
+    out[f"{prefix}/ece"] = expected_calibration_error(p, labels)
+    return out

@@ -1,0 +1,87 @@
+"""Ranker settings, importable without TensorFlow (the config layer validates them early)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shopping_mtl.errors import ConfigError
+
+TASKS = ("click", "save", "purchase")
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm")
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """The multi-task ranker and its training.
+
+    Args:
+        architecture: shared_bottom (default), mmoe (experts and a gate per task), ple (CGC:
+            shared and task-specific experts), or esmm (p_save = p_click * p(save | click), the
+            same for purchase, so the probabilities stay ordered).
+        bottom_layers: widths of the shared bottom MLP (shared_bottom, esmm).
+        experts, expert_layers: number and widths of the experts (mmoe, ple; ple uses this
+            many shared experts and one task-specific expert per task).
+        tower_layers: widths of each task's tower.
+        cross_layer: add a TFRS DCN cross layer before the bottom.
+        dropout: dropout rate in the bottom, experts and towers.
+        history_length: how many of the user's last events the user-item features read.
+        loss_weights: per-task loss weight (fixed weighting).
+        loss_weighting: "fixed", or "uncertainty" (learned per-task weights, Kendall et al.).
+        batch_size, epochs, learning_rate, patience: training; early stopping on the holdout's
+            mean AUC over the tasks.
+        holdout_share: share of the ranking-day users held out for early stopping, calibration
+            and the value-model weights.
+        value_weights: weights of the calibrated p_click, p_save, p_purchase in the final score;
+            None chooses them on the holdout's NDCG@10.
+        list_size: rows per user in recommendations.parquet.
+        compare_single_task: also train one single-task model per head (same size) and report
+            its test AUC beside the multi-task head's.
+        exclude_features: user or item features the ranker leaves out (e.g. `[user_id, item_id]`
+            to rank from content and user-item features alone).
+        add_missed_positives: add the ranking day's engaged items that no candidate source
+            found to the training rows, so every positive is learned.
+    """
+
+    architecture: str = "shared_bottom"
+    bottom_layers: tuple[int, ...] = (256, 128)
+    experts: int = 4
+    expert_layers: tuple[int, ...] = (128,)
+    tower_layers: tuple[int, ...] = (64,)
+    cross_layer: bool = False
+    dropout: float = 0.1
+    history_length: int = 50
+    loss_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"click": 1.0, "save": 1.0, "purchase": 1.0})
+    loss_weighting: str = "fixed"
+    batch_size: int = 1024
+    epochs: int = 10
+    learning_rate: float = 0.002
+    patience: int = 2
+    holdout_share: float = 0.2
+    value_weights: Mapping[str, float] | None = None
+    list_size: int = 100
+    compare_single_task: bool = True
+    exclude_features: tuple[str, ...] = ()
+    add_missed_positives: bool = True
+
+    def validate(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"ranking.architecture is '{self.architecture}'; known: "
+                              f"{', '.join(ARCHITECTURES)}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(f"ranking.loss_weighting is '{self.loss_weighting}'; known: "
+                              f"{', '.join(LOSS_WEIGHTINGS)}")
+        for where, weights in (("loss_weights", self.loss_weights),
+                               ("value_weights", self.value_weights or {})):
+            for task in weights:
+                if task not in TASKS:
+                    raise ConfigError(f"ranking.{where} has unknown key '{task}'; known: {', '.join(TASKS)}")
+        for key in ("experts", "batch_size", "epochs", "patience", "history_length", "list_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"ranking.{key} must be positive, got {getattr(self, key)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"ranking.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.holdout_share < 1:
+            raise ConfigError(f"ranking.holdout_share must be in (0, 1), got {self.holdout_share}")

@@ -1,0 +1,68 @@
+"""User-item features computed from the user's recent events, in TensorFlow ops.
+
+The same function serves offline (training and scoring rows, in batches) and the exported
+`recommend` graph (a request's history against its candidates), so the ranker never sees a
+feature computed one way in training and another way in serving.
+
+For a candidate item c and the user's last L events (item, category, event type, age in days):
+has the user touched c, how often per event type, how recently, a recency-weighted engagement
+score; and the same for c's category; and how much history there is.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+CROSS_FEATURES = (
+    "ui_clicks", "ui_saves", "ui_purchases", "ui_recency", "ui_engagement",
+    "uc_events", "uc_recency", "history_size",
+)
+EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
+HALF_LIFE_DAYS = 1.0
+
+
+def cross_features(history_items, history_categories, history_events, history_ages,
+                   candidate_items, candidate_categories) -> tf.Tensor:
+    """User-item features of each candidate against its user's history.
+
+    Args:
+        history_items, history_categories, history_events: (batch, L) strings, "" = padding.
+        history_ages: (batch, L) float days between each event and the prediction time.
+        candidate_items, candidate_categories: (batch, C) strings.
+
+    Returns:
+        (batch, C, len(CROSS_FEATURES)) float32, every value in [0, ~6] (log1p counts, recencies
+        in (0, 1]).
+    """
+    valid = tf.not_equal(history_items, "")[:, None, :]  # (batch, 1, L)
+    ages = tf.cast(history_ages, tf.float32)[:, None, :]
+    same_item = tf.equal(candidate_items[:, :, None], history_items[:, None, :]) & valid  # (b, C, L)
+    same_category = (tf.equal(candidate_categories[:, :, None], history_categories[:, None, :])
+                     & valid & tf.not_equal(candidate_categories, "")[:, :, None])
+    events = history_events[:, None, :]
+
+    def count(mask):
+        return tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1))
+
+    def recency(mask):
+        # exp(-age of the most recent matching event), 0 when none matches
+        nearest = tf.reduce_min(tf.where(mask, ages, 1e9), axis=-1)  # broadcasts (b, 1, L) ages
+        return tf.exp(-tf.minimum(nearest, 50.0)) * tf.cast(tf.reduce_any(mask, -1), tf.float32)
+
+    weights = tf.zeros_like(ages)
+    for event, weight in EVENT_WEIGHTS.items():
+        weights += weight * tf.cast(tf.equal(events, event), tf.float32)
+    decayed = weights * tf.pow(0.5, tf.maximum(ages, 0.0) / HALF_LIFE_DAYS)
+    engagement = tf.math.log1p(tf.reduce_sum(decayed * tf.cast(same_item, tf.float32), -1))
+    size = count(tf.broadcast_to(valid, tf.shape(same_item)))
+    columns = [
+        count(same_item & tf.equal(events, "click")),
+        count(same_item & tf.equal(events, "save")),
+        count(same_item & tf.equal(events, "purchase")),
+        recency(same_item),
+        engagement,
+        count(same_category),
+        recency(same_category),
+        size,
+    ]
+    return tf.stack(columns, axis=-1)

@@ -1,0 +1,119 @@
+"""Ranking rows: each user's merged candidates at a prediction time, labelled by what followed.
+
+The candidates act as impressions. A row is labelled click (any engagement), save and purchase
+from the user's events in the target period; for training, engaged items that the candidate
+sources missed are added, so every positive is learned. Features: the user's and the item's raw
+features, the prediction time, the user-item features of `cross.py` from the user's last events
+before the prediction time, the item's popularity before it, and the two-tower score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from shopping_mtl.data.spec import EVENTS
+from shopping_mtl.features import TIMESTAMP, FeatureSet
+from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
+from shopping_mtl.ranking.config import TASKS
+from shopping_mtl.ranking.cross import cross_features
+
+NUMERIC_INPUTS = ("cross", "item_popularity", "two_tower_score")
+
+
+def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed: bool) -> pd.DataFrame:
+    """`user_id, item_id, two_tower_score` plus labels `click, save, purchase` (0/1).
+
+    Click is any engagement (a save or purchase implies the user engaged), so save and purchase
+    rows are a subset of click rows, as the ESMM chain assumes.
+    """
+    rows = candidates[["user_id", "item_id"]].copy()
+    is_tower = candidates["source"].eq("two_tower") if "source" in candidates else False
+    rows["two_tower_score"] = np.where(is_tower, candidates["score"], 0.0).astype(np.float32)
+    if target is None:
+        for task in TASKS:
+            rows[task] = 0.0
+        return rows.reset_index(drop=True)
+    engaged = target[target["user_id"].isin(set(rows["user_id"]))]
+    labels = pd.DataFrame({"user_id": engaged["user_id"], "item_id": engaged["item_id"],
+                           "click": 1.0, "save": (engaged["event"] == "save").astype(float),
+                           "purchase": (engaged["event"] == "purchase").astype(float)})
+    labels = labels.groupby(["user_id", "item_id"], sort=False).max().reset_index()
+    how = "outer" if add_missed else "left"
+    rows = rows.merge(labels, on=["user_id", "item_id"], how=how)
+    rows["two_tower_score"] = rows["two_tower_score"].fillna(0.0).astype(np.float32)
+    for task in TASKS:
+        rows[task] = rows[task].fillna(0.0).astype(np.float32)
+    return rows.reset_index(drop=True)
+
+
+def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Timestamp, length: int,
+                   catalogue: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each user's last `length` events before `at`: items, categories, event types, ages (days)."""
+    category = catalogue.set_index("item_id")["category"] if "category" in catalogue else None
+    events = pd.DataFrame({
+        "user_id": history_events["user_id"].to_numpy(),
+        "item_id": history_events["item_id"].to_numpy(),
+        "timestamp": history_events["timestamp"].to_numpy(),
+        "category": (category.reindex(history_events["item_id"]).to_numpy() if category is not None
+                     else np.full(len(history_events), "", dtype=object)),
+        "event": history_events["event"].to_numpy(),
+        "seconds": to_unix_seconds(history_events["timestamp"]),
+    })
+    queries = pd.DataFrame({"user_id": users, "timestamp": at})
+    found = last_items_before(events, queries, length, ["category", "event", "seconds"])
+    seconds = pd.to_numeric(pd.Series(found["history_seconds"].reshape(-1)), errors="coerce")
+    ages = (at.timestamp() - seconds.to_numpy(dtype=float).reshape(len(users), length)) / 86400.0
+    return {"items": found["history_item_ids"], "categories": found["history_category"],
+            "events": found["history_event"], "ages": np.nan_to_num(ages, nan=0.0).astype(np.float32)}
+
+
+def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
+                   users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
+                   history_length: int, batch_rows: int = 50_000) -> dict[str, np.ndarray]:
+    """Model inputs for every row of `rows` at prediction time `at`."""
+    spec = features.spec
+    frame = pd.DataFrame({"user_id": as_str(rows["user_id"]), "item_id": as_str(rows["item_id"]),
+                          TIMESTAMP: np.full(len(rows), at)})
+    item_table = catalogue.drop_duplicates("item_id").set_index("item_id")
+    for f in spec.item:
+        if f.name != "item_id":
+            frame[f.name] = item_table[f.name].reindex(frame["item_id"]).to_numpy() if f.name in item_table else np.nan
+    if users is not None:
+        user_table = users.drop_duplicates("user_id").set_index("user_id").reindex(frame["user_id"])
+    for f in spec.user:
+        if f.name != "user_id":
+            frame[f.name] = user_table[f.name].to_numpy() if users is not None and f.name in user_table else np.nan
+    groups = [g for g, present in (("user", spec.user), ("item", spec.item), ("context", spec.context)) if present]
+    arrays = features.to_inputs(frame, groups)
+
+    unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
+    history = user_histories(unique_users.astype(object), history_events, at, history_length, catalogue)
+    categories = (as_str(item_table["category"].reindex(frame["item_id"])) if "category" in item_table
+                  else np.full(len(frame), "", dtype=object))
+    parts = []
+    for start in range(0, len(frame), batch_rows):
+        pos = user_pos[start:start + batch_rows]
+        parts.append(cross_features(
+            tf.constant(history["items"][pos].astype(str)), tf.constant(history["categories"][pos].astype(str)),
+            tf.constant(history["events"][pos].astype(str)), tf.constant(history["ages"][pos]),
+            tf.constant(frame["item_id"].to_numpy(dtype=str)[start:start + batch_rows, None]),
+            tf.constant(categories[start:start + batch_rows, None].astype(str)),
+        ).numpy()[:, 0, :])
+    arrays["cross"] = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 8), np.float32)
+    counts = history_events["item_id"].value_counts()
+    arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
+    arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
+    for task in TASKS:
+        if task in rows:
+            arrays[f"label_{task}"] = rows[task].to_numpy(np.float32)
+    return arrays
+
+
+def split_users(users, share: float, seed: int) -> np.ndarray:
+    """A fixed pseudo-random `share` of users (by hash) -> True: held out."""
+    hashed = pd.util.hash_array(np.asarray(users, dtype=object), hash_key=f"{seed:016d}"[:16])
+    return (hashed % 10_000) < share * 10_000
+
+

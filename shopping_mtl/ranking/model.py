@@ -1,0 +1,174 @@
+"""The multi-task ranker: embedded raw features -> shared layers -> a tower and head per task.
+
+Architectures (the config's `ranking.architecture`):
+- `shared_bottom`: one MLP shared by all tasks, then a tower per task.
+- `mmoe`: several expert MLPs; each task mixes them with its own softmax gate.
+- `ple`: customized gate control (one PLE level): shared experts plus one expert per task; each
+  task's gate mixes the shared experts and its own.
+- `esmm`: a shared bottom whose save and purchase heads predict the conditional probability
+  given a click; p_save = p_click * p(save | click), p_purchase = p_click * p(purchase | click),
+  so p_save <= p_click and p_purchase <= p_click on every row.
+A TFRS `Ranking` task per head owns its loss (binary cross-entropy) and AUC metric; the model's
+loss is their weighted sum, with fixed or learned (uncertainty) weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from shopping_mtl.features import FeatureSet
+from shopping_mtl.optimizers import LazyAdam
+from shopping_mtl.ranking.config import TASKS, RankingConfig
+from shopping_mtl.ranking.cross import CROSS_FEATURES
+
+log = logging.getLogger(__name__)
+
+
+def _mlp(widths, dropout: float, name: str) -> tf.keras.Sequential:
+    layers = []
+    for width in widths:
+        layers.append(tf.keras.layers.Dense(width, activation="relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
+    """A functional model: raw named inputs -> {"click", "save", "purchase"} probabilities."""
+    if config.exclude_features:
+        kept = dataclasses.replace(
+            features.spec,
+            user=tuple(f for f in features.spec.user if f.name not in config.exclude_features),
+            item=tuple(f for f in features.spec.item if f.name not in config.exclude_features),
+            history_features=())
+        features = FeatureSet(kept, features.adapted)
+    spec = features.spec
+    # No context: every ranking row of a day shares one prediction time, so the hour and weekday
+    # are constant in training, and a test day's weekday would reach an untrained embedding.
+    groups = [g for g, present in (("user", spec.user), ("item", spec.item)) if present]
+    inputs = features.inputs(*groups)
+    inputs["cross"] = tf.keras.Input(shape=(len(CROSS_FEATURES),), dtype=tf.float32, name="cross")
+    inputs["item_popularity"] = tf.keras.Input(shape=(), dtype=tf.float32, name="item_popularity")
+    inputs["two_tower_score"] = tf.keras.Input(shape=(), dtype=tf.float32, name="two_tower_score")
+    parts = [features.encoder(g, name=f"{g}_features")(inputs) for g in groups]
+    parts.append(inputs["cross"])
+    parts.append(tf.keras.layers.Reshape((1,))(inputs["item_popularity"]))
+    parts.append(tf.keras.layers.Reshape((1,))(inputs["two_tower_score"]))
+    x = tf.keras.layers.Concatenate(name="ranker_features")(parts)
+    if config.cross_layer:
+        x = tfrs.layers.dcn.Cross(name="cross_layer")(x)
+
+    towers = {task: _mlp(config.tower_layers, config.dropout, f"{task}_tower") for task in TASKS}
+    heads = {task: tf.keras.layers.Dense(1, name=f"{task}_logit") for task in TASKS}
+    if config.architecture in ("shared_bottom", "esmm"):
+        shared = _mlp(config.bottom_layers, config.dropout, "shared_bottom")(x)
+        task_inputs = {task: shared for task in TASKS}
+    else:
+        n_shared = config.experts
+        experts = [_mlp(config.expert_layers, config.dropout, f"expert_{i}")(x) for i in range(n_shared)]
+        own = {}
+        if config.architecture == "ple":
+            own = {task: _mlp(config.expert_layers, config.dropout, f"{task}_expert")(x) for task in TASKS}
+        task_inputs = {}
+        for task in TASKS:
+            pool = experts + ([own[task]] if task in own else [])
+            stacked = tf.keras.layers.Lambda(lambda t: tf.stack(t, axis=1), name=f"{task}_experts")(pool)
+            gate = tf.keras.layers.Dense(len(pool), activation="softmax", name=f"{task}_gate")(x)
+            # (batch, experts, width) weighted by (batch, experts) -> (batch, width)
+            task_inputs[task] = tf.keras.layers.Dot(axes=(1, 1), name=f"{task}_mixture")([gate, stacked])
+    logits = {task: tf.keras.layers.Reshape((), name=f"{task}_flat")(heads[task](towers[task](task_inputs[task])))
+              for task in TASKS}
+    if config.architecture == "esmm":
+        p_click = tf.keras.layers.Activation("sigmoid", name="click")(logits["click"])
+        outputs = {"click": p_click}
+        for task in ("save", "purchase"):
+            given_click = tf.keras.layers.Activation("sigmoid")(logits[task])
+            outputs[task] = tf.keras.layers.Multiply(name=task)([p_click, given_click])
+    else:
+        outputs = {task: tf.keras.layers.Activation("sigmoid", name=task)(logits[task]) for task in TASKS}
+    return tf.keras.Model(inputs, outputs, name=f"ranker_{config.architecture}")
+
+
+class MultiTaskRanker(tfrs.models.Model):
+    """The scorer plus a TFRS Ranking task per head; loss = weighted sum of the task losses."""
+
+    def __init__(self, scorer: tf.keras.Model, config: RankingConfig, tasks=TASKS):
+        super().__init__()
+        self.scorer = scorer
+        self.config = config
+        self.task_names = tuple(tasks)
+        self.tasks = {
+            task: tfrs.tasks.Ranking(
+                loss=tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+                metrics=[tf.keras.metrics.AUC(name=f"{task}_auc")],
+            )
+            for task in self.task_names
+        }
+        # Uncertainty weighting learns log-variances s_t: loss = sum exp(-s_t) * L_t + s_t.
+        self.log_variances = self.add_weight(
+            name="log_variances", shape=(len(self.task_names),), initializer="zeros",
+            trainable=config.loss_weighting == "uncertainty")
+
+    def call(self, features, training=False):
+        return self.scorer({k: features[k] for k in self.scorer.input_names}, training=training)
+
+    def compute_loss(self, features, training=False):
+        predictions = self(features, training=training)
+        total = 0.0
+        for i, task in enumerate(self.task_names):
+            loss = self.tasks[task](labels=features[f"label_{task}"], predictions=predictions[task])
+            if self.config.loss_weighting == "uncertainty":
+                total += tf.exp(-self.log_variances[i]) * loss + self.log_variances[i]
+            else:
+                total += self.config.loss_weights.get(task, 1.0) * loss
+        return total
+
+
+def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    tensors = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    n = len(next(iter(arrays.values())))
+    rows = tf.data.Dataset.range(n)
+    if shuffle:
+        rows = rows.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    rows = rows.batch(batch_size)
+    return rows.map(lambda index: {k: tf.gather(t, index) for k, t in tensors.items()},
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Probabilities per task for every row of `arrays`."""
+    out = {task: [] for task in TASKS}
+    for batch in make_dataset({k: v for k, v in arrays.items() if k in scorer.input_names},
+                              batch_size, shuffle=False, seed=0):
+        predictions = scorer(batch, training=False)
+        for task in TASKS:
+            out[task].append(predictions[task].numpy())
+    return {task: np.concatenate(values) if values else np.zeros(0) for task, values in out.items()}
+
+
+def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout: Mapping[str, np.ndarray],
+                 config: RankingConfig, seed: int = 42, tasks=TASKS) -> tuple[MultiTaskRanker, dict]:
+    """Fit with early stopping on the holdout's mean AUC over the trained tasks."""
+    tf.keras.utils.set_random_seed(seed)
+    model = MultiTaskRanker(build_scorer(features, config), config, tasks)
+    model.compile(optimizer=LazyAdam(config.learning_rate))
+    monitor = [f"val_{task}_auc" for task in tasks]
+
+    class MeanAuc(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_mean_auc"] = float(np.mean([logs.get(m, 0.0) for m in monitor]))
+            log.info("ranker epoch %d: loss %.4f, holdout mean AUC %.4f", epoch + 1,
+                     logs.get("loss", float("nan")), logs["val_mean_auc"])
+
+    stopper = tf.keras.callbacks.EarlyStopping(monitor="val_mean_auc", mode="max",
+                                               patience=config.patience, restore_best_weights=True)
+    fitted = model.fit(make_dataset(train, config.batch_size, True, seed),
+                       validation_data=make_dataset(holdout, config.batch_size, False, seed),
+                       epochs=config.epochs, callbacks=[MeanAuc(), stopper], verbose=0)
+    return model, {"history": fitted.history}
