@@ -42,6 +42,8 @@ class RankingConfig:
             to rank from content and user-item features alone).
         add_missed_positives: add the ranking day's engaged items that no candidate source
             found to the training rows, so every positive is learned.
+        extra_days: also learn from this many train days before the validation day (candidates
+            and features from the events before each day; no two-tower source there).
     """
 
     architecture: str = "shared_bottom"
@@ -65,6 +67,7 @@ class RankingConfig:
     compare_single_task: bool = True
     exclude_features: tuple[str, ...] = ()
     add_missed_positives: bool = True
+    extra_days: int = 0
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -78,6 +81,8 @@ class RankingConfig:
             for task in weights:
                 if task not in TASKS:
                     raise ConfigError(f"ranking.{where} has unknown key '{task}'; known: {', '.join(TASKS)}")
+        if self.extra_days < 0:
+            raise ConfigError(f"ranking.extra_days must be >= 0, got {self.extra_days}")
         for key in ("experts", "batch_size", "epochs", "patience", "history_length", "list_size"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"ranking.{key} must be positive, got {getattr(self, key)}")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.baselines import run_baseline
-from shopping_mtl.data.split import GroundTruth, validation_truth
+from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, head_metrics
@@ -60,16 +60,66 @@ def choose_value_weights(users, items, probabilities, truth: GroundTruth, k: int
     return best, best_ndcg
 
 
-def validation_candidates(state, retrieval) -> pd.DataFrame:
-    """The merged candidate set at the start of the validation day, from train events only."""
-    config, split = state.config, state.split
-    truth = validation_truth(split)
+@dataclasses.dataclass
+class RankingDay:
+    """One ranking day's rows: the fitting users' and the held-out users' (named `user@days_back`,
+    so lists and ground truth of different days never mix), with their model inputs."""
+
+    fit_rows: pd.DataFrame
+    fit_inputs: dict
+    holdout_rows: pd.DataFrame
+    holdout_inputs: dict
+    holdout_truth: GroundTruth
+
+
+def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
+    """Rows for the day `days_back` days before the validation day (0: the validation day).
+
+    Candidates and features come from the events before that day only: the user's own items,
+    co-visitation, popularity and, on the validation day, the two-tower model's lists (it was
+    trained on the earlier days' events, so it is no source for them; its score is 0 there).
+    """
+    config, split, dataset = state.config, state.split, state.dataset
+    rconfig = config.ranking
+    features = state.retrieval["data"].features
+    start = split.validation_start - pd.Timedelta(days=days_back)
+    before = split.train[split.train["timestamp"] < start]
+    if days_back == 0:
+        day = split.validation
+    else:
+        day = split.train[(split.train["timestamp"] >= start) & (split.train["timestamp"] < start + pd.Timedelta(days=1))]
+    truth = truth_for(before, before, day)
+    if not truth.users:
+        return None
     own = dataclasses.replace(config.baselines, fill_with_popularity=False)
     sources = {}
     for name in config.candidates.quotas:
-        sources[name] = retrieval["validation_lists"] if name == "two_tower" else run_baseline(
-            name, split.train, truth.users, config.retrieval.top_k, own, now=split.validation_start)
-    return merge_sources(sources, config.candidates.quotas)
+        if name == "two_tower":
+            if days_back == 0:
+                sources[name] = state.retrieval["validation_lists"]
+            continue
+        sources[name] = run_baseline(name, before, truth.users, config.retrieval.top_k, own, now=start)
+    candidates = merge_sources(sources, config.candidates.quotas)
+    catalogue = retrieval_examples.item_catalogue(before, dataset.items, features)
+    is_held = candidates["user_id"].isin(held)
+
+    def inputs(rows):
+        return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length)
+
+    fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives)
+    holdout_rows = examples.label_rows(candidates[is_held], day, add_missed=False)
+    holdout_inputs = inputs(holdout_rows)
+    holdout_rows = holdout_rows.assign(user_id=holdout_rows["user_id"] + f"@{days_back}")
+    rename = {u: f"{u}@{days_back}" for u in truth.users if u in held}
+    holdout_truth = GroundTruth(
+        tuple(rename.values()),
+        {g: {rename[u]: v for u, v in items.items() if u in rename} for g, items in truth.items.items()},
+        {rename[u]: v for u, v in truth.seen.items() if u in rename})
+    return RankingDay(fit_rows, inputs(fit_rows), holdout_rows, holdout_inputs, holdout_truth)
+
+
+def _concat(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def run_ranking_stage(state) -> None:
@@ -80,20 +130,21 @@ def run_ranking_stage(state) -> None:
     features = data.features
     started = time.perf_counter()
 
-    # Ranking-day rows: the validation day, everything known before it.
-    vcandidates = validation_candidates(state, retrieval)
-    vusers = np.asarray(sorted(set(vcandidates["user_id"])), dtype=object)
-    held = set(vusers[examples.split_users(vusers, rconfig.holdout_share, config.seed)])
-    fit_rows = examples.label_rows(vcandidates[~vcandidates["user_id"].isin(held)], split.validation,
-                                   add_missed=rconfig.add_missed_positives)
-    holdout_rows = examples.label_rows(vcandidates[vcandidates["user_id"].isin(held)], split.validation, add_missed=False)
-    vcatalogue = retrieval_examples.item_catalogue(split.train, dataset.items, features)
-    fit_inputs = examples.ranking_inputs(fit_rows, split.train, split.validation_start, dataset.users,
-                                         vcatalogue, features, rconfig.history_length)
-    holdout_inputs = examples.ranking_inputs(holdout_rows, split.train, split.validation_start, dataset.users,
-                                             vcatalogue, features, rconfig.history_length)
-    log.info("ranking: %d training rows (%d users), %d holdout rows (%d users); positive rates %s",
-             len(fit_rows), fit_rows["user_id"].nunique(), len(holdout_rows), len(held),
+    # Ranking days: the validation day and `extra_days` train days before it, each from the
+    # events before it. A fixed share of users is held out on every day.
+    everyone = np.asarray(sorted(set(split.train["user_id"])), dtype=object)
+    held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed)])
+    days = [d for d in (ranking_day(state, back, held) for back in range(rconfig.extra_days + 1)) if d]
+    fit_rows = pd.concat([d.fit_rows for d in days], ignore_index=True)
+    holdout_rows = pd.concat([d.holdout_rows for d in days], ignore_index=True)
+    fit_inputs = _concat([d.fit_inputs for d in days])
+    holdout_inputs = _concat([d.holdout_inputs for d in days])
+    holdout_truth = GroundTruth(
+        tuple(u for d in days for u in d.holdout_truth.users),
+        {g: {u: v for d in days for u, v in d.holdout_truth.items[g].items()} for g in ("any", "save", "purchase")},
+        {u: v for d in days for u, v in d.holdout_truth.seen.items()})
+    log.info("ranking: %d days, %d training rows, %d holdout rows (%d held-out user-days); positive rates %s",
+             len(days), len(fit_rows), len(holdout_rows), len(holdout_truth.users),
              {t: round(float(fit_rows[t].mean()), 4) for t in TASKS})
 
     model, fitted = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed)
@@ -102,11 +153,6 @@ def run_ranking_stage(state) -> None:
     holdout_p = model_lib.predict(model.scorer, holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], holdout_inputs[f"label_{t}"]) for t in TASKS}
     calibrated_holdout = {t: platt[t](holdout_p[t]) for t in TASKS}
-    vtruth = validation_truth(split)
-    holdout_truth = GroundTruth(
-        tuple(u for u in vtruth.users if u in held),
-        {g: {u: s for u, s in items.items() if u in held} for g, items in vtruth.items.items()},
-        {u: s for u, s in vtruth.seen.items() if u in held})
     weights = rconfig.value_weights
     if weights is None:
         weights, holdout_ndcg = choose_value_weights(holdout_rows["user_id"].to_numpy(), holdout_rows["item_id"].to_numpy(),
