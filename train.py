@@ -102,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if f"candidate_set/recall@{size}" in state.metrics:
         m = state.metrics
         key = f"candidate_set/recall@{size}"
+        interval = (f" [{m[key + '/ci95_low']:.3f},{m[key + '/ci95_high']:.3f}]"
+                    if key + "/ci95_low" in m else "")
         print(f"\ncandidate set for the ranker: {m['candidate_set/mean_size']:.0f} items per user, "
-              f"recall@{size} {m[key]:.4f} [{m[key + '/ci95_low']:.3f},{m[key + '/ci95_high']:.3f}], "
-              f"new_gt recall@{size} {m[f'candidate_set/new_gt/recall@{size}']:.4f}")
+              f"recall@{size} {m[key]:.4f}{interval}, "
+              f"new_gt recall@{size} {m.get(f'candidate_set/new_gt/recall@{size}', float('nan')):.4f}")
     print(f"\nrun folder: {state.run_dir}")
     return 0
 

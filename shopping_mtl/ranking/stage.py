@@ -93,12 +93,12 @@ def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
         return None
     own = dataclasses.replace(config.baselines, fill_with_popularity=False)
     sources = {}
-    for name in config.candidates.quotas:
+    for name, quota in config.candidates.quotas.items():
         if name == "two_tower":
             if days_back == 0:
                 sources[name] = state.retrieval["validation_lists"]
             continue
-        sources[name] = run_baseline(name, before, truth.users, config.retrieval.top_k, own, now=start)
+        sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
     candidates = merge_sources(sources, config.candidates.quotas)
     catalogue = retrieval_examples.item_catalogue(before, dataset.items, features)
     is_held = candidates["user_id"].isin(held)

@@ -156,12 +156,16 @@ def run_retrieval_stage(state) -> None:
         state.metrics["retrieval/best_val_loss"] = float(min(history["val_loss"]))
 
     k = rconfig.top_k
-    vlists, vtruth = validation_lists(model, data, k)
+    # The candidate set may take more two-tower items than the top k that candidates.parquet holds.
+    depth = max(k, config.candidates.quotas.get("two_tower", 0))
+    vlists, vtruth = validation_lists(model, data, depth)
     state.retrieval = {"model": model, "data": data, "validation_lists": vlists}
     if vtruth.users:
-        state.metrics.update(score_lists(vlists, vtruth, "retrieval/validation", ev.ks, n_resamples=0))
+        state.metrics.update(score_lists(vlists[vlists["rank"] <= k], vtruth, "retrieval/validation",
+                                         ev.ks, n_resamples=0))
 
-    index, candidates = test_lists(model, data, state.truth.users, k)
+    index, deep = test_lists(model, data, state.truth.users, depth)
+    candidates = deep[deep["rank"] <= k].reset_index(drop=True)
     state.write_list(candidates, "candidates.parquet")
     state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
@@ -169,9 +173,9 @@ def run_retrieval_stage(state) -> None:
     # The candidate set the ranker scores: sources merged with quotas (own lists unfilled).
     own = dataclasses.replace(config.baselines, fill_with_popularity=False)
     sources = {}
-    for name in config.candidates.quotas:
-        sources[name] = candidates if name == "two_tower" else run_baseline(
-            name, split.history, state.truth.users, k, own, now=split.test_start)
+    for name, quota in config.candidates.quotas.items():
+        sources[name] = deep if name == "two_tower" else run_baseline(
+            name, split.history, state.truth.users, max(quota, 1), own, now=split.test_start)
     merged = merge_sources(sources, config.candidates.quotas)
     state.candidate_set = merged
     state.write_list(merged, "candidate_set.parquet")
