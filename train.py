@@ -5,7 +5,8 @@ Examples:
   python train.py                                   # EComm sample bundled in data/ecomm
   python train.py --dataset taobao --run-dir runs/taobao
   python train.py --dataset features/my_shop.yaml --data-root /data/my_shop --max-events 50000
-  python train.py --stages data --on-bad-rows skip --set evaluation.bootstrap_resamples=200
+  python train.py --stages data,baselines --on-bad-rows skip --set evaluation.bootstrap_resamples=200
+  python train.py --stages data,baselines,retrieval,ranking --set ranking.architecture=mmoe
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description=(
             "Read a shopping event log, split it by calendar day (test = last day, validation = "
-            "the day before), and score every stage's lists against the baselines (popularity, "
-            "the user's own items, co-visitation). Leaves config.yaml, metrics.json, "
-            "run_info.json and baselines/*.parquet in the run folder, and prints the headline "
-            "figures with 95%% bootstrap intervals."
+            "the day before), score the baselines (popularity, the user's own items, "
+            "co-visitation), train the two-tower retrieval model and merge the candidate set "
+            "(and, with --stages ...,ranking, the multi-task ranker). Leaves config.yaml, "
+            "metrics.json, run_info.json, baselines/*.parquet, candidates.parquet, "
+            "candidate_set.parquet and export/ in the run folder, and prints the headline "
+            "figures beside the baselines with 95% bootstrap intervals."
         ),
         epilog=__doc__.split("Examples:", 1)[1].join(["Examples:", ""]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
