@@ -24,6 +24,7 @@ from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, head_metrics
 from shopping_mtl.ranking.config import TASKS
+from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.retrieval import examples as retrieval_examples
 from shopping_mtl.retrieval.sources import merge_sources
 
@@ -159,6 +160,13 @@ def run_ranking_stage(state) -> None:
                                                      calibrated_holdout, holdout_truth, rconfig.list_size)
         state.metrics["ranker/holdout_ndcg@10"] = holdout_ndcg
     weights = dict(weights)
+    # The same held-out lists ordered by the user-item engagement feature alone: what the
+    # model has to beat (it is close to the user-history baseline's score).
+    reference = _lists(holdout_rows["user_id"].to_numpy(), holdout_rows["item_id"].to_numpy(),
+                       holdout_inputs["cross"][:, CROSS_FEATURES.index("ui_engagement")]
+                       + 1e-6 * holdout_inputs["item_popularity"], calibrated_holdout, rconfig.list_size)
+    state.metrics["ranker/holdout_reference_ndcg@10"] = score_lists(
+        reference, holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
     state.info["ranking"] = {"value_weights": weights, "platt": {t: dataclasses.asdict(p) for t, p in platt.items()}}
     for task in TASKS:
         state.metrics[f"ranker/value_weight/{task}"] = float(weights.get(task, 0.0))
