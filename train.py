@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
+    # tf-keras warns at every SavedModel export that the TFRS index has no get_config(); the
+    # export is a tf.function signature, which needs none.
+    logging.getLogger("tensorflow").addFilter(
+        lambda record: "non-serializable objects" not in record.getMessage())
     try:
         config = config_from_args(args)
         from shopping_mtl import pipeline
