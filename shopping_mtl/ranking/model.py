@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from shopping_mtl.batches import make_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
@@ -128,17 +129,6 @@ class MultiTaskRanker(tfrs.models.Model):
             else:
                 total += self.config.loss_weights.get(task, 1.0) * loss
         return total
-
-
-def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
-    tensors = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
-    n = len(next(iter(arrays.values())))
-    rows = tf.data.Dataset.range(n)
-    if shuffle:
-        rows = rows.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    rows = rows.batch(batch_size)
-    return rows.map(lambda index: {k: tf.gather(t, index) for k, t in tensors.items()},
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.features import TIMESTAMP, FeatureSet
-from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
+from shopping_mtl.history import as_str, last_items_before
 
 Arrays = dict[str, np.ndarray]
 
@@ -123,7 +123,3 @@ def sampling_probability(train_item_ids, item_ids) -> np.ndarray:
     counts = pd.Series(as_str(train_item_ids)).value_counts()
     total = float(counts.sum())
     return (counts.reindex(as_str(item_ids)).fillna(1.0).to_numpy() / total).astype(np.float32)
-
-
-def unix_seconds(values) -> np.ndarray:
-    return to_unix_seconds(values)

@@ -19,6 +19,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from shopping_mtl.batches import as_tensor
 from shopping_mtl.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,7 @@ def embed_items(candidate_model: tf.keras.Model, arrays: Mapping[str, np.ndarray
     n = len(next(iter(arrays.values())))
     out = []
     for start in range(0, n, batch_size):
-        batch = {k: tf.constant(v[start:start + batch_size].astype(str) if v.dtype == object
-                                else v[start:start + batch_size])
+        batch = {k: as_tensor(v[start:start + batch_size])
                  for k, v in arrays.items() if k in candidate_model.input_names}
         out.append(candidate_model(batch, training=False).numpy())
     return np.concatenate(out) if out else np.zeros((0, candidate_model.output_shape[-1]), np.float32)
@@ -79,8 +79,7 @@ def build_index(query_model: tf.keras.Model, item_ids: np.ndarray, item_vectors:
 
 
 def _tensors(arrays: Mapping[str, np.ndarray], names) -> dict[str, tf.Tensor]:
-    return {k: tf.constant(arrays[k].astype(str) if arrays[k].dtype == object else arrays[k])
-            for k in names}
+    return {k: as_tensor(arrays[k]) for k in names}
 
 
 def retrieve(index, query_model: tf.keras.Model, users: np.ndarray, arrays: Mapping[str, np.ndarray],

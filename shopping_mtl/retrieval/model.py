@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from shopping_mtl.batches import make_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.retrieval.config import RetrievalConfig
@@ -86,33 +87,6 @@ class TwoTowerModel(tfrs.Model):
             candidate_ids=features["item_key"] if self.config.remove_accidental_hits else None,
             compute_metrics=False,
         )
-
-
-def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: bool, seed: int,
-                 id_dropout: float = 0.0) -> tf.data.Dataset:
-    """Batches of raw inputs; with `id_dropout`, a random share of item ids is hidden ("").
-
-    Shuffling permutes row indices and gathers whole batches, which is far cheaper than
-    shuffling dicts of string tensors element by element.
-    """
-    tensors = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
-    n = len(next(iter(arrays.values())))
-    rows = tf.data.Dataset.range(n)
-    if shuffle:
-        rows = rows.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    rows = rows.batch(batch_size, drop_remainder=shuffle).enumerate()
-
-    def gather(number, index):
-        batch = {k: tf.gather(t, index) for k, t in tensors.items()}
-        if id_dropout > 0:
-            # Stateless: the mask depends on (seed, batch number) only, so batches can be
-            # prepared in parallel and a rerun hides the same ids.
-            draw = tf.random.stateless_uniform(tf.shape(batch["item_id"]), seed=[seed, number])
-            batch["item_id"] = tf.where(draw < id_dropout, tf.constant(""), batch["item_id"])
-        return batch
-
-    return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE)
 
 
 class _ProgressLog(tf.keras.callbacks.Callback):
@@ -187,7 +161,9 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     model.compile(optimizer=LazyAdam(config.learning_rate))
     n_pairs = len(train["sample_weight"])
     batch_size = min(config.batch_size, n_pairs)
-    train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, id_dropout=config.id_dropout)
+    # Whole batches only: every in-batch softmax sees batch_size negatives.
+    train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=True,
+                              id_dropout=config.id_dropout)
     callbacks = [progress := _ProgressLog(n_pairs)]
     val_data = None
     if validation is not None and len(validation["sample_weight"]) >= 2:
