@@ -38,3 +38,31 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: boo
 
     return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
         tf.data.AUTOTUNE)
+
+
+def make_list_dataset(arrays: Mapping[str, np.ndarray], list_ids: np.ndarray, batch_size: int,
+                      seed: int) -> tf.data.Dataset:
+    """Batches made of whole lists (a user's candidates on one day), lists reshuffled each epoch.
+
+    A batch takes lists until adding the next would pass `batch_size` rows (a longer list is a
+    batch of its own), so a within-list loss always sees every candidate of a list.
+    """
+    tensors = {k: as_tensor(v) for k, v in arrays.items()}
+    order = np.argsort(list_ids, kind="stable")
+    _, starts, sizes = np.unique(list_ids[order], return_index=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        batch, rows = [], 0
+        for i in rng.permutation(len(starts)):
+            if batch and rows + sizes[i] > batch_size:
+                yield np.concatenate(batch)
+                batch, rows = [], 0
+            batch.append(order[starts[i]:starts[i] + sizes[i]])
+            rows += sizes[i]
+        if batch:
+            yield np.concatenate(batch)
+
+    index = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
+    return index.map(lambda rows: {k: tf.gather(t, rows) for k, t in tensors.items()},
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -129,7 +129,8 @@ def test_ranking_stage_writes_the_final_list(tmp_path):
         "stages": ["data", "baselines", "retrieval", "ranking"],
         "evaluation": {"bootstrap_resamples": 10},
         "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
-        "ranking": {"epochs": 1, "compare_single_task": False, "bottom_layers": [16], "tower_layers": [8]},
+        "ranking": {"epochs": 1, "compare_single_task": False, "bottom_layers": [16], "tower_layers": [8],
+                    "extra_days": 2},
     })
     state = run(config)
     recommendations = pd.read_parquet(tmp_path / "run" / "recommendations.parquet")
@@ -138,3 +139,14 @@ def test_ranking_stage_writes_the_final_list(tmp_path):
     assert set(recommendations["user_id"]) == set(state.truth.users)
     for key in ("pipeline/ndcg@10", "ranker/click/auc", "ranker/purchase/ece", "ranker/save/ece_uncalibrated"):
         assert key in state.metrics, key
+
+
+def test_listwise_loss_by_hand():
+    from shopping_mtl.ranking.model import listwise_loss
+
+    # Lists 7 (two rows, logits 0 and 0, the first positive) and 9 (one positive row, logit 1):
+    #   list 7: -log softmax = -log(e^0 / (e^0 + e^0)) = log 2 = 0.6931; list 9: -log 1 = 0.
+    #   mean over the two positives: 0.3466
+    p = tf.constant([0.5, 0.5, 1 / (1 + math.exp(-1))])
+    loss = listwise_loss(p, tf.constant([1.0, 0.0, 1.0]), tf.constant([7, 7, 9], tf.int64))
+    assert float(loss) == pytest.approx(math.log(2) / 2, abs=1e-5)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl.batches import make_dataset
+from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
@@ -128,7 +128,26 @@ class MultiTaskRanker(tfrs.models.Model):
                 total += tf.exp(-self.log_variances[i]) * loss + self.log_variances[i]
             else:
                 total += self.config.loss_weights.get(task, 1.0) * loss
+        if self.config.listwise_weight and "list_id" in features and "click" in predictions:
+            total += self.config.listwise_weight * listwise_loss(
+                predictions["click"], features["label_click"], features["list_id"])
         return total
+
+
+def listwise_loss(p_click, labels, list_ids) -> tf.Tensor:
+    """Softmax cross-entropy within each list: -mean over positives of log softmax_list(logit).
+
+    The pointwise heads learn calibrated probabilities; this term asks the click logit to order
+    each user's candidates, which is what the final list needs.
+    """
+    p = tf.clip_by_value(p_click, 1e-6, 1 - 1e-6)
+    logits = tf.math.log(p) - tf.math.log1p(-p)  # (rows,)
+    _, segment = tf.unique(list_ids)
+    n = tf.reduce_max(segment) + 1
+    top = tf.stop_gradient(tf.math.unsorted_segment_max(logits, segment, n))
+    log_norm = tf.math.log(tf.math.unsorted_segment_sum(tf.exp(logits - tf.gather(top, segment)), segment, n)) + top
+    positive = tf.cast(labels > 0, logits.dtype)
+    return -tf.reduce_sum(positive * (logits - tf.gather(log_norm, segment))) / tf.maximum(tf.reduce_sum(positive), 1.0)
 
 
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
@@ -158,7 +177,11 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
 
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_mean_auc", mode="max",
                                                patience=config.patience, restore_best_weights=True)
-    fitted = model.fit(make_dataset(train, config.batch_size, True, seed),
+    if config.listwise_weight and "list_id" in train:
+        train_data = make_list_dataset(train, train["list_id"], config.batch_size, seed)
+    else:
+        train_data = make_dataset(train, config.batch_size, True, seed)
+    fitted = model.fit(train_data,
                        validation_data=make_dataset(holdout, config.batch_size, False, seed),
                        epochs=config.epochs, callbacks=[MeanAuc(), stopper], verbose=0)
     return model, {"history": fitted.history}

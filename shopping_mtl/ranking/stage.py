@@ -116,7 +116,11 @@ def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
         tuple(rename.values()),
         {g: {rename[u]: v for u, v in items.items() if u in rename} for g, items in truth.items.items()},
         {rename[u]: v for u, v in truth.seen.items() if u in rename})
-    return RankingDay(fit_rows, inputs(fit_rows), holdout_rows, holdout_inputs, holdout_truth)
+    fit_inputs = inputs(fit_rows)
+    # One list per user and day, for the within-list loss.
+    fit_inputs["list_id"] = pd.factorize(fit_rows["user_id"])[0].astype(np.int64) + days_back * 10_000_000
+    holdout_inputs["list_id"] = pd.factorize(holdout_rows["user_id"])[0].astype(np.int64)
+    return RankingDay(fit_rows, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
 
 
 def _concat(parts: list[dict]) -> dict:
