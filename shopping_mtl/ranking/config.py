@@ -57,7 +57,7 @@ class RankingConfig:
     tower_layers: tuple[int, ...] = (64,)
     cross_layer: bool = False
     dropout: float = 0.1
-    history_length: int = 50
+    history_length: int = 150
     loss_weights: Mapping[str, float] = field(
         default_factory=lambda: {"click": 1.0, "save": 1.0, "purchase": 1.0})
     loss_weighting: str = "fixed"

@@ -154,6 +154,7 @@ def run_ranking_stage(state) -> None:
 
     model, fitted = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed)
     state.metrics["ranker/epochs"] = float(len(fitted["history"]["loss"]))
+    state.metrics["ranker/holdout_mean_auc"] = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
     state.metrics["ranker/training_rows"] = float(len(fit_rows))
     holdout_p = model_lib.predict(model.scorer, holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], holdout_inputs[f"label_{t}"]) for t in TASKS}
