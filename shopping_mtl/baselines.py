@@ -167,12 +167,13 @@ def run_baseline(name: str, events: pd.DataFrame, users: Sequence[str], k: int,
     """One baseline's list for `users`, computed from `events` only (all before `now`)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline '{name}'; known: {', '.join(BASELINES)}")
-    popular = popularity(events, users, k, config.event_weights)
     if name == "popularity":
-        return popular
+        return popularity(events, users, k, config.event_weights)
     if name == "user_history":
         lists = user_history(events, users, k, config.event_weights, config.history_half_life_days, now)
     else:
         lists = covisit(events, users, k, config.covisit_recent_items, config.covisit_decay,
                         config.covisit_max_session_items)
-    return fill_from(lists, popular, k) if config.fill_with_popularity else lists
+    if not config.fill_with_popularity:
+        return lists
+    return fill_from(lists, popularity(events, users, k, config.event_weights), k)

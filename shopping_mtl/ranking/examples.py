@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from shopping_mtl.data.spec import EVENTS
-from shopping_mtl.features import TIMESTAMP, FeatureSet
+from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import cross_features
+from shopping_mtl.retrieval.examples import item_arrays, user_frame
 
-NUMERIC_INPUTS = ("cross", "item_popularity", "two_tower_score")
 
 
 def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed: bool) -> pd.DataFrame:
@@ -74,23 +73,16 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
                    history_length: int, batch_rows: int = 50_000) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`."""
     spec = features.spec
-    frame = pd.DataFrame({"user_id": as_str(rows["user_id"]), "item_id": as_str(rows["item_id"]),
-                          TIMESTAMP: np.full(len(rows), at)})
-    item_table = catalogue.drop_duplicates("item_id").set_index("item_id")
-    for f in spec.item:
-        if f.name != "item_id":
-            frame[f.name] = item_table[f.name].reindex(frame["item_id"]).to_numpy() if f.name in item_table else np.nan
-    if users is not None:
-        user_table = users.drop_duplicates("user_id").set_index("user_id").reindex(frame["user_id"])
-    for f in spec.user:
-        if f.name != "user_id":
-            frame[f.name] = user_table[f.name].to_numpy() if users is not None and f.name in user_table else np.nan
-    groups = [g for g, present in (("user", spec.user), ("item", spec.item), ("context", spec.context)) if present]
-    arrays = features.to_inputs(frame, groups)
+    frame = user_frame(rows["user_id"], users, features)
+    frame["item_id"] = as_str(rows["item_id"])
+    arrays = features.to_inputs(frame, ["user"] if spec.user else [])
+    if spec.item:
+        arrays.update(item_arrays(catalogue, features, frame["item_id"]))
 
     unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
     history = user_histories(unique_users.astype(object), history_events, at, history_length, catalogue)
-    categories = (as_str(item_table["category"].reindex(frame["item_id"])) if "category" in item_table
+    categories = (as_str(catalogue.drop_duplicates("item_id").set_index("item_id")["category"]
+                         .reindex(frame["item_id"])) if "category" in catalogue
                   else np.full(len(frame), "", dtype=object))
     parts = []
     for start in range(0, len(frame), batch_rows):

@@ -66,6 +66,17 @@ def item_arrays(catalogue: pd.DataFrame, features: FeatureSet, item_ids=None,
     return arrays
 
 
+def user_frame(user_ids, users: pd.DataFrame | None, features: FeatureSet) -> pd.DataFrame:
+    """`user_id` plus the user features' columns from the user table (missing: NaN), one row
+    per id in `user_ids`, in order."""
+    frame = pd.DataFrame({"user_id": as_str(user_ids)})
+    table = users.drop_duplicates("user_id").set_index("user_id").reindex(frame["user_id"]) if users is not None else None
+    for f in features.spec.user:
+        if f.name != "user_id":
+            frame[f.name] = table[f.name].to_numpy() if table is not None and f.name in table.columns else np.nan
+    return frame
+
+
 def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
                  catalogue: pd.DataFrame, features: FeatureSet) -> Arrays:
     """Query-tower inputs for each (user_id, timestamp) row of `queries`.
@@ -77,15 +88,8 @@ def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.
         catalogue: `item_catalogue(...)`, for the history items' attributes.
     """
     spec = features.spec
-    frame = pd.DataFrame({"user_id": as_str(queries["user_id"]), TIMESTAMP: queries["timestamp"].to_numpy()})
-    user_columns = [f.name for f in spec.user if f.name != "user_id"]
-    if users is not None and user_columns:
-        joined = users.drop_duplicates("user_id").set_index("user_id").reindex(frame["user_id"])
-        for name in user_columns:
-            frame[name] = joined[name].to_numpy() if name in joined.columns else np.nan
-    else:
-        for name in user_columns:
-            frame[name] = np.nan
+    frame = user_frame(queries["user_id"], users, features)
+    frame[TIMESTAMP] = queries["timestamp"].to_numpy()
     groups = [g for g in ("user", "context") if (spec.user if g == "user" else spec.context)]
     arrays = features.to_inputs(frame, groups)
     if spec.history_length:
