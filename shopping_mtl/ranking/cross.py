@@ -66,3 +66,26 @@ def cross_features(history_items, history_categories, history_events, history_ag
         size,
     ]
     return tf.stack(columns, axis=-1)
+
+
+# Features of a candidate relative to the user's other candidates: for each of these values,
+# its gap to the list's best and to the list's mean. A candidate's engagement means little on its
+# own; what orders a list is how it compares with the rest of that list.
+LIST_SOURCES = ("ui_engagement", "ui_recency", "uc_events", "uc_recency", "item_popularity", "two_tower_score")
+LIST_FEATURES = tuple(f"{name}_{kind}" for kind in ("gap_to_best", "gap_to_mean") for name in LIST_SOURCES)
+
+
+def list_values(cross, item_popularity, two_tower_score) -> tf.Tensor:
+    """(..., len(LIST_SOURCES)) from the cross features (..., len(CROSS_FEATURES)) and two scalars."""
+    picked = [cross[..., CROSS_FEATURES.index(name)] for name in LIST_SOURCES[:4]]
+    return tf.stack(picked + [tf.cast(item_popularity, tf.float32), tf.cast(two_tower_score, tf.float32)], -1)
+
+
+def list_features(values, mask) -> tf.Tensor:
+    """(batch, C, S) values of each list's candidates, (batch, C) mask of real candidates ->
+    (batch, C, 2 S): value - the list's max, value - the list's mean (0 on padding)."""
+    mask = tf.cast(mask, tf.float32)[..., None]
+    best = tf.reduce_max(values * mask - 1e9 * (1.0 - mask), axis=1, keepdims=True)
+    mean = tf.reduce_sum(values * mask, axis=1, keepdims=True) / tf.maximum(
+        tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    return tf.concat([values - best, values - mean], axis=-1) * mask

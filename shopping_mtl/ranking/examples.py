@@ -16,7 +16,7 @@ import tensorflow as tf
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import cross_features
+from shopping_mtl.ranking.cross import cross_features, list_features, list_values
 from shopping_mtl.retrieval.examples import item_arrays, user_frame
 
 
@@ -97,10 +97,32 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     counts = history_events["item_id"].value_counts()
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
+    arrays["list"] = relative_to_list(arrays, user_pos)
     for task in TASKS:
         if task in rows:
             arrays[f"label_{task}"] = rows[task].to_numpy(np.float32)
     return arrays
+
+
+def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:
+    """`cross.list_features` of every row against the other rows of its list (`list_pos`: the
+    list each row belongs to), through the same TensorFlow function the `recommend` export uses."""
+    values = list_values(arrays["cross"], arrays["item_popularity"], arrays["two_tower_score"]).numpy()
+    n_rows, width = values.shape
+    if n_rows == 0:
+        return np.zeros((0, 2 * width), np.float32)
+    order = np.argsort(list_pos, kind="stable")
+    _, starts, sizes = np.unique(list_pos[order], return_index=True, return_counts=True)
+    slot = np.arange(n_rows) - np.repeat(starts, sizes)  # position within the list, in `order`
+    which = np.repeat(np.arange(len(starts)), sizes)
+    padded = np.zeros((len(starts), sizes.max(), width), np.float32)
+    mask = np.zeros((len(starts), sizes.max()), bool)
+    padded[which, slot] = values[order]
+    mask[which, slot] = True
+    relative = list_features(tf.constant(padded), tf.constant(mask)).numpy()
+    out = np.empty((n_rows, 2 * width), np.float32)
+    out[order] = relative[which, slot]
+    return out
 
 
 def split_users(users, share: float, seed: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
-from shopping_mtl.ranking.cross import CROSS_FEATURES
+from shopping_mtl.ranking.cross import CROSS_FEATURES, LIST_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
     inputs["two_tower_score"] = tf.keras.Input(shape=(), dtype=tf.float32, name="two_tower_score")
     parts = [features.encoder(g, name=f"{g}_features")(inputs) for g in groups]
     parts.append(inputs["cross"])
+    if config.list_features:
+        inputs["list"] = tf.keras.Input(shape=(len(LIST_FEATURES),), dtype=tf.float32, name="list")
+        parts.append(inputs["list"])
     parts.append(tf.keras.layers.Reshape((1,))(inputs["item_popularity"]))
     parts.append(tf.keras.layers.Reshape((1,))(inputs["two_tower_score"]))
     x = tf.keras.layers.Concatenate(name="ranker_features")(parts)
