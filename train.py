@@ -6,7 +6,8 @@ Examples:
   python train.py --dataset taobao --run-dir runs/taobao
   python train.py --dataset features/my_shop.yaml --data-root /data/my_shop --max-events 50000
   python train.py --stages data,baselines --on-bad-rows skip --set evaluation.bootstrap_resamples=200
-  python train.py --stages data,baselines,retrieval,ranking --set ranking.architecture=mmoe
+  python train.py --set ranking.architecture=mmoe --set ranking.compare_single_task=false
+  python train.py --stages data,baselines,retrieval           # stop at the candidate set
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read a shopping event log, split it by calendar day (test = last day, validation = "
             "the day before), score the baselines (popularity, the user's own items, "
-            "co-visitation), train the two-tower retrieval model and merge the candidate set "
-            "(and, with --stages ...,ranking, the multi-task ranker). Leaves config.yaml, "
-            "metrics.json, run_info.json, baselines/*.parquet, candidates.parquet, "
-            "candidate_set.parquet and export/ in the run folder, and prints the headline "
-            "figures beside the baselines with 95% bootstrap intervals."
+            "co-visitation), train the two-tower retrieval model, merge the candidate set, train "
+            "the calibrated multi-task ranker (click, save, purchase) and export the retrieval, "
+            "ranker and recommend SavedModels for TF Serving. Leaves config.yaml, metrics.json, "
+            "run_info.json, baselines/*.parquet, candidates.parquet, candidate_set.parquet, "
+            "recommendations.parquet and export/<model>/<version>/ in the run folder, and prints "
+            "the final list against retrieval order and each baseline with 95% bootstrap "
+            "intervals."
         ),
         epilog=__doc__.split("Examples:", 1)[1].join(["Examples:", ""]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder the spec's relative data paths start from "
                         "(default: the spec's own 'root')")
     parser.add_argument("--stages", help=f"comma-separated stages to run, of: {', '.join(STAGES)} "
-                        "(default: data,baselines,retrieval; data always runs)")
+                        "(default: all; data always runs)")
     parser.add_argument("--max-events", type=int, help="keep whole users until this many events "
                         "(a quick smoke run)")
     parser.add_argument("--on-bad-rows", choices=("fail", "skip"), help="on malformed rows: fail "

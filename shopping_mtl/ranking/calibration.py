@@ -35,6 +35,17 @@ class Platt:
         return 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
 
 
+def calibrate(raw: dict, platt: dict, ordered: bool) -> dict:
+    """Each head through its Platt map; with `ordered` (ESMM), save and purchase are capped at
+    click afterwards, so the calibrated probabilities keep the chain's order on every row."""
+    out = {task: platt[task](p) for task, p in raw.items()}
+    if ordered and "click" in out:
+        for task in ("save", "purchase"):
+            if task in out:
+                out[task] = np.minimum(out[task], out["click"])
+    return out
+
+
 def expected_calibration_error(p: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     """Sum over 10 equal-width probability bins of (bin share) * |mean label - mean p|."""
     if len(p) == 0:

@@ -71,7 +71,9 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, batch_rows: int = 50_000) -> dict[str, np.ndarray]:
-    """Model inputs for every row of `rows` at prediction time `at`."""
+    """Model inputs for every row of `rows` at prediction time `at`, from the events of
+    `history_events` before `at` only (later ones are ignored, whatever is passed)."""
+    history_events = history_events[history_events["timestamp"] < at]
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
     frame["item_id"] = as_str(rows["item_id"])

@@ -22,10 +22,12 @@ from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
-from shopping_mtl.ranking.calibration import Platt, head_metrics
+from shopping_mtl.ranking.calibration import Platt, calibrate, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.retrieval import examples as retrieval_examples
+from shopping_mtl.retrieval.index import next_version
+from shopping_mtl.ranking import serving
 from shopping_mtl.retrieval.sources import merge_sources
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,8 @@ def run_ranking_stage(state) -> None:
     state.metrics["ranker/training_rows"] = float(len(fit_rows))
     holdout_p = model_lib.predict(model.scorer, holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], holdout_inputs[f"label_{t}"]) for t in TASKS}
-    calibrated_holdout = {t: platt[t](holdout_p[t]) for t in TASKS}
+    ordered = rconfig.architecture == "esmm"
+    calibrated_holdout = calibrate(holdout_p, platt, ordered)
     weights = rconfig.value_weights
     if weights is None:
         weights, holdout_ndcg = choose_value_weights(holdout_rows["user_id"].to_numpy(), holdout_rows["item_id"].to_numpy(),
@@ -181,7 +184,7 @@ def run_ranking_stage(state) -> None:
     test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users,
                                           data.catalogue, features, rconfig.history_length)
     raw = model_lib.predict(model.scorer, test_inputs)
-    calibrated = {t: platt[t](raw[t]) for t in TASKS}
+    calibrated = calibrate(raw, platt, ordered)
     users = test_rows["user_id"].to_numpy()
     for task in TASKS:
         labels = test_inputs[f"label_{task}"]
@@ -196,6 +199,8 @@ def run_ranking_stage(state) -> None:
     state.metrics.update(score_lists(state.candidate_set, state.truth, "retrieval_order", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
 
+    export_serving_models(state, model.scorer, platt, weights)
+
     if rconfig.compare_single_task:
         for task in TASKS:
             single, _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed, tasks=(task,))
@@ -204,3 +209,36 @@ def run_ranking_stage(state) -> None:
                                   head_metrics(p, test_inputs[f"label_{task}"], users, "single").items()
                                   if k.endswith(("/auc", "/gauc"))})
     state.timings["ranking_fit"] = time.perf_counter() - started
+
+
+def serving_graph(state, scorer, platt, weights) -> tuple[serving.RankerGraph, serving.CatalogueSnapshot]:
+    """The ranker's serving graph over the catalogue known before the test period."""
+    config, split = state.config, state.split
+    data = state.retrieval["data"]
+    snapshot = serving.CatalogueSnapshot.from_events(
+        data.catalogue, split.history, config.baselines.event_weights,
+        config.baselines.covisit_max_session_items, config.candidates.quotas.get("popularity", 0))
+    graph = serving.RankerGraph(scorer, data.features, snapshot, platt, weights,
+                                config.ranking.history_length, config.ranking.list_features,
+                                ordered=config.ranking.architecture == "esmm")
+    return graph, snapshot
+
+
+def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.RecommendServing:
+    config = state.config
+    query_model = state.retrieval["index"].query_model
+    return serving.RecommendServing(
+        graph, state.retrieval["index"], query_model.input_names, snapshot, config.candidates.quotas,
+        config.ranking.list_size, config.baselines.covisit_recent_items, config.baselines.covisit_decay)
+
+
+def export_serving_models(state, scorer, platt, weights) -> None:
+    """`export/ranker/<version>` and `export/recommend/<version>` (atomic, versions only grow)."""
+    graph, snapshot = serving_graph(state, scorer, platt, weights)
+    base = state.run_dir / "export"
+    for name, module in (("ranker", serving.RankerServing(graph)),
+                         ("recommend", recommend_module(state, graph, snapshot))):
+        started = time.perf_counter()
+        target = serving.export(module, next_version(base / name))
+        state.info.setdefault("exports", {})[name] = str(target)
+        log.info("ranking: exported %s in %.1fs", target, time.perf_counter() - started)

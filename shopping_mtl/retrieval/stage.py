@@ -165,6 +165,7 @@ def run_retrieval_stage(state) -> None:
                                          ev.ks, n_resamples=0))
 
     index, deep = test_lists(model, data, state.truth.users, depth)
+    state.retrieval["index"] = index
     candidates = deep[deep["rank"] <= k].reset_index(drop=True)
     state.write_list(candidates, "candidates.parquet")
     state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,

@@ -1,0 +1,205 @@
+"""The ranker and recommend exports: what a fresh TensorFlow-only process answers equals what the
+training process computed, for every architecture, and odd requests get sensible answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from shopping_mtl.ranking import serving
+from shopping_mtl.ranking.calibration import Platt, calibrate
+from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig
+
+TINY_RANKER = {"epochs": 1, "compare_single_task": False, "bottom_layers": [16], "tower_layers": [8],
+               "extra_days": 2}
+
+
+def serve_fresh(export_dir, request: dict, tmp_path, name: str) -> dict[str, np.ndarray]:
+    """`tests/serve_fresh.py`: the export's answer from a process that imports only TensorFlow."""
+    requests, outputs = tmp_path / f"{name}-request.npz", tmp_path / f"{name}-outputs.npz"
+    np.savez(requests, **request)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "serve_fresh.py"), str(export_dir),
+                           str(requests), str(outputs)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(outputs) as answer:
+        return {k: answer[k] for k in answer.files}
+
+
+@pytest.fixture(scope="module")
+def ranked_run(tmp_path_factory):
+    """Every stage on a small synthetic log (ranking and its exports included)."""
+    from shopping_mtl.config import load_config
+    from shopping_mtl.data import synthetic
+    from shopping_mtl.pipeline import run
+
+    folder = tmp_path_factory.mktemp("ranked")
+    spec = synthetic.generate(folder / "data", 15_000, seed=2)
+    config = load_config(overrides={
+        "run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
+        "evaluation": {"bootstrap_resamples": 10},
+        "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
+        "ranking": TINY_RANKER,
+    })
+    assert config.stages == ("data", "baselines", "retrieval", "ranking")  # the default: every stage
+    return run(config)
+
+
+def _request(state, users):
+    return serving.requests_for(users, state.split.history, state.split.test_start, state.dataset.users,
+                                state.retrieval["data"].features, state.config.ranking.history_length)
+
+
+def test_every_stage_runs_by_default_and_writes_the_final_list(ranked_run):
+    state = ranked_run
+    recommendations = pd.read_parquet(state.run_dir / "recommendations.parquet")
+    assert list(recommendations.columns) == ["user_id", "rank", "item_id", "score", "p_click", "p_save", "p_purchase"]
+    assert recommendations.groupby("user_id").size().max() <= 100
+    assert set(recommendations["user_id"]) == set(state.truth.users)
+    for key in ("pipeline/ndcg@10", "ranker/click/auc", "ranker/purchase/ece", "ranker/save/ece_uncalibrated"):
+        assert key in state.metrics, key
+    for name in ("retrieval", "ranker", "recommend"):
+        path = state.run_dir / "export" / name / "1"
+        assert (path / "saved_model.pb").is_file() and state.info["exports"][name] == str(path)
+
+
+def test_recommend_export_answers_as_the_offline_pipeline_ranks(ranked_run, tmp_path):
+    """One request per test user, answered in a fresh process: the same items as
+    recommendations.parquet and, item for item, the same calibrated probabilities."""
+    state = ranked_run
+    users = list(state.truth.users)[:8]
+    answer = serve_fresh(state.info["exports"]["recommend"], _request(state, users), tmp_path, "recommend")
+    assert set(answer) == {"item_ids", "scores", *TASKS}
+    offline = pd.read_parquet(state.run_dir / "recommendations.parquet").set_index(["user_id", "item_id"])
+    shared = total = 0
+    for row, user in enumerate(users):
+        mine = offline.loc[user]
+        served = answer["item_ids"][row].astype(str)
+        common = [j for j, item in enumerate(served) if item in mine.index]
+        shared, total = shared + len(common), total + len(mine)
+        for task in TASKS:
+            np.testing.assert_allclose(answer[task][row][common], mine.loc[served[common], f"p_{task}"], atol=1e-5)
+        np.testing.assert_allclose(answer["scores"][row][common], mine.loc[served[common], "score"], atol=1e-5)
+        assert served[0] == mine.index[0]
+    # The request carries the user's last events, not the whole log, and co-visitation keeps
+    # each seed's top neighbours: the sets differ at the margin only.
+    assert shared / total >= 0.9
+
+
+def test_recommend_answers_unknown_users_empty_histories_and_unknown_items(ranked_run, tmp_path):
+    state = ranked_run
+    request = _request(state, [state.truth.users[0]] * 3)
+    request["user_id"] = np.array(["never-seen", "", state.truth.users[0]])
+    history = request["history_item_ids"].astype(object)
+    history[0] = ""  # no history at all
+    history[1, :3] = ["no-such-item", "", "another-unknown"]  # only items the catalogue lacks
+    history[1, 3:] = ""
+    request["history_item_ids"] = history.astype(str)
+    answer = serve_fresh(state.info["exports"]["recommend"], request, tmp_path, "odd")
+    catalogue = set(state.retrieval["data"].catalogue["item_id"])
+    for row in range(3):
+        items = answer["item_ids"][row].astype(str)
+        assert len(items) == 100 and set(items) <= catalogue and len(set(items)) == 100
+        assert np.all(np.diff(answer["scores"][row]) <= 1e-7)  # best first
+        for task in TASKS:
+            assert np.all((answer[task][row] > 0) & (answer[task][row] < 1))
+    # A batch whose history has no columns at all also answers.
+    bare = {k: v[:1] for k, v in request.items()}
+    for name in ("history_item_ids", "history_events"):
+        bare[name] = np.zeros((1, 0), dtype=str)
+    bare["history_timestamps"] = np.zeros((1, 0), np.int64)
+    answer = serve_fresh(state.info["exports"]["recommend"], bare, tmp_path, "bare")
+    assert answer["item_ids"].shape == (1, 100) and (answer["item_ids"] != b"").all()
+
+
+def test_ranker_export_scores_given_candidates_as_offline(ranked_run, tmp_path):
+    state = ranked_run
+    user = state.truth.users[1]
+    candidates = state.candidate_set[state.candidate_set["user_id"] == user]
+    request = _request(state, [user])
+    catalogue = state.retrieval["data"].catalogue.set_index("item_id").reindex(candidates["item_id"])
+    for feature in state.retrieval["data"].features.spec.item:
+        values = candidates["item_id"] if feature.name == "item_id" else catalogue[feature.name]
+        request[feature.name] = (values.to_numpy(np.float32) if feature.type == "numeric"
+                                 else values.fillna("").to_numpy(dtype=str))[None, :]
+    request["two_tower_score"] = np.where(candidates["source"] == "two_tower", candidates["score"], 0.0
+                                          ).astype(np.float32)[None, :]
+    answer = serve_fresh(state.info["exports"]["ranker"], request, tmp_path, "ranker")
+    offline = pd.read_parquet(state.run_dir / "recommendations.parquet").query("user_id == @user").set_index("item_id")
+    position = {item: j for j, item in enumerate(candidates["item_id"])}
+    for task in TASKS:
+        got = answer[task][0][[position[i] for i in offline.index]]
+        np.testing.assert_allclose(got, offline[f"p_{task}"], atol=1e-5)
+
+
+def _tiny_log():
+    rng = np.random.default_rng(0)
+    n = 600
+    events = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 40, n)],
+        "item_id": [f"i{i}" for i in rng.integers(0, 60, n)],
+        "event": rng.choice(["click", "save", "purchase"], n, p=[0.8, 0.15, 0.05]),
+        "timestamp": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 5 * 86400, n)), unit="s", utc=True),
+    })
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(60)], "category": [f"c{i % 6}" for i in range(60)],
+                          "price": rng.uniform(1, 100, 60)})
+    return events, items
+
+
+def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
+    """Train a step, export the ranker, answer in a fresh process: equal to the training
+    process's own scoring of the same rows (features computed offline in numpy + TF)."""
+    from shopping_mtl.features import FeatureSet, FeatureSpec
+    from shopping_mtl.ranking import examples, model as model_lib
+
+    events, items = _tiny_log()
+    spec = FeatureSpec.from_dict({
+        "user": {"user_id": {"type": "id"}},
+        "item": {"item_id": {"type": "id"}, "category": {"type": "categorical"},
+                 "price": {"type": "numeric", "transform": "log1p", "buckets": 4}},
+        "context": ["hour", "weekday"]})
+    features = FeatureSet.adapt(spec, events, items=items)
+    at = events["timestamp"].max() + pd.Timedelta(hours=1)
+    users = [f"u{i}" for i in range(5)] + ["unknown-user"]
+    candidates = [f"i{i}" for i in range(0, 60, 3)] + ["unknown-item"]
+    rows = pd.DataFrame({"user_id": np.repeat(users, len(candidates)), "item_id": np.tile(candidates, len(users))})
+    rng = np.random.default_rng(3)
+    rows["two_tower_score"] = rng.random(len(rows)).astype(np.float32)
+    rows["click"] = (rng.random(len(rows)) < 0.3).astype(np.float32)
+    rows["save"] = rows["click"] * (rng.random(len(rows)) < 0.5)
+    rows["purchase"] = rows["click"] * (rng.random(len(rows)) < 0.3)
+    arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=10)
+    snapshot = serving.CatalogueSnapshot.from_events(items, events, {"click": 1, "save": 2, "purchase": 4}, 50, 5)
+    request = serving.requests_for(users, events, at, None, features, 10)
+    shaped = lambda column: column.reshape(len(users), len(candidates))  # noqa: E731
+    table = items.set_index("item_id").reindex(candidates)
+    request["item_id"] = np.tile(np.array(candidates, dtype=str), (len(users), 1))
+    request["category"] = np.tile(table["category"].fillna("").to_numpy(dtype=str), (len(users), 1))
+    request["price"] = np.tile(table["price"].to_numpy(np.float32), (len(users), 1))
+    request["two_tower_score"] = shaped(arrays["two_tower_score"])
+    platt = {"click": Platt(1.2, -0.3), "save": Platt(0.8, 0.1), "purchase": Platt(1.0, 0.5)}
+    expected = {}
+    for architecture in ARCHITECTURES:
+        config = RankingConfig(architecture=architecture, bottom_layers=(16,), expert_layers=(8,), experts=2,
+                               tower_layers=(8,), epochs=1, batch_size=64, history_length=10,
+                               list_features=architecture == "mmoe", cross_layer=architecture == "ple")
+        fitted_arrays = dict(arrays)
+        model, _ = model_lib.train_ranker(features, fitted_arrays, fitted_arrays, config, seed=0)
+        ordered = architecture == "esmm"
+        offline = calibrate(model_lib.predict(model.scorer, arrays), platt, ordered)
+        graph = serving.RankerGraph(model.scorer, features, snapshot, platt, {"click": 1.0, "purchase": 2.0},
+                                    10, config.list_features, ordered=ordered)
+        path = serving.export(serving.RankerServing(graph), tmp_path / architecture / "1")
+        expected[architecture] = (path, offline)
+    for architecture, (path, offline) in expected.items():
+        answer = serve_fresh(path, request, tmp_path, architecture)
+        for task in TASKS:
+            np.testing.assert_allclose(answer[task], shaped(offline[task]), atol=1e-5, err_msg=f"{architecture} {task}")
+        np.testing.assert_allclose(answer["score"], answer["click"] + 2 * answer["purchase"], atol=1e-6)
+        if architecture == "esmm":
+            assert (answer["save"] <= answer["click"]).all() and (answer["purchase"] <= answer["click"]).all()
