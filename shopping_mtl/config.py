@@ -70,6 +70,22 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """Where and how the SavedModels for TF Serving are written.
+
+    Args:
+        base: the export base, `<base>/<model>/<version>/`; None: `<run folder>/export`. Point
+            it at the folder a model server watches to publish a run's models there.
+        keep_versions: newest versions kept per model; older ones are removed.
+        warmup_requests: validation rows written as warmup requests into each version.
+    """
+
+    base: str | None = None
+    keep_versions: int = 5
+    warmup_requests: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a `train.py` run does."""
 
@@ -83,6 +99,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> "Config":
         for stage in self.stages:
@@ -111,6 +128,10 @@ class Config:
             if event not in ("click", "save", "purchase"):
                 raise ConfigError(
                     f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+        if self.export.keep_versions < 1:
+            raise ConfigError(f"export.keep_versions must be >= 1, got {self.export.keep_versions}")
+        if self.export.warmup_requests < 0:
+            raise ConfigError(f"export.warmup_requests must be >= 0, got {self.export.warmup_requests}")
         self.retrieval.validate()
         self.candidates.validate()
         self.ranking.validate()
@@ -120,6 +141,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    @property
+    def export_base(self) -> Path:
+        """The export base: `export.base`, else `<run folder>/export`."""
+        return Path(self.export.base) if self.export.base else Path(self.run_dir or ".") / "export"
 
 
 def _plain(value: Any) -> Any:

@@ -203,3 +203,69 @@ def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
         np.testing.assert_allclose(answer["score"], answer["click"] + 2 * answer["purchase"], atol=1e-6)
         if architecture == "esmm":
             assert (answer["save"] <= answer["click"]).all() and (answer["purchase"] <= answer["click"]).all()
+
+
+def test_check_export_verifies_the_three_models_of_a_run(ranked_run):
+    from conftest import run_cli
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    base = ranked_run.run_dir / "export"
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((base / "models.config").read_text(), config)
+    assert [c.name for c in config.model_config_list.config] == ["retrieval", "ranker", "recommend"]
+    done = run_cli("-m", "shopping_mtl", "check-export", str(base), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("warmup requests replayed: 10, stock ops only: yes, saved_model_cli: ok") == 3
+    assert "3 of 3 exports verified" in done.stdout
+
+
+def _odd_rows(request: dict, n: int, rng) -> dict:
+    """`n` rows drawn from `request`, with unknown and empty user ids, unknown and empty history
+    items, and whole histories missing mixed in."""
+    rows = rng.integers(0, len(request["timestamp"]), n)
+    odd = {k: v[rows].astype(object) if v.dtype.kind == "U" else v[rows].copy() for k, v in request.items()}
+    odd["user_id"][::3] = "never-seen-user"
+    odd["user_id"][1::3] = ""
+    odd["history_item_ids"][::4, 0] = "never-seen-item"
+    odd["history_item_ids"][2::5] = ""
+    return {k: v.astype(str) if v.dtype == object else v for k, v in odd.items()}
+
+
+def test_every_signature_answers_odd_inputs_and_a_batch_of_1000(ranked_run, tmp_path):
+    state = ranked_run
+    rng = np.random.default_rng(0)
+    exports = state.info["exports"]
+    request = _odd_rows(_request(state, list(state.truth.users)), 1000, rng)
+
+    answer = serve_fresh(exports["recommend"], request, tmp_path, "recommend-1000")
+    assert answer["item_ids"].shape == (1000, 100) and (answer["item_ids"] != b"").all()
+    assert all(np.isfinite(answer[k]).all() for k in ("scores", *TASKS))
+
+    length = state.retrieval["data"].features.spec.history_length
+    catalogue = state.retrieval["data"].catalogue.set_index("item_id")
+    retrieval_request = {"user_id": request["user_id"], "timestamp": request["timestamp"],
+                         "history_item_ids": request["history_item_ids"][:, :length]}
+    if "category" in state.retrieval["data"].features.spec.history_features:
+        retrieval_request["history_category"] = catalogue["category"].reindex(
+            retrieval_request["history_item_ids"].reshape(-1)).fillna("").to_numpy(dtype=str).reshape(1000, length)
+    answer = serve_fresh(exports["retrieval"], retrieval_request, tmp_path, "retrieval-1000")
+    assert answer["item_ids"].shape == (1000, 100) and np.isfinite(answer["scores"]).all()
+
+    # The ranker: 20 candidates per row, unknown and empty item ids, NaN, negative and huge prices.
+    items = rng.choice(catalogue.index.to_numpy(dtype=str), (1000, 20))
+    items[:, 0], items[:, 1] = "never-seen-item", ""
+    ranker = dict(request, item_id=items, two_tower_score=rng.random((1000, 20)).astype(np.float32))
+    for feature in state.retrieval["data"].features.spec.item:
+        if feature.name == "item_id":
+            continue
+        values = catalogue[feature.name].reindex(items.reshape(-1))
+        ranker[feature.name] = (values.to_numpy(np.float32) if feature.type == "numeric"
+                                else values.fillna("").to_numpy(dtype=str)).reshape(1000, 20)
+    ranker["price"][:, 2], ranker["price"][:, 3], ranker["price"][:, 4] = np.nan, -5.0, 1e30
+    answer = serve_fresh(exports["ranker"], ranker, tmp_path, "ranker-1000")
+    for task in TASKS:
+        real = answer[task][:, [0, *range(2, 20)]]
+        assert real.shape == (1000, 19) and ((real > 0) & (real < 1)).all()
+        assert (answer[task][:, 1] == 0).all()  # an empty id is no candidate
+    assert np.isneginf(answer["score"][:, 1]).all() and np.isfinite(answer["score"][:, 2:]).all()

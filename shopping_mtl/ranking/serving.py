@@ -35,7 +35,7 @@ from shopping_mtl.history import HISTORY_ITEM_IDS, as_str
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import cross_features, list_features, list_values
 from shopping_mtl.ranking.calibration import EPS, Platt
-from shopping_mtl.retrieval.index import save_atomic
+from shopping_mtl.export import save_atomic
 
 HISTORY_EVENTS = "history_events"
 HISTORY_TIMESTAMPS = "history_timestamps"

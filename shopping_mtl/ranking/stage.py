@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from shopping_mtl import export as export_lib
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
@@ -26,7 +27,6 @@ from shopping_mtl.ranking.calibration import Platt, calibrate, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.retrieval import examples as retrieval_examples
-from shopping_mtl.retrieval.index import next_version
 from shopping_mtl.ranking import serving
 from shopping_mtl.retrieval.sources import merge_sources
 
@@ -232,13 +232,38 @@ def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.Rec
         config.ranking.list_size, config.baselines.covisit_recent_items, config.baselines.covisit_decay)
 
 
+def warmup_requests(state, n: int) -> tuple[dict, dict]:
+    """Real validation rows as serving requests: up to `n` validation-day users with their
+    history before that day (`recommend`), plus their two-tower validation candidates
+    (`ranker`, 100 per user)."""
+    split, data = state.split, state.retrieval["data"]
+    lists = state.retrieval["validation_lists"]
+    users = sorted(set(lists["user_id"]))[:max(n, 1)]
+    request = serving.requests_for(users, split.train, split.validation_start, state.dataset.users,
+                                   data.features, state.config.ranking.history_length)
+    width = 100
+    top = lists[lists["user_id"].isin(users) & (lists["rank"] <= width)]
+    slots = pd.MultiIndex.from_product([users, range(1, width + 1)], names=["user_id", "rank"])
+    top = top.set_index(["user_id", "rank"]).reindex(slots)
+    item_ids = top["item_id"].fillna("").to_numpy(dtype=object)
+    ranker = dict(request)
+    items = retrieval_examples.item_arrays(data.catalogue, data.features, item_ids)
+    for name, values in items.items():
+        ranker[name] = values.reshape(len(users), width)
+    ranker["item_id"] = item_ids.astype(str).reshape(len(users), width)
+    ranker[serving.TWO_TOWER_SCORE] = top["score"].fillna(0.0).to_numpy(np.float32).reshape(len(users), width)
+    return request, {k: v.astype(str) if v.dtype == object else v for k, v in ranker.items()}
+
+
 def export_serving_models(state, scorer, platt, weights) -> None:
-    """`export/ranker/<version>` and `export/recommend/<version>` (atomic, versions only grow)."""
+    """`<export base>/ranker/<version>` and `.../recommend/<version>`, with warmup requests."""
+    config = state.config
     graph, snapshot = serving_graph(state, scorer, platt, weights)
-    base = state.run_dir / "export"
-    for name, module in (("ranker", serving.RankerServing(graph)),
-                         ("recommend", recommend_module(state, graph, snapshot))):
+    request, ranker_request = warmup_requests(state, config.export.warmup_requests)
+    for name, module, warmup in (("ranker", serving.RankerServing(graph), ranker_request),
+                                 ("recommend", recommend_module(state, graph, snapshot), request)):
         started = time.perf_counter()
-        target = serving.export(module, next_version(base / name))
+        target = export_lib.publish(module, config.export_base, name, warmup, config.export.warmup_requests,
+                                    config.export.keep_versions)
         state.info.setdefault("exports", {})[name] = str(target)
         log.info("ranking: exported %s in %.1fs", target, time.perf_counter() - started)

@@ -8,9 +8,6 @@ vocabulary are embedded from their content (their id hidden, as id dropout train
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +17,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl.batches import as_tensor
+from shopping_mtl.export import next_version, save_atomic  # noqa: F401  (the bench uses both from here)
 from shopping_mtl.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -130,34 +128,6 @@ class RetrievalServing(tf.Module):
             scores, position = tf.math.top_k(scores, k=self.k)
             ids = tf.gather(ids, position, batch_dims=1)
         return {"item_ids": tf.identity(ids, name="item_ids"), "scores": tf.identity(scores, name="scores")}
-
-
-def save_atomic(module: tf.Module, signatures: Mapping[str, tf.types.experimental.ConcreteFunction],
-                target: Path) -> Path:
-    """Save a SavedModel into a hidden sibling folder, then rename it into place.
-
-    A server polling the parent folder never sees a half-written version; an interrupted save
-    leaves only the hidden folder, which the next save ignores.
-    """
-    target = Path(target)
-    if target.exists():
-        raise FileExistsError(f"{target} exists; an export version is never overwritten")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tf.saved_model.save(module, str(tmp), signatures=dict(signatures))
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def next_version(model_dir: Path) -> Path:
-    """`<base>/<model>/<n + 1>` where n is the highest integer version there (0 when none):
-    versions only grow, so a server never sees an old number with new contents."""
-    versions = [int(p.name) for p in Path(model_dir).glob("*") if p.is_dir() and p.name.isdigit()]
-    return Path(model_dir) / str(max(versions, default=0) + 1)
 
 
 def export_retrieval(index, query_model: tf.keras.Model, features: FeatureSet, k: int,

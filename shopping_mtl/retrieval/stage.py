@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shopping_mtl import export as export_lib
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
@@ -186,7 +187,10 @@ def run_retrieval_stage(state) -> None:
     for name in sources:
         state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
 
-    target = index_lib.next_version(state.run_dir / "export" / "retrieval")
-    index_lib.export_retrieval(index, model.query_model, data.features, k, target, rconfig.exclude_seen)
+    module = index_lib.RetrievalServing(index, data.features, model.query_model.input_names, k, rconfig.exclude_seen)
+    # Warmup requests: real validation rows (the query state before a validation-day event).
+    warmup = {name: data.validation[name] for name in module.signature}
+    target = export_lib.publish(module, config.export_base, "retrieval", warmup, config.export.warmup_requests,
+                                config.export.keep_versions)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
     log.info("retrieval: exported %s", target)
