@@ -78,9 +78,13 @@ class ExportConfig:
             it at the folder a model server watches to publish a run's models there.
         keep_versions: newest versions kept per model; older ones are removed.
         warmup_requests: validation rows written as warmup requests into each version.
+        server_base: the export base as the model server sees it, for `models.config`'s
+            base paths (e.g. `/models` when the base is mounted there in a container); None:
+            the base's absolute local path.
     """
 
     base: str | None = None
+    server_base: str | None = None
     keep_versions: int = 5
     warmup_requests: int = 10
 

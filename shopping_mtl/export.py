@@ -138,9 +138,10 @@ def prune(model_dir: Path, keep: int) -> list[int]:
     return removed
 
 
-def write_models_config(base: Path) -> Path:
+def write_models_config(base: Path, server_base: str | None = None) -> Path:
     """`<base>/models.config` in TF Serving's text-proto format, listing every model folder
-    under `base` (base_path absolute, platform tensorflow); written atomically."""
+    under `base` (base_path `<server_base>/<model>`, by default the absolute local path;
+    platform tensorflow); written atomically."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -149,7 +150,8 @@ def write_models_config(base: Path) -> Path:
     for name in MODELS:
         if versions(base / name):
             entry = config.model_config_list.config.add()
-            entry.name, entry.base_path, entry.model_platform = name, str(base / name), "tensorflow"
+            where = f"{server_base.rstrip('/')}/{name}" if server_base else str(base / name)
+            entry.name, entry.base_path, entry.model_platform = name, where, "tensorflow"
     path = base / "models.config"
     tmp = base / f".models.config.tmp-{uuid.uuid4().hex[:8]}"
     tmp.write_text(text_format.MessageToString(config))
@@ -158,7 +160,7 @@ def write_models_config(base: Path) -> Path:
 
 
 def publish(module, base: Path, name: str, request: Mapping[str, np.ndarray] | None = None,
-            n_warmup: int = 10, keep: int = 5) -> Path:
+            n_warmup: int = 10, keep: int = 5, server_base: str | None = None) -> Path:
     """Export `module.serve` as `<base>/<name>/<next version>` with warmup requests and the
     training process's answers to them, prune old versions, rewrite `models.config`."""
     model_dir = Path(base) / name
@@ -182,5 +184,5 @@ def publish(module, base: Path, name: str, request: Mapping[str, np.ndarray] | N
     removed = prune(model_dir, keep)
     if removed:
         log.info("export: removed old %s versions %s (keeping %d)", name, removed, keep)
-    write_models_config(base)
+    write_models_config(base, server_base)
     return target

@@ -74,3 +74,19 @@ def test_help_names_the_flags():
     for flag in ("--items", "--dim", "--repeats", "--out", "--quick", "--profile"):
         assert flag in proc.stdout
     assert "--worker" not in proc.stdout  # internal
+
+
+def test_serving_bench_quick_run_writes_its_table(tmp_path):
+    out = tmp_path / "serving.md"
+    proc = run_cli(str(ROOT / "bench" / "serving_bench.py"), "--quick", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "- command: `python bench/serving_bench.py --quick --out " in text
+    rows = table_rows(text, "## `recommend` latency")
+    assert [r[1] for r in rows] == ["1", "64"]
+    for row in rows:
+        assert number(row[0]) > 1000  # catalogue items
+        p50, p99, alone50, alone99 = map(number, row[3:7])
+        assert 0 < p50 <= p99 and 0 < alone50 <= alone99
+        assert number(row[2]) >= 20  # calls
+        assert row[7] == ""  # the 20 ms target is for 100k items only

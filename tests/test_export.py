@@ -47,6 +47,11 @@ def test_versions_only_grow_old_ones_are_pruned_and_none_is_overwritten(tmp_path
     text_format.Parse((tmp_path / "models.config").read_text(), config)
     assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
         ("retrieval", str((tmp_path / "retrieval").resolve()), "tensorflow")]
+    # The base as a server in a container sees it.
+    export_lib.publish(Doubler(), tmp_path, "recommend", request, server_base="/models/")
+    text_format.Parse((tmp_path / "models.config").read_text(), config := model_server_config_pb2.ModelServerConfig())
+    assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
+        ("retrieval", "/models/retrieval"), ("recommend", "/models/recommend")]
 
 
 def test_warmup_records_parse_and_replay(tmp_path):

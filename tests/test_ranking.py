@@ -123,8 +123,8 @@ def test_listwise_loss_by_hand():
     # Lists 7 (two rows, logits 0 and 0, the first positive) and 9 (one positive row, logit 1):
     #   list 7: -log softmax = -log(e^0 / (e^0 + e^0)) = log 2 = 0.6931; list 9: -log 1 = 0.
     #   mean over the two positives: 0.3466
-    p = tf.constant([0.5, 0.5, 1 / (1 + math.exp(-1))])
-    loss = listwise_loss(p, tf.constant([1.0, 0.0, 1.0]), tf.constant([7, 7, 9], tf.int64))
+    logits = tf.constant([0.0, 0.0, 1.0])
+    loss = listwise_loss(logits, tf.constant([1.0, 0.0, 1.0]), tf.constant([7, 7, 9], tf.int64))
     assert float(loss) == pytest.approx(math.log(2) / 2, abs=1e-5)
 
 

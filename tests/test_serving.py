@@ -269,3 +269,57 @@ def test_every_signature_answers_odd_inputs_and_a_batch_of_1000(ranked_run, tmp_
         assert real.shape == (1000, 19) and ((real > 0) & (real < 1)).all()
         assert (answer[task][:, 1] == 0).all()  # an empty id is no candidate
     assert np.isneginf(answer["score"][:, 1]).all() and np.isfinite(answer["score"][:, 2:]).all()
+
+
+STAND_IN_SERVER = '''
+import sys
+from concurrent import futures
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+        assert request.model_spec.name == "recommend" and request.model_spec.signature_name == "serving_default"
+        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        response = predict_pb2.PredictResponse()
+        for name, value in signature(**inputs).items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response
+
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+server.wait_for_termination()
+'''
+
+
+def test_grpc_client_example_gets_a_list(ranked_run):
+    """examples/grpc_recommend.py against a stand-in for the model server's PredictionService
+    (the same protos and signature call; no tensorflow_model_server binary exists here)."""
+    state = ranked_run
+    server = subprocess.Popen([sys.executable, "-c", STAND_IN_SERVER, state.info["exports"]["recommend"]],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline())
+        events = state.split.history[state.split.history["user_id"] == state.truth.users[0]].tail(3).iloc[::-1]
+        history = ",".join(f"{r.item_id}:{r.event}:{int(r.timestamp.timestamp())}" for r in events.itertuples())
+        done = subprocess.run([sys.executable, str(ROOT / "examples" / "grpc_recommend.py"), "--server",
+                               f"127.0.0.1:{port}", "--user", state.truth.users[0], "--history", history, "--top", "5"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = [line.split() for line in done.stdout.splitlines()[1:]]
+        assert len(rows) == 5 and [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+        assert set(r[1] for r in rows) <= set(state.retrieval["data"].catalogue["item_id"])
+        cold = subprocess.run([sys.executable, str(ROOT / "examples" / "grpc_recommend.py"), "--server",
+                               f"127.0.0.1:{port}", "--user", "someone-new"], capture_output=True, text=True, timeout=120)
+        assert cold.returncode == 0 and len(cold.stdout.splitlines()) == 11, cold.stderr[-2000:]
+    finally:
+        server.kill()

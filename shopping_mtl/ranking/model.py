@@ -29,6 +29,7 @@ from shopping_mtl.ranking.config import TASKS, RankingConfig
 from shopping_mtl.ranking.cross import CROSS_FEATURES, LIST_FEATURES
 
 log = logging.getLogger(__name__)
+CLICK_LOGIT = "logit_click"
 
 
 def _mlp(widths, dropout: float, name: str) -> tf.keras.Sequential:
@@ -96,6 +97,9 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
             outputs[task] = tf.keras.layers.Multiply(name=task)([p_click, given_click])
     else:
         outputs = {task: tf.keras.layers.Activation("sigmoid", name=task)(logits[task]) for task in TASKS}
+    # The click logit itself, for the within-list softmax (a logit recovered from a saturated
+    # probability has no gradient).
+    outputs[CLICK_LOGIT] = tf.keras.layers.Activation("linear", name=CLICK_LOGIT)(logits["click"])
     return tf.keras.Model(inputs, outputs, name=f"ranker_{config.architecture}")
 
 
@@ -131,20 +135,18 @@ class MultiTaskRanker(tfrs.models.Model):
                 total += tf.exp(-self.log_variances[i]) * loss + self.log_variances[i]
             else:
                 total += self.config.loss_weights.get(task, 1.0) * loss
-        if self.config.listwise_weight and "list_id" in features and "click" in predictions:
+        if self.config.listwise_weight and "list_id" in features and "click" in self.task_names:
             total += self.config.listwise_weight * listwise_loss(
-                predictions["click"], features["label_click"], features["list_id"])
+                predictions[CLICK_LOGIT], features["label_click"], features["list_id"])
         return total
 
 
-def listwise_loss(p_click, labels, list_ids) -> tf.Tensor:
+def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
     """Softmax cross-entropy within each list: -mean over positives of log softmax_list(logit).
 
     The pointwise heads learn calibrated probabilities; this term asks the click logit to order
     each user's candidates, which is what the final list needs.
     """
-    p = tf.clip_by_value(p_click, 1e-6, 1 - 1e-6)
-    logits = tf.math.log(p) - tf.math.log1p(-p)  # (rows,)
     _, segment = tf.unique(list_ids)
     n = tf.reduce_max(segment) + 1
     top = tf.stop_gradient(tf.math.unsorted_segment_max(logits, segment, n))

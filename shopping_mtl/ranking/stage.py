@@ -264,6 +264,6 @@ def export_serving_models(state, scorer, platt, weights) -> None:
                                  ("recommend", recommend_module(state, graph, snapshot), request)):
         started = time.perf_counter()
         target = export_lib.publish(module, config.export_base, name, warmup, config.export.warmup_requests,
-                                    config.export.keep_versions)
+                                    config.export.keep_versions, config.export.server_base)
         state.info.setdefault("exports", {})[name] = str(target)
         log.info("ranking: exported %s in %.1fs", target, time.perf_counter() - started)

@@ -191,6 +191,6 @@ def run_retrieval_stage(state) -> None:
     # Warmup requests: real validation rows (the query state before a validation-day event).
     warmup = {name: data.validation[name] for name in module.signature}
     target = export_lib.publish(module, config.export_base, "retrieval", warmup, config.export.warmup_requests,
-                                config.export.keep_versions)
+                                config.export.keep_versions, config.export.server_base)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
     log.info("retrieval: exported %s", target)
