@@ -175,10 +175,19 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     monitor = [f"val_{task}_auc" for task in tasks]
 
     class MeanAuc(tf.keras.callbacks.Callback):
+        # A TFRS model's train_step returns the batch's loss, so Keras's epoch "loss" is the
+        # last batch's; the epoch mean is kept here instead.
+        def on_epoch_begin(self, epoch, logs=None):
+            self.batch_losses = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batch_losses.append(float(logs["loss"]))
+
         def on_epoch_end(self, epoch, logs=None):
             logs["val_mean_auc"] = float(np.mean([logs.get(m, 0.0) for m in monitor]))
-            log.info("ranker epoch %d: loss %.4f, holdout mean AUC %.4f", epoch + 1,
-                     logs.get("loss", float("nan")), logs["val_mean_auc"])
+            logs["loss"] = float(np.mean(self.batch_losses)) if self.batch_losses else float("nan")
+            log.info("ranker epoch %d: mean training loss %.4f, holdout mean AUC %.4f", epoch + 1,
+                     logs["loss"], logs["val_mean_auc"])
 
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_mean_auc", mode="max",
                                                patience=config.patience, restore_best_weights=True)

@@ -111,7 +111,8 @@ class _ProgressLog(tf.keras.callbacks.Callback):
         seconds = time.perf_counter() - self.started
         train_seconds = self.train_seconds if self.train_seconds is not None else seconds
         self.throughput.append(self.n_pairs / train_seconds)
-        log.info("retrieval epoch %d: loss %.4f, val_loss %.4f, %.1fs, %.0f training pairs/s",
+        # A TFRS model's train_step returns the batch's loss: Keras reports the last batch's.
+        log.info("retrieval epoch %d: last-batch loss %.4f, val_loss %.4f, %.1fs, %.0f training pairs/s",
                  epoch + 1, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
                  seconds, self.throughput[-1])
 
