@@ -271,6 +271,7 @@ def test_real_mlflow_server_receives_the_run(mlflow_server, monkeypatch, tmp_pat
     """REAL SERVER: `mlflow server` in a subprocess; the run is read back over its REST API."""
     tracking.check_reachable(mlflow_server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the repository, even by accident
     project = tmp_path / "project"
     project.mkdir()
     note = tmp_path / "note.txt"
