@@ -5,11 +5,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
-.PHONY: train test venv clean-venv help
+.PHONY: train test ui venv clean-venv help
 
 help:
 	@echo "make train   set up .venv and train on the bundled EComm sample (run folder under runs/)"
 	@echo "make test    set up .venv and run the test suite"
+	@echo "make ui      the MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT)"
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -25,6 +26,12 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# The MLflow UI over the same store train.py writes (mlflow.db, artifacts under mlruns/).
+UI_PORT ?= 5000
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
 clean-venv:
 	rm -rf $(VENV)

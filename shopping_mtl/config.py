@@ -90,6 +90,25 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking of the run.
+
+    Args:
+        enabled: record the run in MLflow (the store: MLFLOW_TRACKING_URI, else `mlflow.db` and
+            `mlruns/` in the project folder). A tracking server that does not answer stops the
+            run before any training.
+        experiment: the MLflow experiment.
+        register: register the run's exports as `shopping-retrieval`, `shopping-ranker`,
+            `shopping-recommend`; the `champion` alias moves only to a model that beats the
+            champion on the validation objective.
+    """
+
+    enabled: bool = True
+    experiment: str = "shopping_mtl"
+    register: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a `train.py` run does."""
 
@@ -104,6 +123,7 @@ class Config:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "Config":
         for stage in self.stages:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class RunState:
     truth: GroundTruth | None = None
     retrieval: dict | None = None  # the fitted two-tower model, its data and validation lists
     candidate_set: pd.DataFrame | None = None  # the merged candidates for test users
+    histories: dict[str, dict] = field(default_factory=dict)  # model -> Keras History.history
 
     def write_list(self, frame: pd.DataFrame, name: str) -> Path:
         """Write a list file into the run folder atomically."""
@@ -225,12 +227,84 @@ def run(config: Config) -> RunState:
     if "data" not in stages:
         # Every later stage needs the data; it is cheap next to them.
         stages.insert(0, "data")
+    # Tracking starts before any work, so an unreachable tracking server stops the run at once.
+    tracker = start_tracking(state) if config.tracking.enabled else None
     started = time.perf_counter()
-    for name in stages:
-        with stage(name, state.timings):
-            STAGE_FUNCTIONS[name](state)
+    try:
+        for name in stages:
+            with stage(name, state.timings):
+                STAGE_FUNCTIONS[name](state)
+    except BaseException:
+        if tracker is not None:
+            tracker.end("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
+        raise
     state.info["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
     state.info["wall_s"] = round(time.perf_counter() - started, 3)
     write_atomic(run_dir / "metrics.json", json.dumps(state.metrics, indent=1, sort_keys=True))
     write_atomic(run_dir / "run_info.json", json.dumps(state.info, indent=1, sort_keys=True))
+    if tracker is not None:
+        record_run(state, tracker)
     return state
+
+
+def start_tracking(state: RunState):
+    """Open the run's MLflow run and log the resolved configuration as its parameters."""
+    from shopping_mtl import tracking
+
+    config = state.config
+    tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=state.run_dir.name,
+                                     tags={"run_dir": str(state.run_dir.resolve())})
+    tracker.log_params(tracking.flatten(config.to_dict()))
+    state.info["mlflow"] = {"tracking_uri": tracker.client.tracking_uri, "run_id": tracker.run_id,
+                            "experiment": config.tracking.experiment}
+    log.info("MLflow run %s in %s (experiment %s)", tracker.run_id, tracker.client.tracking_uri,
+             config.tracking.experiment)
+    return tracker
+
+
+def validation_objective(metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The run's validation objective: the final list's held-out NDCG@10 when the ranker ran,
+    else the two-tower model's validation recall@100."""
+    for name in ("ranker/holdout_ndcg@10", "retrieval/validation/recall@100"):
+        if name in metrics:
+            return name, float(metrics[name])
+    return None
+
+
+def record_run(state: RunState, tracker) -> None:
+    """Per-epoch and final metrics, tags, the run folder's files and plots, and the exports
+    (registered, the champion alias moved if this run beats it). If the tracking store fails
+    here, the run folder and the exports stay on disk and the failure is reported."""
+    from shopping_mtl import tracking
+
+    config, run_dir = state.config, state.run_dir
+    try:
+        tracker.set_tags(tracking.run_tags(PROJECT_ROOT, state.info))
+        for model, history in state.histories.items():
+            for epoch, values in enumerate(zip(*history.values())):
+                tracker.log_epoch(f"{model}/epoch", dict(zip(history, values)), epoch)
+        tracker.log_metrics(state.metrics)
+        names = ["pipeline", "retrieval_order", "retrieval"] + [f"baseline/{n}" for n in config.baselines.names]
+        tracker.log_text(summary_table(state.metrics, names), "summary.txt")
+        listed = [n for n in names if any(f"{n}/recall@{k}" in state.metrics for k in config.evaluation.ks)]
+        if listed:
+            tracker.log_artifact(tracking.plot_recall_curves(state.metrics, listed, config.evaluation.ks,
+                                                             run_dir / "recall_curves.png"))
+        for name in ("config.yaml", "metrics.json", "run_info.json", "bad_rows.csv", "calibration.png",
+                     "model_summary.txt"):
+            if (run_dir / name).is_file():
+                tracker.log_artifact(run_dir / name)
+        objective = validation_objective(state.metrics)
+        exports = {name: Path(path) for name, path in state.info.get("exports", {}).items()}
+        if exports and objective:
+            decisions = tracking.log_exports(tracker, exports, *objective, register=config.tracking.register)
+            for name, decision in decisions.items():
+                log.info("registry: shopping-%s %s", name, decision)
+        tracker.end("FINISHED")
+    except Exception as err:  # noqa: BLE001 - the run's results are safe on disk; say so
+        log.error("MLflow tracking failed at the end of the run (%s: %s); the run folder %s and its "
+                  "exports are complete on disk", type(err).__name__, err, run_dir)
+        try:
+            tracker.end("FAILED")
+        except Exception:  # noqa: BLE001
+            pass

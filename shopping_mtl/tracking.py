@@ -166,7 +166,8 @@ def get_or_create_experiment(name: str, project_root: Path,
     """The id of experiment `name`, created on first use.
 
     With a local store (sqlite or file) a new experiment's artifact location is set explicitly to
-    `<project_root>/mlruns/<name>` (a file URI); MLflow's default would be `./mlruns/<id>`
+    `<project_root>/mlruns/<name>` (a file URI; for a sqlite database named by
+    MLFLOW_TRACKING_URI, `mlruns/<name>` beside that database); MLflow's default would be `./mlruns/<id>`
     relative to whatever the current directory is (STACK.md pitfall 7). A tracking server
     chooses its own location (`--default-artifact-root` / `--artifacts-destination`).
 
@@ -183,7 +184,12 @@ def get_or_create_experiment(name: str, project_root: Path,
     if experiment is None:
         location = None
         if not _is_server(client.tracking_uri):
-            location = (artifact_root(project_root) / name).as_uri()
+            # Artifacts beside the database: `<root>/mlruns` for the project's own store, the
+            # database's folder for a sqlite store named in MLFLOW_TRACKING_URI.
+            store = _local_store_path(client.tracking_uri)
+            root = (store.resolve().parent / "mlruns" if store is not None and store.suffix == ".db"
+                    else artifact_root(project_root))
+            location = (root / name).as_uri()
         try:
             return client.create_experiment(name, artifact_location=location)
         except MlflowException as exc:

@@ -17,6 +17,20 @@ import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow i
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """Every run the tests start is tracked in a store under the session's tmp folder, never in
+    the project's own mlflow.db (subprocesses inherit the variable)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
+    yield folder
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(autouse=True)
 def fixed_seeds():
     random.seed(0)

@@ -323,3 +323,49 @@ def test_grpc_client_example_gets_a_list(ranked_run):
         assert cold.returncode == 0 and len(cold.stdout.splitlines()) == 11, cold.stderr[-2000:]
     finally:
         server.kill()
+
+
+def test_the_run_is_tracked_in_mlflow_with_its_exports_registered(ranked_run):
+    import os
+
+    from mlflow import MlflowClient
+
+    state = ranked_run
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    run = client.get_run(state.info["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == state.run_dir.name
+    assert run.data.params["ranking.architecture"] == "shared_bottom"
+    assert run.data.params["data.dataset"].endswith("spec.yaml")
+    assert run.data.metrics["pipeline/ndcg_at_10"] == pytest.approx(state.metrics["pipeline/ndcg@10"])
+    assert run.data.metrics["ranker/click/auc"] == pytest.approx(state.metrics["ranker/click/auc"])
+    assert len(client.get_metric_history(run.info.run_id, "ranker/epoch/val_mean_auc")) == state.metrics["ranker/epochs"]
+    for tag in ("git.commit", "git.dirty", "data.fingerprint", "versions.tensorflow"):
+        assert tag in run.data.tags, tag
+    assert run.data.tags["data.fingerprint"] == state.info["data_fingerprint"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "summary.txt", "calibration.png", "recall_curves.png",
+            "model_summary.txt", "exports"} <= artifacts
+    for name in ("retrieval", "ranker", "recommend"):
+        versions = client.search_model_versions(f"name='shopping-{name}'")
+        assert any(v.run_id == run.info.run_id for v in versions)
+        assert client.get_registered_model(f"shopping-{name}").aliases  # a champion exists
+
+
+def test_an_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):
+    import os
+    import socket
+
+    from conftest import run_cli
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env_before = os.environ["MLFLOW_TRACKING_URI"]
+    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+    try:
+        done = run_cli("train.py", "--run-dir", str(tmp_path / "run"), "--max-events", "3000", timeout=120)
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = env_before
+    assert done.returncode == 2
+    assert f"127.0.0.1:{port}" in done.stderr and "unreachable" in done.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "baselines").exists()

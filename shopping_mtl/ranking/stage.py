@@ -155,6 +155,7 @@ def run_ranking_stage(state) -> None:
              {t: round(float(fit_rows[t].mean()), 4) for t in TASKS})
 
     model, fitted = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed)
+    state.histories["ranker"] = fitted["history"]
     state.metrics["ranker/epochs"] = float(len(fitted["history"]["loss"]))
     state.metrics["ranker/holdout_mean_auc"] = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
     state.metrics["ranker/training_rows"] = float(len(fit_rows))
@@ -190,6 +191,7 @@ def run_ranking_stage(state) -> None:
         labels = test_inputs[f"label_{task}"]
         state.metrics.update(head_metrics(calibrated[task], labels, users, f"ranker/{task}"))
         state.metrics[f"ranker/{task}/ece_uncalibrated"] = head_metrics(raw[task], labels, users, "x")["x/ece"]
+    write_reports(state, model.scorer, {t: (calibrated[t], test_inputs[f"label_{t}"]) for t in TASKS})
     recommendations = _lists(users, test_rows["item_id"].to_numpy(), value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
     state.write_list(recommendations, "recommendations.parquet")
@@ -267,3 +269,20 @@ def export_serving_models(state, scorer, platt, weights) -> None:
                                     config.export.keep_versions, config.export.server_base)
         state.info.setdefault("exports", {})[name] = str(target)
         log.info("ranking: exported %s in %.1fs", target, time.perf_counter() - started)
+
+
+def write_reports(state, scorer, curves) -> None:
+    """`calibration.png` (reliability diagram per head on the test rows) and
+    `model_summary.txt` (the ranker's and the two towers' layers) in the run folder."""
+    from shopping_mtl import tracking
+
+    tracking.plot_calibration(curves, state.run_dir / "calibration.png")
+    lines = []
+    models = [scorer]
+    two_tower = state.retrieval.get("model") if state.retrieval else None
+    if two_tower is not None:
+        models += [two_tower.query_model, two_tower.candidate_model]
+    for model in models:
+        model.summary(print_fn=lines.append, expand_nested=False)
+        lines.append("")
+    (state.run_dir / "model_summary.txt").write_text("\n".join(lines))

@@ -148,6 +148,7 @@ def run_retrieval_stage(state) -> None:
     model, fitted = fit(data, rconfig, config.seed)
     state.timings["retrieval_fit"] = time.perf_counter() - started
     history = fitted["history"]
+    state.histories["retrieval"] = history
     state.metrics.update({
         "retrieval/epochs": float(len(history["loss"])),
         "retrieval/train_pairs": float(len(data.train["sample_weight"])),
