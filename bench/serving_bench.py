@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [int(s) for s in (args.items or ("2000" if args.quick else "10000,100000")).split(",")]
     calls, budget = (20, 2.0) if args.quick else (args.calls, args.budget)
-    meta = {**machine(), "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+    meta = {**machine(), "command": "python bench/serving_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
             "load_start": load_average()}
 
