@@ -167,10 +167,18 @@ def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size
 
 
 def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout: Mapping[str, np.ndarray],
-                 config: RankingConfig, seed: int = 42, tasks=TASKS) -> tuple[MultiTaskRanker, dict]:
-    """Fit with early stopping on the holdout's mean AUC over the trained tasks."""
+                 config: RankingConfig, seed: int = 42, tasks=TASKS, initial_weights=None,
+                 initial_epoch: int = 0) -> tuple[MultiTaskRanker, dict]:
+    """Fit with early stopping on the holdout's mean AUC over the trained tasks.
+
+    `initial_weights` (the scorer's `get_weights()`) and `initial_epoch` continue an earlier
+    fit, as a Hyperband round does: epochs run from `initial_epoch` to `config.epochs` (the
+    optimiser's moments start afresh).
+    """
     tf.keras.utils.set_random_seed(seed)
     model = MultiTaskRanker(build_scorer(features, config), config, tasks)
+    if initial_weights is not None:
+        model.scorer.set_weights(initial_weights)
     model.compile(optimizer=LazyAdam(config.learning_rate))
     monitor = [f"val_{task}_auc" for task in tasks]
 
@@ -197,5 +205,5 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
         train_data = make_dataset(train, config.batch_size, True, seed)
     fitted = model.fit(train_data,
                        validation_data=make_dataset(holdout, config.batch_size, False, seed),
-                       epochs=config.epochs, callbacks=[MeanAuc(), stopper], verbose=0)
+                       epochs=config.epochs, initial_epoch=initial_epoch, callbacks=[MeanAuc(), stopper], verbose=0)
     return model, {"history": fitted.history}

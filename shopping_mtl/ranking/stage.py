@@ -129,6 +129,78 @@ def _concat(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+@dataclasses.dataclass
+class RankingData:
+    """The ranker's training and held-out rows over all ranking days, built once per run (a
+    search reuses them for every trial)."""
+
+    fit_rows: pd.DataFrame
+    fit_inputs: dict
+    holdout_rows: pd.DataFrame
+    holdout_inputs: dict
+    holdout_truth: GroundTruth
+    n_days: int
+
+
+def prepare_ranking(state, rconfig=None) -> RankingData:
+    """Rows of the validation day and `extra_days` train days before it, each from the events
+    before it; a fixed share of users is held out on every day."""
+    config, split = state.config, state.split
+    rconfig = rconfig or config.ranking
+    everyone = np.asarray(sorted(set(split.train["user_id"])), dtype=object)
+    held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed)])
+    days = [d for d in (ranking_day(state, back, held) for back in range(rconfig.extra_days + 1)) if d]
+    data = RankingData(
+        fit_rows=pd.concat([d.fit_rows for d in days], ignore_index=True),
+        fit_inputs=_concat([d.fit_inputs for d in days]),
+        holdout_rows=pd.concat([d.holdout_rows for d in days], ignore_index=True),
+        holdout_inputs=_concat([d.holdout_inputs for d in days]),
+        holdout_truth=GroundTruth(
+            tuple(u for d in days for u in d.holdout_truth.users),
+            {g: {u: v for d in days for u, v in d.holdout_truth.items[g].items()} for g in ("any", "save", "purchase")},
+            {u: v for d in days for u, v in d.holdout_truth.seen.items()}),
+        n_days=len(days))
+    log.info("ranking: %d days, %d training rows, %d holdout rows (%d held-out user-days); positive rates %s",
+             data.n_days, len(data.fit_rows), len(data.holdout_rows), len(data.holdout_truth.users),
+             {t: round(float(data.fit_rows[t].mean()), 4) for t in TASKS})
+    return data
+
+
+@dataclasses.dataclass
+class RankerFit:
+    """A fitted ranker and what the held-out users say of it (validation only, never test)."""
+
+    model: object
+    history: dict
+    platt: dict
+    weights: dict
+    holdout_ndcg: float  # the final list's NDCG@10 on the held-out user-days
+    holdout_mean_auc: float
+    holdout_reference_ndcg: float  # the same lists ordered by the engagement feature alone
+
+
+def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, initial_weights=None,
+               initial_epoch: int = 0) -> RankerFit:
+    """Train, calibrate per head on the held-out rows, choose the value weights on their NDCG@10."""
+    model, fitted = model_lib.train_ranker(features, data.fit_inputs, data.holdout_inputs, rconfig, seed, tasks,
+                                           initial_weights=initial_weights, initial_epoch=initial_epoch)
+    holdout_p = model_lib.predict(model.scorer, data.holdout_inputs)
+    platt = {t: Platt.fit(holdout_p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
+    calibrated = calibrate(holdout_p, platt, rconfig.architecture == "esmm")
+    users, items = data.holdout_rows["user_id"].to_numpy(), data.holdout_rows["item_id"].to_numpy()
+    if rconfig.value_weights is None:
+        weights, ndcg = choose_value_weights(users, items, calibrated, data.holdout_truth, rconfig.list_size)
+    else:
+        weights = dict(rconfig.value_weights)
+        lists = _lists(users, items, value_score(calibrated, weights), calibrated, rconfig.list_size)
+        ndcg = score_lists(lists, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
+    reference = _lists(users, items, data.holdout_inputs["cross"][:, CROSS_FEATURES.index("ui_engagement")]
+                       + 1e-6 * data.holdout_inputs["item_popularity"], calibrated, rconfig.list_size)
+    reference_ndcg = score_lists(reference, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
+    mean_auc = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
+    return RankerFit(model, fitted["history"], platt, dict(weights), float(ndcg), mean_auc, float(reference_ndcg))
+
+
 def run_ranking_stage(state) -> None:
     config, split, dataset = state.config, state.split, state.dataset
     rconfig, ev = config.ranking, config.evaluation
@@ -137,45 +209,19 @@ def run_ranking_stage(state) -> None:
     features = data.features
     started = time.perf_counter()
 
-    # Ranking days: the validation day and `extra_days` train days before it, each from the
-    # events before it. A fixed share of users is held out on every day.
-    everyone = np.asarray(sorted(set(split.train["user_id"])), dtype=object)
-    held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed)])
-    days = [d for d in (ranking_day(state, back, held) for back in range(rconfig.extra_days + 1)) if d]
-    fit_rows = pd.concat([d.fit_rows for d in days], ignore_index=True)
-    holdout_rows = pd.concat([d.holdout_rows for d in days], ignore_index=True)
-    fit_inputs = _concat([d.fit_inputs for d in days])
-    holdout_inputs = _concat([d.holdout_inputs for d in days])
-    holdout_truth = GroundTruth(
-        tuple(u for d in days for u in d.holdout_truth.users),
-        {g: {u: v for d in days for u, v in d.holdout_truth.items[g].items()} for g in ("any", "save", "purchase")},
-        {u: v for d in days for u, v in d.holdout_truth.seen.items()})
-    log.info("ranking: %d days, %d training rows, %d holdout rows (%d held-out user-days); positive rates %s",
-             len(days), len(fit_rows), len(holdout_rows), len(holdout_truth.users),
-             {t: round(float(fit_rows[t].mean()), 4) for t in TASKS})
-
-    model, fitted = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed)
-    state.histories["ranker"] = fitted["history"]
-    state.metrics["ranker/epochs"] = float(len(fitted["history"]["loss"]))
-    state.metrics["ranker/holdout_mean_auc"] = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
-    state.metrics["ranker/training_rows"] = float(len(fit_rows))
-    holdout_p = model_lib.predict(model.scorer, holdout_inputs)
-    platt = {t: Platt.fit(holdout_p[t], holdout_inputs[f"label_{t}"]) for t in TASKS}
+    ranking = prepare_ranking(state)
+    fit_inputs, holdout_inputs = ranking.fit_inputs, ranking.holdout_inputs
+    fitted = fit_ranker(features, ranking, rconfig, config.seed)
+    model, platt, weights = fitted.model, fitted.platt, fitted.weights
     ordered = rconfig.architecture == "esmm"
-    calibrated_holdout = calibrate(holdout_p, platt, ordered)
-    weights = rconfig.value_weights
-    if weights is None:
-        weights, holdout_ndcg = choose_value_weights(holdout_rows["user_id"].to_numpy(), holdout_rows["item_id"].to_numpy(),
-                                                     calibrated_holdout, holdout_truth, rconfig.list_size)
-        state.metrics["ranker/holdout_ndcg@10"] = holdout_ndcg
-    weights = dict(weights)
-    # The same held-out lists ordered by the user-item engagement feature alone: what the
-    # model has to beat (it is close to the user-history baseline's score).
-    reference = _lists(holdout_rows["user_id"].to_numpy(), holdout_rows["item_id"].to_numpy(),
-                       holdout_inputs["cross"][:, CROSS_FEATURES.index("ui_engagement")]
-                       + 1e-6 * holdout_inputs["item_popularity"], calibrated_holdout, rconfig.list_size)
-    state.metrics["ranker/holdout_reference_ndcg@10"] = score_lists(
-        reference, holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
+    state.histories["ranker"] = fitted.history
+    state.metrics["ranker/epochs"] = float(len(fitted.history["loss"]))
+    state.metrics["ranker/holdout_mean_auc"] = fitted.holdout_mean_auc
+    state.metrics["ranker/training_rows"] = float(len(ranking.fit_rows))
+    state.metrics["ranker/holdout_ndcg@10"] = fitted.holdout_ndcg
+    # The held-out lists ordered by the user-item engagement feature alone: what the model has
+    # to beat (it is close to the user-history baseline's score).
+    state.metrics["ranker/holdout_reference_ndcg@10"] = fitted.holdout_reference_ndcg
     state.info["ranking"] = {"value_weights": weights, "platt": {t: dataclasses.asdict(p) for t, p in platt.items()}}
     for task in TASKS:
         state.metrics[f"ranker/value_weight/{task}"] = float(weights.get(task, 0.0))
