@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set evaluation.ks=[10,20] "
                         "--set baselines.covisit_recent_items=10 (repeatable)")
+    parser.add_argument("--tune", metavar="STUDY", help="run a Keras Tuner search instead of one training: "
+                        "a study YAML such as tuning/ranker.yaml or tuning/retrieval.yaml; every trial is a "
+                        "child MLflow run; running it again with the same --run-dir resumes the search")
+    parser.add_argument("--max-trials", type=int, help="with --tune: the trial budget of a random or "
+                        "Bayesian search (default: the study's)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
     return parser
 
@@ -93,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         lambda record: "non-serializable objects" not in record.getMessage())
     try:
         config = config_from_args(args)
+        if args.tune:
+            from shopping_mtl import tuning
+
+            result = tuning.run_search(config, args.tune, args.max_trials)
+            print(tuning.table(result))
+            best = result.best
+            print(f"\nbest: trial {best['trial_id']}, {result.study.objective} = {best['objective']:.4f}; "
+                  f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "
+                  f"best_config.yaml in the run folder")
+            return 0
         from shopping_mtl import pipeline
 
         state = pipeline.run(config)

@@ -215,14 +215,20 @@ def summary_table(metrics: dict[str, float], names: list[str]) -> str:
     return "\n".join(rows)
 
 
-def run(config: Config) -> RunState:
-    """Run the configured stages and write the run folder."""
+def prepare_state(config: Config) -> RunState:
+    """The run folder (created) with the resolved config.yaml, and an empty RunState."""
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.data.dataset)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    state = RunState(config=config, run_dir=run_dir)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     log.info("run folder: %s", run_dir)
+    return RunState(config=config, run_dir=run_dir)
+
+
+def run(config: Config) -> RunState:
+    """Run the configured stages and write the run folder."""
+    state = prepare_state(config)
+    config, run_dir = state.config, state.run_dir
     stages = list(config.stages)
     if "data" not in stages:
         # Every later stage needs the data; it is cheap next to them.
@@ -247,13 +253,13 @@ def run(config: Config) -> RunState:
     return state
 
 
-def start_tracking(state: RunState):
+def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None):
     """Open the run's MLflow run and log the resolved configuration as its parameters."""
     from shopping_mtl import tracking
 
     config = state.config
-    tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=state.run_dir.name,
-                                     tags={"run_dir": str(state.run_dir.resolve())})
+    tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
+                                     tags={"run_dir": str(state.run_dir.resolve()), **(tags or {})})
     tracker.log_params(tracking.flatten(config.to_dict()))
     state.info["mlflow"] = {"tracking_uri": tracker.client.tracking_uri, "run_id": tracker.run_id,
                             "experiment": config.tracking.experiment}

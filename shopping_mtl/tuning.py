@@ -1,0 +1,428 @@
+"""AutoML-style search over the ranker's or the two-tower model's settings with Keras Tuner.
+
+A study (`tuning/<name>.yaml`) names the model it tunes, the objective (a validation figure,
+never a test one), the oracle (random, Bayesian or Hyperband, from Keras Tuner), the budget, the
+search space and the fixed values:
+
+    name: ranker
+    model: ranking                       # ranking | retrieval
+    objective: {metric: ranker/holdout_ndcg@10, direction: max}
+    oracle: {type: hyperband, max_epochs: 9, factor: 3, seed: 0}
+    budget: {max_trials: 20}             # random and bayesian
+    space:
+      ranking.architecture: {values: [shared_bottom, mmoe, ple, esmm], role: scientific}
+      ranking.learning_rate: {min: 0.0003, max: 0.01, sampling: log, role: nuisance}
+    fixed:
+      ranking.compare_single_task: false
+
+Every space entry is a config key (`--set` syntax) or one of the shorthands of `DERIVED`
+(`ranking.bottom_depth` and `ranking.bottom_width` make `ranking.bottom_layers`). `build`
+maps a trial's hyperparameters to config overrides and nothing else (the models never see `hp`).
+
+The tuner subclasses Keras Tuner's `BaseTuner` (STACK.md pitfall 3: its `Tuner` rejects tf-keras
+models): `run_trial` trains with the trial's config on data prepared once for the whole search
+and returns the objective. With Hyperband, `tuner/epochs` sets the epochs and a trial promoted
+from an earlier round (`tuner/trial_id`) continues from that trial's saved ranker weights
+(`tuner/initial_epoch`). A trial that raises is marked failed with its error, and the search
+reports every failure (pitfall 4: Keras Tuner would otherwise end with a best score of None).
+The oracle's state lives in `<run folder>/tuning/`, so a search run again with the same run
+folder goes on where it stopped: finished trials are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from shopping_mtl.config import merge
+from shopping_mtl.errors import ConfigError, ShoppingMtlError
+
+log = logging.getLogger(__name__)
+
+MODELS = ("ranking", "retrieval")
+ORACLES = ("random", "bayesian", "hyperband")
+ROLES = ("scientific", "nuisance")
+DEFAULT_OBJECTIVES = {"ranking": "ranker/holdout_ndcg@10", "retrieval": "retrieval/validation/recall@100"}
+# Shorthand hyperparameters -> the config values they make.
+DERIVED = {
+    "ranking.bottom_depth", "ranking.bottom_width", "ranking.tower_width", "ranking.expert_width",
+    "retrieval.tower_depth", "retrieval.tower_width",
+}
+_STUDY_KEYS = ("name", "model", "objective", "oracle", "budget", "space", "fixed", "description")
+_PARAM_KEYS = ("values", "min", "max", "step", "sampling", "role", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One hyperparameter: a choice of `values`, or an int/float range [`min`, `max`]."""
+
+    name: str
+    role: str
+    values: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: str = "linear"
+
+    def register(self, hp) -> Any:
+        """Declare it on a Keras Tuner `HyperParameters` and return its value for this trial."""
+        if self.values is not None:
+            return hp.Choice(self.name, list(self.values))
+        if isinstance(self.min, int) and isinstance(self.max, int) and not isinstance(self.step, float):
+            return hp.Int(self.name, self.min, self.max, step=self.step or 1, sampling=self.sampling)
+        return hp.Float(self.name, float(self.min), float(self.max), step=self.step, sampling=self.sampling)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str
+    model: str
+    objective: str
+    direction: str
+    oracle: Mapping[str, Any]
+    max_trials: int
+    space: tuple[Param, ...]
+    fixed: Mapping[str, Any]
+    path: Path | None = None
+
+    @property
+    def scientific(self) -> list[str]:
+        return [p.name for p in self.space if p.role == "scientific"]
+
+
+def _check_keys(where: str, given: Mapping, known) -> None:
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise ConfigError(f"{where} has unknown key '{unknown[0]}'; known: {', '.join(known)}")
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study YAML; a bad key or value fails naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study {path} does not exist (the studies are in tuning/)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    where = str(path)
+    _check_keys(where, raw, _STUDY_KEYS)
+    model = raw.get("model")
+    if model not in MODELS:
+        raise ConfigError(f"{where}: model is {model!r}; known: {', '.join(MODELS)}")
+    objective = dict(raw.get("objective") or {})
+    _check_keys(f"{where}: objective", objective, ("metric", "direction"))
+    direction = objective.get("direction", "max")
+    if direction not in ("max", "min"):
+        raise ConfigError(f"{where}: objective.direction is {direction!r}; known: max, min")
+    oracle = dict(raw.get("oracle") or {"type": "random"})
+    _check_keys(f"{where}: oracle", oracle, ("type", "seed", "max_epochs", "factor", "hyperband_iterations",
+                                             "num_initial_points"))
+    if oracle.get("type") not in ORACLES:
+        raise ConfigError(f"{where}: oracle.type is {oracle.get('type')!r}; known: {', '.join(ORACLES)}")
+    budget = dict(raw.get("budget") or {})
+    _check_keys(f"{where}: budget", budget, ("max_trials",))
+    space = []
+    for name, spec in (raw.get("space") or {}).items():
+        spec = dict(spec or {})
+        _check_keys(f"{where}: space.{name}", spec, _PARAM_KEYS)
+        if not name.startswith(f"{model}.") and not name.startswith("candidates."):
+            raise ConfigError(f"{where}: space.{name} is not a {model}.* setting")
+        role = spec.get("role", "nuisance")
+        if role not in ROLES:
+            raise ConfigError(f"{where}: space.{name}.role is {role!r}; known: {', '.join(ROLES)} "
+                              "(fixed values go under `fixed:`)")
+        if "values" in spec:
+            if not spec["values"]:
+                raise ConfigError(f"{where}: space.{name}.values is empty")
+            space.append(Param(name, role, values=tuple(spec["values"])))
+        elif "min" in spec and "max" in spec:
+            if spec["min"] >= spec["max"]:
+                raise ConfigError(f"{where}: space.{name} needs min < max")
+            space.append(Param(name, role, min=spec["min"], max=spec["max"], step=spec.get("step"),
+                               sampling=spec.get("sampling", "linear")))
+        else:
+            raise ConfigError(f"{where}: space.{name} needs `values` or `min` and `max`")
+    if not space:
+        raise ConfigError(f"{where}: the search space is empty")
+    return Study(name=raw.get("name") or path.stem, model=model,
+                 objective=objective.get("metric", DEFAULT_OBJECTIVES[model]), direction=direction,
+                 oracle=oracle, max_trials=int(budget.get("max_trials", 10)), space=tuple(space),
+                 fixed=dict(raw.get("fixed") or {}), path=path)
+
+
+def _nested(dotted: Mapping[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in dotted.items():
+        node = {}
+        parts = key.split(".")
+        node_ref = node
+        for part in parts[:-1]:
+            node_ref[part] = {}
+            node_ref = node_ref[part]
+        node_ref[parts[-1]] = value
+        out = merge(out, node)
+    return out
+
+
+def build(study: Study, values: Mapping[str, Any]) -> dict:
+    """A trial's hyperparameter values -> nested config overrides (fixed values included)."""
+    values = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    plain = {k: v for k, v in values.items() if k not in DERIVED}
+    if "ranking.bottom_width" in values:
+        width, depth = int(values["ranking.bottom_width"]), int(values.get("ranking.bottom_depth", 2))
+        plain["ranking.bottom_layers"] = [max(width // 2 ** i, 8) for i in range(depth)]
+    if "ranking.tower_width" in values:
+        plain["ranking.tower_layers"] = [int(values["ranking.tower_width"])]
+    if "ranking.expert_width" in values:
+        plain["ranking.expert_layers"] = [int(values["ranking.expert_width"])]
+    if "retrieval.tower_depth" in values:
+        depth = int(values["retrieval.tower_depth"])
+        plain["retrieval.tower_layers"] = [int(values.get("retrieval.tower_width", 128))] * depth
+    return merge(_nested(dict(study.fixed)), _nested(plain))
+
+
+def make_oracle(study: Study, max_trials: int | None = None):
+    import keras_tuner as kt
+
+    objective = kt.Objective(study.objective, direction=study.direction)
+    kind, seed = study.oracle["type"], study.oracle.get("seed", 0)
+    trials = max_trials or study.max_trials
+    if kind == "random":
+        return kt.oracles.RandomSearchOracle(objective=objective, max_trials=trials, seed=seed)
+    if kind == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=trials, seed=seed,
+                                                     num_initial_points=study.oracle.get("num_initial_points"))
+    return kt.oracles.HyperbandOracle(objective=objective, max_epochs=int(study.oracle.get("max_epochs", 9)),
+                                      factor=int(study.oracle.get("factor", 3)), seed=seed,
+                                      hyperband_iterations=int(study.oracle.get("hyperband_iterations", 1)))
+
+
+def _search_space(study: Study):
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for param in study.space:
+        param.register(hp)
+    return hp
+
+
+def make_tuner(study: Study, state, directory: Path, tracker=None, max_trials: int | None = None):
+    """The tuner over `state` (a pipeline RunState whose data and, for the ranker, retrieval
+    stages have run)."""
+    from keras_tuner.engine.base_tuner import BaseTuner
+
+    from shopping_mtl.config import _build, Config  # noqa: PLC2701 - the same validation as --set
+
+    class ShoppingTuner(BaseTuner):
+        """Trains the study's model per trial on data prepared once; returns the objective."""
+
+        def __init__(self):
+            self.study, self.state, self.tracker = study, state, tracker
+            self.prepared = None
+            oracle = make_oracle(study, max_trials)
+            oracle.hyperparameters = _search_space(study)
+            super().__init__(oracle=oracle, directory=str(directory), project_name=study.name)
+
+        def trial_config(self, values: Mapping[str, Any]) -> Config:
+            overrides = build(self.study, values)
+            base = self.state.config.to_dict()
+            try:
+                return _build(Config, merge(base, overrides)).validate()
+            except ConfigError as err:
+                raise ShoppingMtlError(f"trial settings rejected: {err}") from None
+
+        def run_trial(self, trial, *args, **kwargs):
+            import keras_tuner as kt
+
+            values = trial.hyperparameters.values
+            config = self.trial_config(values)
+            child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
+            started = time.perf_counter()
+            try:
+                if child is not None:
+                    child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
+                    child.set_tags({"trial_id": trial.trial_id, "study": self.study.name})
+                objective, history = self._train(trial, config, values)
+                if child is not None:
+                    for epoch, row in enumerate(zip(*history.values())):
+                        child.log_epoch("epoch", dict(zip(history, row)), epoch)
+                    child.log_metrics({self.study.objective: objective, "trial/seconds": time.perf_counter() - started})
+                    child.end("FINISHED")
+            except Exception as err:
+                if child is not None:
+                    child.set_tags({"error": f"{type(err).__name__}: {err}"[:4000]})
+                    child.end("FAILED")
+                log.error("trial %s failed: %s: %s", trial.trial_id, type(err).__name__, err)
+                raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+            log.info("trial %s: %s = %.4f (%s) in %.0fs", trial.trial_id, self.study.objective, objective,
+                     {k: v for k, v in values.items() if not k.startswith("tuner/")}, time.perf_counter() - started)
+            return {self.study.objective: objective}
+
+        def _train(self, trial, config, values):
+            if self.study.model == "ranking":
+                return self._train_ranker(trial, config, values)
+            return self._train_retrieval(config, values)
+
+        def _train_ranker(self, trial, config, values):
+            from shopping_mtl.ranking import stage as ranking_stage
+
+            if self.prepared is None:
+                self.prepared = ranking_stage.prepare_ranking(self.state)
+            rconfig = config.ranking
+            initial, initial_epoch = None, 0
+            if "tuner/epochs" in values:
+                # Hyperband: this round's epochs, no early stop inside it; a promoted trial
+                # continues from its earlier round's weights.
+                epochs = int(values["tuner/epochs"])
+                rconfig = dataclasses.replace(rconfig, epochs=epochs, patience=epochs)
+                if values.get("tuner/trial_id"):
+                    initial = self._load_weights(values["tuner/trial_id"])
+                    initial_epoch = int(values.get("tuner/initial_epoch", 0))
+            features = self.state.retrieval["data"].features
+            fitted = ranking_stage.fit_ranker(features, self.prepared, rconfig, config.seed,
+                                              initial_weights=initial, initial_epoch=initial_epoch)
+            self.save_model(trial.trial_id, fitted.model)
+            if self.study.objective == "ranker/holdout_ndcg@10":
+                objective = fitted.holdout_ndcg
+            elif self.study.objective == "ranker/holdout_mean_auc":
+                objective = fitted.holdout_mean_auc
+            else:
+                raise ShoppingMtlError(f"objective {self.study.objective!r} is not a ranker validation figure; "
+                                       "known: ranker/holdout_ndcg@10, ranker/holdout_mean_auc")
+            return float(objective), fitted.history
+
+        def _train_retrieval(self, config, values):
+            from shopping_mtl.evaluation import score_lists
+            from shopping_mtl.retrieval import stage as retrieval_stage
+
+            rconfig = config.retrieval
+            if "tuner/epochs" in values:  # retrieval rounds train from scratch for their epochs
+                rconfig = dataclasses.replace(rconfig, epochs=int(values["tuner/epochs"]))
+            data = retrieval_stage.prepare(self.state.dataset, self.state.split, rconfig)
+            model, fitted = retrieval_stage.fit(data, rconfig, config.seed)
+            lists, truth = retrieval_stage.validation_lists(model, data, rconfig.top_k)
+            metrics = score_lists(lists, truth, "retrieval/validation", (10, 50, 100), n_resamples=0)
+            if self.study.objective not in metrics:
+                raise ShoppingMtlError(f"objective {self.study.objective!r} is not a retrieval validation "
+                                       f"figure; known: {', '.join(sorted(metrics))}")
+            return float(metrics[self.study.objective]), fitted["history"]
+
+        def _weights_path(self, trial_id) -> Path:
+            return Path(self.get_trial_dir(trial_id)) / "ranker_weights.npz"
+
+        def save_model(self, trial_id, model, step=0):
+            path = self._weights_path(trial_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            weights = model.scorer.get_weights()
+            tmp = path.with_name(f".{path.name}.tmp.npz")
+            np.savez(tmp, *weights)
+            tmp.replace(path)
+
+        def _load_weights(self, trial_id):
+            path = self._weights_path(trial_id)
+            if not path.is_file():
+                raise ShoppingMtlError(f"Hyperband continues trial {trial_id} but its weights {path} are missing")
+            with np.load(path) as saved:
+                return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+        def load_model(self, trial):
+            return self._load_weights(trial.trial_id)
+
+    return ShoppingTuner()
+
+
+@dataclasses.dataclass
+class SearchResult:
+    study: Study
+    trials: list[dict]  # trial_id, status, objective, values, error
+    best: dict | None
+    minutes: float
+
+
+def summarize(tuner, study: Study, minutes: float) -> SearchResult:
+    """Every trial with its status, objective and error; the best completed one."""
+    trials = []
+    for trial in tuner.oracle.trials.values():
+        metric = trial.metrics.get_best_value(study.objective) if trial.metrics.exists(study.objective) else None
+        trials.append({"trial_id": trial.trial_id, "status": str(trial.status),
+                       "objective": None if metric is None or (isinstance(metric, float) and math.isnan(metric))
+                       else float(metric),
+                       "values": dict(trial.hyperparameters.values),
+                       "error": (trial.message or "").strip().splitlines()[-1] if trial.message else None})
+    done = [t for t in trials if t["status"] == "COMPLETED" and t["objective"] is not None]
+    best = None
+    if done:
+        best = (max if study.direction == "max" else min)(done, key=lambda t: t["objective"])
+    return SearchResult(study, sorted(trials, key=lambda t: t["trial_id"]), best, minutes)
+
+
+def table(result: SearchResult) -> str:
+    names = [p.name for p in result.study.space]
+    lines = [f"{'trial':<8}{'status':<11}{result.study.objective:>24}  settings"]
+    for t in result.trials:
+        value = f"{t['objective']:.4f}" if t["objective"] is not None else "-"
+        settings = ", ".join(f"{n.split('.', 1)[1]}={t['values'].get(n)}" for n in names if n in t["values"])
+        if "tuner/epochs" in t["values"]:
+            settings += f", epochs={t['values']['tuner/epochs']}"
+        lines.append(f"{t['trial_id']:<8}{t['status']:<11}{value:>24}  {settings}")
+        if t["error"]:
+            lines.append(f"{'':<8}error: {t['error']}")
+    return "\n".join(lines)
+
+
+def run_search(config, study_path: str | Path, max_trials: int | None = None) -> SearchResult:
+    """Prepare the data (and, for a ranker study, the retrieval stage) once, run the study's
+    search with every trial a child MLflow run of the search's run, write the best config."""
+    from shopping_mtl import pipeline
+
+    study = load_study(study_path)
+    stages = ("data",) if study.model == "retrieval" else ("data", "retrieval")
+    config = dataclasses.replace(config, stages=stages)
+    state = pipeline.prepare_state(config)
+    tracker = pipeline.start_tracking(state, run_name=f"search {study.name} ({state.run_dir.name})",
+                                      tags={"search": study.name, "oracle": study.oracle["type"]}) \
+        if config.tracking.enabled else None
+    try:
+        for name in stages:
+            with pipeline.stage(name, state.timings):
+                pipeline.STAGE_FUNCTIONS[name](state)
+        started = time.perf_counter()
+        tuner = make_tuner(study, state, state.run_dir / "tuning", tracker, max_trials)
+        log.info("search %s: %s oracle, objective %s (%s), space: %s", study.name, study.oracle["type"],
+                 study.objective, study.direction, ", ".join(p.name for p in study.space))
+        try:
+            tuner.search()
+        except RuntimeError as err:
+            # Keras Tuner gives up after `max_consecutive_failed_trials` failures in a row; the
+            # trials' own errors are reported below.
+            log.error("search %s stopped: %s", study.name, str(err).strip().splitlines()[0])
+        result = summarize(tuner, study, (time.perf_counter() - started) / 60)
+    except BaseException:
+        if tracker is not None:
+            tracker.end("FAILED")
+        raise
+    text = table(result)
+    (state.run_dir / "search.txt").write_text(text + "\n")
+    failed = [t for t in result.trials if t["status"] != "COMPLETED"]
+    if result.best is not None:
+        best_config = merge(config.to_dict(), build(study, result.best["values"]))
+        if "tuner/epochs" in result.best["values"]:  # Hyperband: the epochs the best trial reached
+            best_config[study.model]["epochs"] = int(result.best["values"]["tuner/epochs"])
+        (state.run_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+    if tracker is not None:
+        tracker.log_text(text, "search.txt")
+        tracker.log_metrics({"search/trials": len(result.trials), "search/failed_trials": len(failed),
+                             "search/minutes": result.minutes,
+                             **({f"search/best/{study.objective}": result.best["objective"]} if result.best else {})})
+        if result.best is not None:
+            tracker.log_artifact(state.run_dir / "best_config.yaml")
+        tracker.end("FINISHED" if result.best is not None else "FAILED")
+    if result.best is None:
+        errors = "; ".join(f"trial {t['trial_id']}: {t['error']}" for t in failed[:3]) or "no trial ran"
+        raise ShoppingMtlError(f"search {study.name}: no trial completed ({errors})")
+    return result
