@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "child MLflow run; running it again with the same --run-dir resumes the search")
     parser.add_argument("--max-trials", type=int, help="with --tune: the trial budget of a random or "
                         "Bayesian search (default: the study's)")
+    parser.add_argument("--no-final-run", action="store_true", help="with --tune: do not train the best "
+                        "config with every stage after the search (its test figures and registered exports)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
     return parser
 
@@ -101,8 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.tune:
             from shopping_mtl import tuning
 
-            result = tuning.run_search(config, args.tune, args.max_trials)
+            result = tuning.run_search(config, args.tune, args.max_trials, final_run=not args.no_final_run)
             print(tuning.table(result))
+            if result.final_metrics:
+                from shopping_mtl import pipeline
+
+                names = ["pipeline", "retrieval_order", "retrieval"] + [
+                    f"baseline/{name}" for name in config.baselines.names]
+                print("\nthe best config, every stage (test day):")
+                print(pipeline.summary_table(result.final_metrics, names))
             best = result.best
             print(f"\nbest: trial {best['trial_id']}, {result.study.objective} = {best['objective']:.4f}; "
                   f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "

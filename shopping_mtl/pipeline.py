@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from shopping_mtl.baselines import run_baseline
-from shopping_mtl.config import Config
+from shopping_mtl.config import DEFAULT_STAGES, Config  # noqa: F401  (tuning reads it here)
 from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import GroundTruth, Split, cold_item_shares, ground_truth, split_events
@@ -225,8 +225,9 @@ def prepare_state(config: Config) -> RunState:
     return RunState(config=config, run_dir=run_dir)
 
 
-def run(config: Config) -> RunState:
-    """Run the configured stages and write the run folder."""
+def run(config: Config, parent_run_id: str | None = None) -> RunState:
+    """Run the configured stages and write the run folder (`parent_run_id`: track the run as a
+    child of that MLflow run, as a search's final run is)."""
     state = prepare_state(config)
     config, run_dir = state.config, state.run_dir
     stages = list(config.stages)
@@ -234,7 +235,7 @@ def run(config: Config) -> RunState:
         # Every later stage needs the data; it is cheap next to them.
         stages.insert(0, "data")
     # Tracking starts before any work, so an unreachable tracking server stops the run at once.
-    tracker = start_tracking(state) if config.tracking.enabled else None
+    tracker = start_tracking(state, parent_run_id=parent_run_id) if config.tracking.enabled else None
     started = time.perf_counter()
     try:
         for name in stages:
@@ -253,13 +254,15 @@ def run(config: Config) -> RunState:
     return state
 
 
-def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None):
+def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None,
+                   parent_run_id: str | None = None):
     """Open the run's MLflow run and log the resolved configuration as its parameters."""
     from shopping_mtl import tracking
 
     config = state.config
     tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
-                                     tags={"run_dir": str(state.run_dir.resolve()), **(tags or {})})
+                                     tags={"run_dir": str(state.run_dir.resolve()), **(tags or {})},
+                                     parent_run_id=parent_run_id)
     tracker.log_params(tracking.flatten(config.to_dict()))
     state.info["mlflow"] = {"tracking_uri": tracker.client.tracking_uri, "run_id": tracker.run_id,
                             "experiment": config.tracking.experiment}

@@ -342,6 +342,7 @@ class SearchResult:
     trials: list[dict]  # trial_id, status, objective, values, error
     best: dict | None
     minutes: float
+    final_metrics: dict | None = None  # the best config's full run, when there was one
 
 
 def summarize(tuner, study: Study, minutes: float) -> SearchResult:
@@ -375,9 +376,15 @@ def table(result: SearchResult) -> str:
     return "\n".join(lines)
 
 
-def run_search(config, study_path: str | Path, max_trials: int | None = None) -> SearchResult:
+def run_search(config, study_path: str | Path, max_trials: int | None = None,
+               final_run: bool = True) -> SearchResult:
     """Prepare the data (and, for a ranker study, the retrieval stage) once, run the study's
-    search with every trial a child MLflow run of the search's run, write the best config."""
+    search with every trial a child MLflow run of the search's run, write the best config.
+
+    With `final_run`, the best config then runs every stage into `<run folder>/best/` as a
+    child run of the search: its test figures, and its exports registered (the `champion`
+    alias moves only if it beats the champion on the validation objective).
+    """
     from shopping_mtl import pipeline
 
     study = load_study(study_path)
@@ -414,6 +421,16 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None) ->
         if "tuner/epochs" in result.best["values"]:  # Hyperband: the epochs the best trial reached
             best_config[study.model]["epochs"] = int(result.best["values"]["tuner/epochs"])
         (state.run_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+    if result.best is not None and final_run:
+        from shopping_mtl.config import Config, _build  # noqa: PLC2701
+
+        best_config = dict(best_config, run_dir=str(state.run_dir / "best"),
+                           stages=list(pipeline.DEFAULT_STAGES))
+        log.info("search %s: training the best config (trial %s) with every stage", study.name,
+                 result.best["trial_id"])
+        final = pipeline.run(_build(Config, best_config).validate(),
+                             parent_run_id=tracker.run_id if tracker is not None else None)
+        result.final_metrics = dict(final.metrics)
     if tracker is not None:
         tracker.log_text(text, "search.txt")
         tracker.log_metrics({"search/trials": len(result.trials), "search/failed_trials": len(failed),

@@ -34,7 +34,7 @@ fixed:
   ranking.compare_single_task: false
   ranking.tower_layers: [8]
 """
-FLAGS = ("--set", "retrieval.epochs=1", "--set", "retrieval.early_stopping=val_loss",
+FLAGS = ("--no-final-run", "--set", "retrieval.epochs=1", "--set", "retrieval.early_stopping=val_loss",
          "--set", "evaluation.bootstrap_resamples=0")
 
 
@@ -86,8 +86,9 @@ def test_three_trial_search_tracked_in_a_real_mlflow_server(tiny_log, tmp_path, 
     env_before = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
     try:
+        # With the final run: the best config trained with every stage, its exports registered.
         done = run_cli("train.py", "--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
-                       "--tune", str(study_file(tmp_path)), *FLAGS, timeout=600)
+                       "--tune", str(study_file(tmp_path)), *FLAGS[1:], timeout=900)
     finally:
         os.environ["MLFLOW_TRACKING_URI"] = env_before
     assert done.returncode == 0, done.stderr[-3000:]
@@ -98,7 +99,14 @@ def test_three_trial_search_tracked_in_a_real_mlflow_server(tiny_log, tmp_path, 
     parents = [r for r in runs if "mlflow.parentRunId" not in tags(r)]
     children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parents[0]["info"]["run_id"]]
     assert len(parents) == 1 and tags(parents[0])["search"] == "tiny"
-    assert len(children) == 3
+    final = [r for r in children if "trial_id" not in tags(r)]
+    children = [r for r in children if "trial_id" in tags(r)]
+    assert len(children) == 3 and len(final) == 1
+    assert final[0]["info"]["status"] == "FINISHED" and "the best config, every stage" in done.stdout
+    for name in ("retrieval", "ranker", "recommend"):
+        model = mlflow_server.api(f"registered-models/get?name=shopping-{name}")["registered_model"]
+        assert [a["alias"] for a in model.get("aliases", [])] == ["champion"]
+        assert model["latest_versions"][0]["run_id"] == final[0]["info"]["run_id"]
     for child in children:
         metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
         params = {p["key"]: p["value"] for p in child["data"]["params"]}
@@ -117,7 +125,8 @@ def test_hyperband_continues_promoted_trials_from_their_weights(tiny_log, tmp_pa
     config = load_config(overrides={"run_dir": str(tmp_path / "run"), "data": {"dataset": str(tiny_log)},
                                     "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
                                     "tracking": {"enabled": False}})
-    result = tuning.run_search(config, study_file(tmp_path, "{type: hyperband, max_epochs: 3, factor: 3, seed: 0}"))
+    result = tuning.run_search(config, study_file(tmp_path, "{type: hyperband, max_epochs: 3, factor: 3, seed: 0}"),
+                               final_run=False)
     assert all(t["status"] == "COMPLETED" for t in result.trials)
     promoted = [t for t in result.trials if t["values"].get("tuner/trial_id")]
     assert promoted and all(t["values"]["tuner/epochs"] == 3 for t in promoted)
