@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             from shopping_mtl import tuning
 
             result = tuning.run_search(config, args.tune, args.max_trials, final_run=not args.no_final_run)
+            if result is None:  # a distributed search's worker: the chief reports
+                return 0
             print(tuning.table(result))
             if result.final_metrics:
                 from shopping_mtl import pipeline

@@ -361,6 +361,15 @@ class Tracker:
                                parent_run_id=self.run_id)
 
     @classmethod
+    def attach(cls, project_root: Path, run_id: str) -> "Tracker":
+        """A tracker for a run another process opened (a distributed search's workers add their
+        trials under the chief's run); ending it is that process's job."""
+        uri = default_tracking_uri(project_root)
+        check_reachable(uri)
+        client = MlflowClient(uri)
+        return cls(client, run_id, client.get_run(run_id).info.experiment_id, project_root)
+
+    @classmethod
     def _create(cls, client: MlflowClient, experiment_id: str, project_root: Path,
                 run_name: str | None, tags: Mapping[str, Any] | None,
                 parent_run_id: str | None) -> "Tracker":

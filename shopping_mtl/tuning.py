@@ -246,7 +246,7 @@ def make_tuner(study: Study, state, directory: Path, tracker=None, max_trials: i
             try:
                 if child is not None:
                     child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
-                    child.set_tags({"trial_id": trial.trial_id, "study": self.study.name})
+                    child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
                 objective, history = self._train(trial, config, values)
                 if child is not None:
                     for epoch, row in enumerate(zip(*history.values())):
@@ -376,6 +376,40 @@ def table(result: SearchResult) -> str:
     return "\n".join(lines)
 
 
+def _parent_file(run_dir: Path, study: Study) -> Path:
+    path = Path(run_dir) / "tuning" / f"{study.name}.parent_run_id"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_worker(config, study: Study, wait_s: float = 600.0):
+    """A distributed search's worker: wait for the chief's MLflow run, prepare the data, take
+    trials from the chief's oracle until it says stop. Returns None (the chief reports)."""
+    import os
+
+    from shopping_mtl import pipeline, tracking
+
+    run_dir = Path(config.run_dir) if config.run_dir else None
+    if run_dir is None:
+        raise ShoppingMtlError("a distributed search's worker needs the chief's --run-dir")
+    parent = _parent_file(run_dir, study)
+    deadline = time.time() + wait_s
+    while not parent.is_file() and time.time() < deadline:
+        time.sleep(1.0)
+    if not parent.is_file():
+        raise ShoppingMtlError(f"no chief started the search in {run_dir} within {wait_s:.0f}s ({parent} missing)")
+    state = pipeline.RunState(config=config, run_dir=run_dir)
+    parent_id = parent.read_text().strip()
+    tracker = tracking.Tracker.attach(pipeline.PROJECT_ROOT, parent_id) if parent_id and config.tracking.enabled else None
+    for name in config.stages:
+        with pipeline.stage(name, state.timings):
+            pipeline.STAGE_FUNCTIONS[name](state)
+    tuner = make_tuner(study, state, run_dir / "tuning", tracker)
+    tuner.search()
+    log.info("worker %s: the chief's oracle has no more trials", os.environ.get("KERASTUNER_TUNER_ID"))
+    return None
+
+
 def run_search(config, study_path: str | Path, max_trials: int | None = None,
                final_run: bool = True) -> SearchResult:
     """Prepare the data (and, for a ranker study, the retrieval stage) once, run the study's
@@ -387,13 +421,23 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None,
     """
     from shopping_mtl import pipeline
 
+    from keras_tuner.src.distribute import utils as dist_utils
+
     study = load_study(study_path)
     stages = ("data",) if study.model == "retrieval" else ("data", "retrieval")
     config = dataclasses.replace(config, stages=stages)
+    role = ("chief" if dist_utils.is_chief_oracle() else "worker") if dist_utils.has_chief_oracle() else "single"
+    if role == "worker":
+        return run_worker(config, study)
     state = pipeline.prepare_state(config)
     tracker = pipeline.start_tracking(state, run_name=f"search {study.name} ({state.run_dir.name})",
                                       tags={"search": study.name, "oracle": study.oracle["type"]}) \
         if config.tracking.enabled else None
+    if role == "chief":
+        # Keras Tuner's distributed mode: this process serves the oracle; the workers
+        # (KERASTUNER_TUNER_ID=tuner0, tuner1, ...) train the trials under this run.
+        stages = ()
+        _parent_file(state.run_dir, study).write_text(tracker.run_id if tracker is not None else "")
     try:
         for name in stages:
             with pipeline.stage(name, state.timings):

@@ -177,3 +177,40 @@ def test_a_search_killed_mid_trial_resumes_keeping_finished_trials(tiny_log, tmp
     # The finished trial kept its result; it was not trained again.
     assert float(rows[0][2]) == pytest.approx(
         trial_0["metrics"]["metrics"]["ranker/holdout_ndcg@10"]["observations"][0]["value"][0], abs=5e-5)
+
+
+def test_distributed_search_chief_and_two_workers_share_one_search(tiny_log, tmp_path):
+    """Keras Tuner's own chief/worker mode: the chief serves the oracle, two workers train
+    the trials, and every trial lands under the chief's MLflow run."""
+    from mlflow import MlflowClient
+
+    from mlflow_server import free_port
+
+    port = free_port()
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "train.py", "--dataset", str(tiny_log), "--run-dir", str(run_dir),
+            "--tune", str(study_file(tmp_path, text=TINY.replace("max_trials: 3", "max_trials: 4"))), *FLAGS]
+    processes = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), KERASTUNER_TUNER_ID=tuner_id,
+                   KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
+        processes[tuner_id] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, text=True)
+    try:
+        outputs = {name: p.communicate(timeout=900) for name, p in processes.items()}
+    finally:
+        for p in processes.values():
+            if p.poll() is None:
+                p.kill()
+    for name, p in processes.items():
+        assert p.returncode == 0, (name, outputs[name][1][-3000:])
+    assert "best: trial" in outputs["chief"][0]
+    table = outputs["chief"][0].split("\ntrial   status", 1)[1].split("\n\n", 1)[0]
+    assert len([line for line in table.splitlines()[1:] if line[:1].isdigit()]) == 4
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent_id = (run_dir / "tuning" / "tiny.parent_run_id").read_text().strip()
+    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["tuner_id"] for c in children} <= {"tuner0", "tuner1"}
+    assert len({c.data.tags["tuner_id"] for c in children}) == 2  # both workers took trials
