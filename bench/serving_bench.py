@@ -105,6 +105,7 @@ def build(n_items: int, folder: Path, log) -> dict:
     config = load_config(overrides={
         "run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
         "evaluation": {"bootstrap_resamples": 0},
+        "tracking": {"enabled": False},  # a benchmark's models are no candidates for the registry
         "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
         "ranking": {"epochs": 1, "extra_days": 1, "compare_single_task": False},
     })

@@ -306,7 +306,11 @@ def record_run(state: RunState, tracker) -> None:
         objective = validation_objective(state.metrics)
         exports = {name: Path(path) for name, path in state.info.get("exports", {}).items()}
         if exports and objective:
-            decisions = tracking.log_exports(tracker, exports, *objective, register=config.tracking.register)
+            # Objectives compare only on the same dataset: a version trained on another dataset
+            # is judged by another objective and never takes the champion alias from this one.
+            name, value = objective
+            decisions = tracking.log_exports(tracker, exports, f"{name} on {state.info.get('dataset')}", value,
+                                             register=config.tracking.register)
             for name, decision in decisions.items():
                 log.info("registry: shopping-%s %s", name, decision)
         tracker.end("FINISHED")
