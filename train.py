@@ -110,10 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             if result.final_metrics:
                 from shopping_mtl import pipeline
 
-                names = ["pipeline", "retrieval_order", "retrieval"] + [
-                    f"baseline/{name}" for name in config.baselines.names]
                 print("\nthe best config, every stage (test day):")
-                print(pipeline.summary_table(result.final_metrics, names))
+                print(pipeline.summary_table(result.final_metrics, pipeline.summary_lists(config)))
             best = result.best
             print(f"\nbest: trial {best['trial_id']}, {result.study.objective} = {best['objective']:.4f}; "
                   f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "
@@ -128,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    names = ["pipeline", "retrieval_order", "retrieval"] + [
-        f"baseline/{name}" for name in state.config.baselines.names]
+    names = pipeline.summary_lists(state.config)
     print()
     print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users, "
           f"cold-item share {state.metrics.get('eval/cold_item_share', float('nan')):.3f}")

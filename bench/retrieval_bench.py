@@ -251,12 +251,14 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_worker(job: dict, folder: Path, timeout: int) -> dict:
+def run_worker(job: dict, folder: Path, timeout: int, script: Path | None = None) -> dict:
+    """Run `script --worker JOB` (default: this file) in a fresh process that must import no
+    project code; return its RESULT line as a dict."""
     job_path = folder / "job.json"
     job_path.write_text(json.dumps(job))
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(job_path)],
+    proc = subprocess.run([sys.executable, str(Path(script or __file__).resolve()), "--worker", str(job_path)],
                           env=env, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:

@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -120,22 +119,6 @@ def build(n_items: int, folder: Path, log) -> dict:
             "users": len(users)}
 
 
-def run_worker(job: dict, folder: Path) -> dict:
-    path = folder / "job.json"
-    path.write_text(json.dumps(job))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(path)],
-                          capture_output=True, text=True, env=env, timeout=1800)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"latency worker failed: {done.stderr[-2000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    if result["project_modules_loaded"]:
-        raise RuntimeError(f"the worker imported project code: {result['project_modules_loaded']}")
-    return result
-
-
 def render(meta: dict, rows: list[dict]) -> str:
     lines = [
         "## `recommend` latency (exported, fresh process)",
@@ -184,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    from retrieval_bench import git_commit, machine
+    from retrieval_bench import git_commit, machine, run_worker
 
     sizes = [int(s) for s in (args.items or ("2000" if args.quick else "10000,100000")).split(",")]
     calls, budget = (20, 2.0) if args.quick else (args.calls, args.budget)
@@ -202,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             built = build(n_items, folder, log)
             log(f"{built['catalogue']:,} items: timing in a fresh process")
             result = run_worker({"exports": built["exports"], "requests": built["requests"], "batches": list(BATCHES),
-                                 "calls": calls, "budget_s": budget, "warmup": 5}, folder)
+                                 "calls": calls, "budget_s": budget, "warmup": 5}, folder, 1800, Path(__file__))
             rows.append({"catalogue": built["catalogue"], **result})
     meta["load_end"] = load_average()
     text = render(meta, rows)

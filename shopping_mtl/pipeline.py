@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,6 +194,12 @@ STAGE_FUNCTIONS = {"data": run_data, "baselines": run_baselines, "retrieval": ru
                    "ranking": run_ranking}
 
 
+def summary_lists(config: Config) -> list[str]:
+    """The lists the summary table compares: the final list, retrieval order, retrieval alone and
+    each baseline."""
+    return ["pipeline", "retrieval_order", "retrieval"] + [f"baseline/{n}" for n in config.baselines.names]
+
+
 def summary_table(metrics: dict[str, float], names: list[str]) -> str:
     """Headline figures side by side, each with its 95% interval."""
     columns = ["recall@10", "recall@100", "ndcg@10", "purchase/ndcg@10", "new_gt/recall@100"]
@@ -241,9 +246,13 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
         for name in stages:
             with stage(name, state.timings):
                 STAGE_FUNCTIONS[name](state)
-    except BaseException:
+    except Exception:
         if tracker is not None:
-            tracker.end("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
+            tracker.end("FAILED")
+        raise
+    except BaseException:  # Ctrl-C, SystemExit
+        if tracker is not None:
+            tracker.end("KILLED")
         raise
     state.info["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
     state.info["wall_s"] = round(time.perf_counter() - started, 3)
@@ -293,7 +302,7 @@ def record_run(state: RunState, tracker) -> None:
             for epoch, values in enumerate(zip(*history.values())):
                 tracker.log_epoch(f"{model}/epoch", dict(zip(history, values)), epoch)
         tracker.log_metrics(state.metrics)
-        names = ["pipeline", "retrieval_order", "retrieval"] + [f"baseline/{n}" for n in config.baselines.names]
+        names = summary_lists(config)
         tracker.log_text(summary_table(state.metrics, names), "summary.txt")
         listed = [n for n in names if any(f"{n}/recall@{k}" in state.metrics for k in config.evaluation.ks)]
         if listed:

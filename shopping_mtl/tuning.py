@@ -156,16 +156,14 @@ def load_study(path: str | Path) -> Study:
 
 
 def _nested(dotted: Mapping[str, Any]) -> dict:
+    """`{"ranking.loss_weights.save": 2}` -> `{"ranking": {"loss_weights": {"save": 2}}}`."""
     out: dict = {}
     for key, value in dotted.items():
-        node = {}
-        parts = key.split(".")
-        node_ref = node
-        for part in parts[:-1]:
-            node_ref[part] = {}
-            node_ref = node_ref[part]
-        node_ref[parts[-1]] = value
-        out = merge(out, node)
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
     return out
 
 

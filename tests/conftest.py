@@ -88,6 +88,23 @@ def tiny_dataset(tmp_path):
     return write_spec(tmp_path, CSV_SPEC)
 
 
+def tiny_log():
+    """600 events of 40 users over 60 items (6 categories, prices) in five days, and the items."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 600
+    events = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 40, n)],
+        "item_id": [f"i{i}" for i in rng.integers(0, 60, n)],
+        "event": rng.choice(["click", "save", "purchase"], n, p=[0.8, 0.15, 0.05]),
+        "timestamp": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 5 * 86400, n)), unit="s", utc=True),
+    })
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(60)], "category": [f"c{i % 6}" for i in range(60)],
+                          "price": rng.uniform(1, 100, 60)})
+    return events, items
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a project command in a fresh interpreter, capturing its output."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_log
 from shopping_mtl.features import FeatureSet, FeatureSpec
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, expected_calibration_error
@@ -41,16 +42,7 @@ def test_cross_features_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_features():
-    rng = np.random.default_rng(0)
-    n = 600
-    events = pd.DataFrame({
-        "user_id": [f"u{i}" for i in rng.integers(0, 40, n)],
-        "item_id": [f"i{i}" for i in rng.integers(0, 60, n)],
-        "event": rng.choice(["click", "save", "purchase"], n, p=[0.8, 0.15, 0.05]),
-        "timestamp": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 5 * 86400, n)), unit="s", utc=True),
-    })
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(60)], "category": [f"c{i % 6}" for i in range(60)],
-                          "price": rng.uniform(1, 100, 60)})
+    events, items = tiny_log()
     spec = FeatureSpec.from_dict({
         "user": {"user_id": {"type": "id"}},
         "item": {"item_id": {"type": "id"}, "category": {"type": "categorical"},

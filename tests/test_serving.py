@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tiny_log
 from shopping_mtl.ranking import serving
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig
@@ -137,27 +137,13 @@ def test_ranker_export_scores_given_candidates_as_offline(ranked_run, tmp_path):
         np.testing.assert_allclose(got, offline[f"p_{task}"], atol=1e-5)
 
 
-def _tiny_log():
-    rng = np.random.default_rng(0)
-    n = 600
-    events = pd.DataFrame({
-        "user_id": [f"u{i}" for i in rng.integers(0, 40, n)],
-        "item_id": [f"i{i}" for i in rng.integers(0, 60, n)],
-        "event": rng.choice(["click", "save", "purchase"], n, p=[0.8, 0.15, 0.05]),
-        "timestamp": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 5 * 86400, n)), unit="s", utc=True),
-    })
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(60)], "category": [f"c{i % 6}" for i in range(60)],
-                          "price": rng.uniform(1, 100, 60)})
-    return events, items
-
-
 def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
     """Train a step, export the ranker, answer in a fresh process: equal to the training
     process's own scoring of the same rows (features computed offline in numpy + TF)."""
     from shopping_mtl.features import FeatureSet, FeatureSpec
     from shopping_mtl.ranking import examples, model as model_lib
 
-    events, items = _tiny_log()
+    events, items = tiny_log()
     spec = FeatureSpec.from_dict({
         "user": {"user_id": {"type": "id"}},
         "item": {"item_id": {"type": "id"}, "category": {"type": "categorical"},
@@ -173,7 +159,7 @@ def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
     rows["click"] = (rng.random(len(rows)) < 0.3).astype(np.float32)
     rows["save"] = rows["click"] * (rng.random(len(rows)) < 0.5)
     rows["purchase"] = rows["click"] * (rng.random(len(rows)) < 0.3)
-    arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=10)
+    arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=10, list_features=True)
     snapshot = serving.CatalogueSnapshot.from_events(items, events, {"click": 1, "save": 2, "purchase": 4}, 50, 5)
     request = serving.requests_for(users, events, at, None, features, 10)
     shaped = lambda column: column.reshape(len(users), len(candidates))  # noqa: E731

@@ -70,7 +70,8 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
-                   history_length: int, batch_rows: int = 50_000) -> dict[str, np.ndarray]:
+                   history_length: int, list_features: bool = False,
+                   batch_rows: int = 50_000) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
     `history_events` before `at` only (later ones are ignored, whatever is passed)."""
     history_events = history_events[history_events["timestamp"] < at]
@@ -99,7 +100,8 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     counts = history_events["item_id"].value_counts()
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
-    arrays["list"] = relative_to_list(arrays, user_pos)
+    if list_features:  # only when the model reads them (`ranking.list_features`)
+        arrays["list"] = relative_to_list(arrays, user_pos)
     for task in TASKS:
         if task in rows:
             arrays[f"label_{task}"] = rows[task].to_numpy(np.float32)

@@ -73,12 +73,18 @@ def _float_table(keys: np.ndarray, values: np.ndarray, default: float) -> tf.loo
                                             tf.constant(np.asarray(values, np.float32))), default_value=default)
 
 
+def _row_unique(values: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(batch, n) strings -> (the row-prefixed keys flattened, (batch * n,), and `tf.unique`'s
+    index of each): equal values in one row share an index, in different rows they do not."""
+    rows = tf.strings.as_string(tf.range(tf.shape(values)[0]))[:, None]
+    flat = tf.reshape(tf.strings.join([tf.broadcast_to(rows, tf.shape(values)), values], separator="\x1f"), [-1])
+    return flat, tf.unique(flat)[1]
+
+
 def _first_occurrence(keys: tf.Tensor) -> tf.Tensor:
     """(batch, n) strings -> (batch, n) bool: True where a value is not "" and appears in its
     row for the first time."""
-    rows = tf.strings.as_string(tf.range(tf.shape(keys)[0]))[:, None]
-    flat = tf.reshape(tf.strings.join([tf.broadcast_to(rows, tf.shape(keys)), keys], separator="\x1f"), [-1])
-    _, idx = tf.unique(flat)
+    flat, idx = _row_unique(keys)
     position = tf.range(tf.size(flat))
     first = tf.math.unsorted_segment_min(position, idx, tf.size(flat))
     is_first = tf.reshape(tf.equal(tf.gather(first, idx), position), tf.shape(keys))
@@ -294,9 +300,7 @@ class RecommendServing(tf.Module):
         scores = tf.gather(self.covisit_counts, row) * weight[:, :, None]
         batch = tf.shape(targets)[0]
         targets, scores = tf.reshape(targets, [batch, -1]), tf.reshape(scores, [batch, -1])
-        rows = tf.strings.as_string(tf.range(batch))[:, None]
-        keys = tf.reshape(tf.strings.join([tf.broadcast_to(rows, tf.shape(targets)), targets], separator="\x1f"), [-1])
-        _, idx = tf.unique(keys)
+        keys, idx = _row_unique(targets)
         total = tf.math.unsorted_segment_sum(tf.reshape(scores, [-1]), idx, tf.size(keys))
         total = tf.reshape(tf.gather(total, idx), tf.shape(targets))
         first = _first_occurrence(targets) & (total > 0)

@@ -107,7 +107,8 @@ def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
     is_held = candidates["user_id"].isin(held)
 
     def inputs(rows):
-        return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length)
+        return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length,
+                                       rconfig.list_features)
 
     fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives)
     holdout_rows = examples.label_rows(candidates[is_held], day, add_missed=False)
@@ -229,7 +230,7 @@ def run_ranking_stage(state) -> None:
     # Test: the retrieval stage's merged candidates, features from train + validation.
     test_rows = examples.label_rows(state.candidate_set, split.test, add_missed=False)
     test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users,
-                                          data.catalogue, features, rconfig.history_length)
+                                          data.catalogue, features, rconfig.history_length, rconfig.list_features)
     raw = model_lib.predict(model.scorer, test_inputs)
     calibrated = calibrate(raw, platt, ordered)
     users = test_rows["user_id"].to_numpy()
