@@ -114,6 +114,8 @@ class Config:
 
     run_dir: str | None = None
     seed: int = 42
+    # Deterministic TF ops: the same seed gives the same metrics.json (off: faster on some GPUs).
+    deterministic: bool = True
     stages: tuple[str, ...] = DEFAULT_STAGES
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

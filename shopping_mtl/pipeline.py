@@ -98,6 +98,10 @@ class RunState:
     candidate_set: pd.DataFrame | None = None  # the merged candidates for test users
     histories: dict[str, dict] = field(default_factory=dict)  # model -> Keras History.history
 
+    def backup_dir(self, name: str) -> Path:
+        """Where the fit of model `name` keeps what a rerun into this run folder resumes from."""
+        return self.run_dir / ".backup" / name
+
     def write_list(self, frame: pd.DataFrame, name: str) -> Path:
         """Write a list file into the run folder atomically."""
         path = self.run_dir / name
@@ -235,6 +239,12 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
     child of that MLflow run, as a search's final run is)."""
     state = prepare_state(config)
     config, run_dir = state.config, state.run_dir
+    if config.deterministic:
+        from shopping_mtl import training
+        training.enable_determinism(config.seed)
+    if (run_dir / ".backup").is_dir():
+        log.info("%s holds an interrupted run's backup: its fits resume where they stopped",
+                 run_dir / ".backup")
     stages = list(config.stages)
     if "data" not in stages:
         # Every later stage needs the data; it is cheap next to them.

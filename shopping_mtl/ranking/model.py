@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from shopping_mtl import training
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
@@ -34,10 +37,12 @@ CLICK_LOGIT = "logit_click"
 
 def _mlp(widths, dropout: float, name: str) -> tf.keras.Sequential:
     layers = []
-    for width in widths:
+    for i, width in enumerate(widths):
         layers.append(tf.keras.layers.Dense(width, activation="relu"))
         if dropout:
-            layers.append(tf.keras.layers.Dropout(dropout))
+            # Masks keyed by (layer, step): a resumed fit draws what the uninterrupted one drew.
+            seed = zlib.crc32(f"{name}/{i}".encode())
+            layers.append(training.StatelessDropout(dropout, seed, name=f"dropout_{i}"))
     return tf.keras.Sequential(layers, name=name)
 
 
@@ -168,12 +173,13 @@ def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size
 
 def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout: Mapping[str, np.ndarray],
                  config: RankingConfig, seed: int = 42, tasks=TASKS, initial_weights=None,
-                 initial_epoch: int = 0) -> tuple[MultiTaskRanker, dict]:
+                 initial_epoch: int = 0, backup_dir: Path | None = None) -> tuple[MultiTaskRanker, dict]:
     """Fit with early stopping on the holdout's mean AUC over the trained tasks.
 
     `initial_weights` (the scorer's `get_weights()`) and `initial_epoch` continue an earlier
     fit, as a Hyperband round does: epochs run from `initial_epoch` to `config.epochs` (the
-    optimiser's moments start afresh).
+    optimiser's moments start afresh). `backup_dir`: where the fit keeps what a rerun needs to
+    resume it after a kill (see `training.fit`).
     """
     tf.keras.utils.set_random_seed(seed)
     model = MultiTaskRanker(build_scorer(features, config), config, tasks)
@@ -197,13 +203,13 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
             log.info("ranker epoch %d: mean training loss %.4f, holdout mean AUC %.4f", epoch + 1,
                      logs["loss"], logs["val_mean_auc"])
 
-    stopper = tf.keras.callbacks.EarlyStopping(monitor="val_mean_auc", mode="max",
-                                               patience=config.patience, restore_best_weights=True)
+    clock = training.EpochClock()
     if config.listwise_weight and "list_id" in train:
-        train_data = make_list_dataset(train, train["list_id"], config.batch_size, seed)
+        train_data = make_list_dataset(train, train["list_id"], config.batch_size, seed, clock=clock)
     else:
-        train_data = make_dataset(train, config.batch_size, True, seed)
-    fitted = model.fit(train_data,
-                       validation_data=make_dataset(holdout, config.batch_size, False, seed),
-                       epochs=config.epochs, initial_epoch=initial_epoch, callbacks=[MeanAuc(), stopper], verbose=0)
-    return model, {"history": fitted.history}
+        train_data = make_dataset(train, config.batch_size, True, seed, clock=clock)
+    history = training.fit(model, train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                           validation_data=make_dataset(holdout, config.batch_size, False, seed),
+                           callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir,
+                           stopper=training.EarlyStopping(config.patience, "val_mean_auc", "max"))
+    return model, {"history": history}

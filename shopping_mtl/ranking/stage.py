@@ -181,10 +181,11 @@ class RankerFit:
 
 
 def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, initial_weights=None,
-               initial_epoch: int = 0) -> RankerFit:
+               initial_epoch: int = 0, backup_dir=None) -> RankerFit:
     """Train, calibrate per head on the held-out rows, choose the value weights on their NDCG@10."""
     model, fitted = model_lib.train_ranker(features, data.fit_inputs, data.holdout_inputs, rconfig, seed, tasks,
-                                           initial_weights=initial_weights, initial_epoch=initial_epoch)
+                                           initial_weights=initial_weights, initial_epoch=initial_epoch,
+                                           backup_dir=backup_dir)
     holdout_p = model_lib.predict(model.scorer, data.holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
     calibrated = calibrate(holdout_p, platt, rconfig.architecture == "esmm")
@@ -212,7 +213,7 @@ def run_ranking_stage(state) -> None:
 
     ranking = prepare_ranking(state)
     fit_inputs, holdout_inputs = ranking.fit_inputs, ranking.holdout_inputs
-    fitted = fit_ranker(features, ranking, rconfig, config.seed)
+    fitted = fit_ranker(features, ranking, rconfig, config.seed, backup_dir=state.backup_dir("ranker"))
     model, platt, weights = fitted.model, fitted.platt, fitted.weights
     ordered = rconfig.architecture == "esmm"
     state.histories["ranker"] = fitted.history
@@ -252,7 +253,8 @@ def run_ranking_stage(state) -> None:
 
     if rconfig.compare_single_task:
         for task in TASKS:
-            single, _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed, tasks=(task,))
+            single, _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed,
+                                               tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
             p = model_lib.predict(single.scorer, test_inputs)[task]
             state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
                                   head_metrics(p, test_inputs[f"label_{task}"], users, "single").items()

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from shopping_mtl import training
 from shopping_mtl.batches import make_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
@@ -117,41 +119,16 @@ class _ProgressLog(tf.keras.callbacks.Callback):
                  seconds, self.throughput[-1])
 
 
-class EarlyStoppingOn(tf.keras.callbacks.Callback):
-    """Stop when `objective(model)` (higher is better, e.g. validation recall) stops improving;
-    restore the best epoch's weights. Keras's own EarlyStopping only sees logged losses."""
-
-    def __init__(self, objective, name: str, patience: int):
-        super().__init__()
-        self.objective, self.name, self.patience = objective, name, patience
-        self.best, self.best_weights, self.wait, self.values = -np.inf, None, 0, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = float(self.objective(self.model))
-        self.values.append(value)
-        if logs is not None:
-            logs[self.name] = value
-        log.info("retrieval epoch %d: %s %.4f", epoch + 1, self.name, value)
-        if value > self.best:
-            self.best, self.best_weights, self.wait = value, self.model.get_weights(), 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
 def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
                     validation: Mapping[str, np.ndarray] | None, config: RetrievalConfig,
-                    seed: int = 42, objective=None) -> tuple[TwoTowerModel, dict]:
+                    seed: int = 42, objective=None, backup_dir: Path | None = None,
+                    ) -> tuple[TwoTowerModel, dict]:
     """Build and fit the two-tower model.
 
     Args:
         objective: optional `model -> float` (higher is better), evaluated after each epoch for
             early stopping; without it, early stopping watches the validation loss.
+        backup_dir: where the fit keeps what a rerun needs to resume it (see `training.fit`).
 
     Returns:
         the model (best weights restored) and a dict of per-epoch history and throughput.
@@ -162,18 +139,20 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     model.compile(optimizer=LazyAdam(config.learning_rate))
     n_pairs = len(train["sample_weight"])
     batch_size = min(config.batch_size, n_pairs)
+    clock = training.EpochClock()
     # Whole batches only: every in-batch softmax sees batch_size negatives.
     train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=True,
-                              id_dropout=config.id_dropout)
-    callbacks = [progress := _ProgressLog(n_pairs)]
+                              id_dropout=config.id_dropout, clock=clock)
+    progress = _ProgressLog(n_pairs)
     val_data = None
     if validation is not None and len(validation["sample_weight"]) >= 2:
         val_data = make_dataset(validation, batch_size, shuffle=False, seed=seed)
+    stopper = None
     if objective is not None:
-        callbacks.append(EarlyStoppingOn(objective, "val_objective", config.patience))
+        stopper = training.EarlyStopping(config.patience, "val_objective", "max", objective,
+                                         name="retrieval")
     elif val_data is not None:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True))
-    fitted = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                       callbacks=callbacks, verbose=0)
-    return model, {"history": fitted.history, "pairs_per_s": progress.throughput}
+        stopper = training.EarlyStopping(config.patience, "val_loss", "min")
+    history = training.fit(model, train_data, epochs=config.epochs, validation_data=val_data,
+                           callbacks=[progress], stopper=stopper, clock=clock, backup_dir=backup_dir)
+    return model, {"history": history, "pairs_per_s": progress.throughput}

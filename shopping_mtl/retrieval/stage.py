@@ -131,12 +131,13 @@ def validation_objective(data: RetrievalData, metric: str, k: int):
     return objective
 
 
-def fit(data: RetrievalData, config: RetrievalConfig, seed: int):
+def fit(data: RetrievalData, config: RetrievalConfig, seed: int, backup_dir=None):
     """Train on `data`, early-stopping on the configured validation objective."""
     objective = None
     if config.early_stopping != "val_loss":
         objective = validation_objective(data, config.early_stopping, config.top_k)
-    return model_lib.train_two_tower(data.features, data.train, data.validation, config, seed, objective)
+    return model_lib.train_two_tower(data.features, data.train, data.validation, config, seed, objective,
+                                     backup_dir=backup_dir)
 
 
 def run_retrieval_stage(state) -> None:
@@ -145,14 +146,15 @@ def run_retrieval_stage(state) -> None:
     rconfig, ev = config.retrieval, config.evaluation
     data = prepare(state.dataset, split, rconfig)
     started = time.perf_counter()
-    model, fitted = fit(data, rconfig, config.seed)
+    model, fitted = fit(data, rconfig, config.seed, backup_dir=state.backup_dir("retrieval"))
     state.timings["retrieval_fit"] = time.perf_counter() - started
+    # A speed, not a figure of the model: beside the timings, so metrics.json is reproducible.
+    state.info["retrieval_pairs_per_s"] = float(np.median(fitted["pairs_per_s"]))
     history = fitted["history"]
     state.histories["retrieval"] = history
     state.metrics.update({
         "retrieval/epochs": float(len(history["loss"])),
         "retrieval/train_pairs": float(len(data.train["sample_weight"])),
-        "retrieval/pairs_per_s": float(np.median(fitted["pairs_per_s"])),
     })
     if "val_loss" in history:
         state.metrics["retrieval/best_val_loss"] = float(min(history["val_loss"]))

@@ -1,0 +1,181 @@
+"""Faults survived: a run killed during training resumes from its last checkpoint to the figures
+the uninterrupted run has, and the same seed gives the same metrics.json."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_cli, tiny_log
+from shopping_mtl import training
+from shopping_mtl.batches import make_dataset, make_list_dataset
+from shopping_mtl.data import synthetic
+
+TRAIN_ARGS = ("--set", "tracking.enabled=false", "--set", "evaluation.bootstrap_resamples=50",
+              "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
+              "--set", "ranking.epochs=3", "--stages", "data,baselines,retrieval,ranking")
+
+
+def _order(dataset) -> list[list[int]]:
+    return [batch["row"].numpy().tolist() for batch in dataset]
+
+
+def test_epoch_order_depends_on_the_epoch_number_not_on_how_often_it_was_read():
+    clock = training.EpochClock()
+    rows = {"row": np.arange(40)}
+    dataset = make_dataset(rows, 8, shuffle=True, seed=3, clock=clock)
+    by_epoch = {}
+    for epoch in (0, 1, 2):
+        clock.on_epoch_begin(epoch)
+        by_epoch[epoch] = _order(dataset)
+    assert by_epoch[0] != by_epoch[1] != by_epoch[2]
+    assert sorted(sum(by_epoch[1], [])) == list(range(40))  # a permutation, nothing lost
+    # A fresh pipeline (a resumed process) asked for epoch 2 first draws epoch 2's batches.
+    fresh_clock = training.EpochClock()
+    fresh = make_dataset(rows, 8, shuffle=True, seed=3, clock=fresh_clock)
+    fresh_clock.on_epoch_begin(2)
+    assert _order(fresh) == by_epoch[2]
+    assert fresh.cardinality().numpy() == 5
+
+
+def test_list_batches_keep_lists_whole_and_every_epoch_has_the_same_number_of_batches():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 30, 50)
+    list_ids = np.repeat(np.arange(50), sizes)
+    rows = {"row": np.arange(len(list_ids)), "list_id": list_ids}
+    clock = training.EpochClock()
+    dataset = make_list_dataset(rows, list_ids, 64, seed=1, clock=clock)
+    counts = []
+    for epoch in range(4):
+        clock.on_epoch_begin(epoch)
+        batches = [(b["row"].numpy(), b["list_id"].numpy()) for b in dataset]
+        counts.append(len(batches))
+        seen = np.concatenate([r for r, _ in batches])
+        assert sorted(seen.tolist()) == list(range(len(list_ids)))
+        for _, ids in batches:  # a list is never split across batches
+            for i in np.unique(ids):
+                assert (ids == i).sum() == sizes[i]
+    assert len(set(counts)) == 1 and counts[0] == dataset.cardinality().numpy()
+
+
+def test_stateless_dropout_masks_follow_the_step_counter():
+    layer = training.StatelessDropout(0.5, seed=7)
+    x = tf.ones((4, 16))
+    first = layer(x, training=True).numpy()
+    second = layer(x, training=True).numpy()
+    assert not np.array_equal(first, second)
+    assert set(np.unique(first)) <= {0.0, 2.0}
+    assert np.array_equal(layer(x, training=False).numpy(), x.numpy())
+    restored = training.StatelessDropout(0.5, seed=7)
+    restored(x, training=False)  # build
+    restored.step.assign(1)  # as a checkpoint restore would
+    assert np.array_equal(restored(x, training=True).numpy(), second)
+
+
+class _Kill(Exception):
+    pass
+
+
+def _ranker_fit(backup_dir: Path, kill_after_epoch: int | None = None):
+    """A ranker fit on the tiny log; `kill_after_epoch` raises at that epoch's end, before its
+    backup is written (as a kill would leave it)."""
+    from shopping_mtl.features import FeatureSet, FeatureSpec
+    from shopping_mtl.ranking import model as model_lib
+    from shopping_mtl.ranking.config import RankingConfig
+    from shopping_mtl.ranking.cross import CROSS_FEATURES
+
+    events, items = tiny_log()
+    spec = FeatureSpec.from_dict({"user": {"user_id": {"type": "id"}},
+                                  "item": {"item_id": {"type": "id"}, "category": {"type": "categorical"}}})
+    features = FeatureSet.adapt(spec, events, items=items)
+    rng = np.random.default_rng(1)
+    n = 600
+    arrays = {"user_id": np.array([f"u{i}" for i in rng.integers(0, 40, n)], dtype=object),
+              "item_id": np.array([f"i{i}" for i in rng.integers(0, 60, n)], dtype=object),
+              "two_tower_score": rng.random(n).astype(np.float32),
+              "item_popularity": rng.random(n).astype(np.float32),
+              "cross": rng.random((n, len(CROSS_FEATURES))).astype(np.float32),
+              "list_id": np.repeat(np.arange(60), 10)}
+    arrays["category"] = np.array([f"c{int(i[1:]) % 6}" for i in arrays["item_id"]], dtype=object)
+    for task, rate in (("click", 0.4), ("save", 0.2), ("purchase", 0.1)):
+        arrays[f"label_{task}"] = (rng.random(n) < rate).astype(np.float32)
+    config = RankingConfig(epochs=4, patience=4, batch_size=64, dropout=0.2)
+    original_fit = training.fit
+
+    class KillAt(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == kill_after_epoch:
+                raise _Kill()
+
+    def fit_with_kill(*args, callbacks=None, **kwargs):
+        return original_fit(*args, callbacks=list(callbacks or []) + [KillAt()], **kwargs)
+
+    training.fit = fit_with_kill
+    try:
+        model, fitted = model_lib.train_ranker(features, arrays, arrays, config, seed=5, backup_dir=backup_dir)
+    finally:
+        training.fit = original_fit
+    return [w.copy() for w in model.scorer.get_weights()], fitted["history"]
+
+
+def test_ranker_fit_resumes_to_the_same_weights_and_history(tmp_path):
+    reference_weights, reference_history = _ranker_fit(tmp_path / "reference")
+    assert not (tmp_path / "reference").exists()  # the backup goes once the fit ends
+    with pytest.raises(_Kill):
+        _ranker_fit(tmp_path / "killed", kill_after_epoch=2)
+    assert (tmp_path / "killed" / "state" / "state-1.json").is_file()
+    weights, history = _ranker_fit(tmp_path / "killed")
+    assert history == reference_history and len(history["loss"]) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(weights, reference_weights))
+
+
+@pytest.fixture(scope="module")
+def synthetic_spec(tmp_path_factory) -> Path:
+    return synthetic.generate(tmp_path_factory.mktemp("faults") / "data", 10_000, seed=1)
+
+
+def _train(spec: Path, run_dir: Path, **popen) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "train.py", "--dataset", str(spec), "--run-dir", str(run_dir),
+                             *TRAIN_ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_sigkill_during_training_resumes_to_identical_metrics(synthetic_spec, tmp_path):
+    """A reference run, and a run SIGKILLed once the ranker has backed up its second epoch and
+    then started again into the same folder: the rerun recomputes the earlier stages (the same
+    seed gives the same figures), resumes the ranker, and writes the same metrics.json."""
+    reference = run_cli("train.py", "--dataset", str(synthetic_spec), "--run-dir", str(tmp_path / "ref"),
+                        *TRAIN_ARGS, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    process = _train(synthetic_spec, killed_dir)
+    marker = killed_dir / ".backup" / "ranker" / "keras" / "chief" / "ckpt-2.index"
+    deadline = time.time() + 600
+    while not marker.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "the ranker never reached its second epoch"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "metrics.json").exists()
+
+    rerun = run_cli("train.py", "--dataset", str(synthetic_spec), "--run-dir", str(killed_dir),
+                    *TRAIN_ARGS, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from the backup" in rerun.stderr and "ranker at epoch 3" in rerun.stderr
+    assert (killed_dir / "metrics.json").read_bytes() == (tmp_path / "ref" / "metrics.json").read_bytes()
+    assert not (killed_dir / ".backup" / "ranker").exists()
+    # The lists behind the figures are the same too.
+    for name in ("candidates.parquet", "recommendations.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(killed_dir / name), pd.read_parquet(tmp_path / "ref" / name))
