@@ -180,6 +180,41 @@ def test_header_without_needed_column(tmp_path):
     ("events:\n  paths: [e.csv]\n  behaviors: {pv: clicks}\n", "maps 'pv' to unknown event 'clicks'; known: click, save, purchase"),
     ("events:\n  paths: [e.csv]\n  header: false\n  behaviors: {pv: click}\n", "a CSV without header needs 'columns'"),
     ("events:\n  paths: [e.csv]\n  timestamp_unit: hours\n  behaviors: {pv: click}\n", "timestamp_unit is 'hours'"),
+    # Found by test_readers_property.py: each was a raw TypeError / ValueError / pandas or zoneinfo
+    # error while reading, or (marked *) silently accepted.
+    ("events:\n  paths: 5\n  behaviors: {pv: click}\n", "events.paths must be a file name or a list of them, got 5"),
+    ("events:\n  paths: [e.csv]\n  header: false\n  columns: user_id\n  behaviors: {pv: click}\n",  # *
+     "events.columns must be a list of column names, got 'user_id'"),
+    ("events:\n  paths: [e.csv]\n  item_columns: [category]\n  behaviors: {pv: click}\n",
+     "events.item_columns must be a mapping, got list"),
+    ("events:\n  paths: [e.csv]\n  item_columns: {timestamp: int}\n  behaviors: {pv: click}\n",  # *
+     "item_columns.timestamp would replace the canonical events column 'timestamp'"),
+    ("events:\n  paths: [e.csv]\n  header: false\n  columns: [user_id, item_id, behavior, timestamp]\n"
+     "  item_columns: {category: string}\n  behaviors: {pv: click}\n",
+     "events.item_columns names column 'category', which is not in"),
+    ("events:\n  paths: [e.csv]\n  timezone: Europe/Pariss\n  behaviors: {pv: click}\n",
+     "events.timezone 'Europe/Pariss' is not a time zone"),
+    ("events:\n  paths: [e.csv]\n  timezone: ''\n  behaviors: {pv: click}\n", "events.timezone '' is not a time zone"),
+    ("events:\n  paths: [e.csv]\n  timestamp_format: '%Q'\n  behaviors: {pv: click}\n",
+     "events.timestamp_format '%Q' is not a strftime pattern"),
+    ("events:\n  paths: [e.csv]\n  timestamp_format: yyyymmdd\n  behaviors: {pv: click}\n",  # *
+     "events.timestamp_format is 'yyyymmdd'"),
+    ('events:\n  paths: [e.csv]\n  delimiter: "\\0"\n  behaviors: {pv: click}\n', "events.delimiter must be one ASCII"),
+    ('events:\n  paths: [e.csv]\n  delimiter: "é"\n  behaviors: {pv: click}\n', "events.delimiter must be one ASCII"),
+    ("events:\n  paths: [e.csv]\n  delimiter: '\"'\n  behaviors: {pv: click}\n", "events.delimiter must be one ASCII"),
+    ("events:\n  paths: [e.csv]\n  user_id: [customer]\n  behaviors: {pv: click}\n", "events.user_id must be text"),
+    ("events:\n  paths: [e.csv]\n  behaviors: {}\n", "events.behaviors must map raw values"),  # *
+    ("events:\n  paths: [e.csv]\n  behaviors: {yes: click}\n", "has the YAML value True as a raw value"),  # *
+    ("events:\n  paths: [e.csv]\n  behaviors: {1: click, '1': save}\n", "events.behaviors maps '1' twice"),  # *
+    ("items:\n  paths: [i.csv]\n  types: [category, price]\n", "items.types must be a mapping, got list"),
+    ("items:\n  paths: [i.csv]\n  types: {item_id: float}\n", "items.types.item_id would replace the key"),  # *
+    ("items:\n  paths: [i.csv]\n  types: {price: float}\n  missing_values: [price]\n",
+     "items.missing_values must be a mapping, got list"),
+    ("items: 0\n", "items must be a mapping, got int: 0"),  # *
+    ("defaults: [a, b]\n", "defaults must be a mapping"),
+    ("features: [a]\n", "features must be a mapping"),  # *
+    ("synthetic: 'no'\n", "synthetic must be true or false, got 'no'"),  # * (read as True)
+    ("root: 5\n", "root must be a folder name, got 5"),  # *
 ])
 def test_spec_errors_name_the_key(tmp_path, extra, message):
     base = "name: bad\n" + ("events:\n  paths: [e.csv]\n  behaviors: {pv: click}\n" if not extra.startswith("events") else "")
@@ -188,9 +223,130 @@ def test_spec_errors_name_the_key(tmp_path, extra, message):
         load_spec(str(spec))
 
 
+def test_spec_file_that_is_not_utf8(tmp_path):
+    """Was a raw UnicodeDecodeError from load_spec."""
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: caf\xe9\nevents:\n  paths: [e.csv]\n  behaviors: {pv: click}\n")
+    with pytest.raises(ConfigError, match=r"spec.yaml: not UTF-8 text"):
+        load_spec(str(path))
+
+
 def test_unknown_dataset_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown dataset 'ecom'; known: ecomm, taobao"):
         load_spec("ecom")
+
+
+# --------------------------------------------------------------------------------------------
+# Regressions found by test_readers_property.py
+# --------------------------------------------------------------------------------------------
+
+HEADER_SPEC = "events:\n  paths: [events.csv]\n  behaviors: {pv: click, fav: save, cart: save, buy: purchase}\n"
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_row_that_is_not_utf8_is_a_bad_row_at_its_line(tmp_path, header):
+    """Was: the whole read failed on pyarrow's "Row #12 ... invalid UTF8 data" (no line, not
+    skippable), or with a header a raw UnicodeDecodeError."""
+    top = b"user_id,item_id,behavior,timestamp\n" if header else b""
+    (tmp_path / "events.csv").write_bytes(top + event_lines(tiny_rows()).encode() + b"u9,caf\xe9,pv,1700000000\n")
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, HEADER_SPEC if header else CSV_SPEC)
+    line = 12 + header
+    with pytest.raises(DataError) as err:
+        read(spec)
+    assert f"events.csv:{line}: not UTF-8 text" in str(err.value)
+    assert repr("u9,caf\\xe9,pv,1700000000") in str(err.value)
+    skipped = read(spec, on_bad_rows="skip")
+    assert len(skipped.events) == len(tiny_rows())
+    row = skipped.report.bad_rows_frame().iloc[0]
+    assert (row["line"], row["reason"]) == (line, "bad_encoding")
+
+
+def test_header_that_is_not_utf8_names_file_and_line(tmp_path):
+    """Was a raw UnicodeDecodeError."""
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_bytes(b"item_id,cat\xe9gory,price\na,c1,1\n")
+    with pytest.raises(DataError, match=r"items.csv:1: the header is not UTF-8 text"):
+        read(write_spec(tmp_path, CSV_SPEC))
+
+
+def test_byte_order_mark_before_the_header_is_not_part_of_a_name(tmp_path):
+    """Was "header has no column 'user_id'; it has \ufeffuser_id, ..." (pyarrow skips the mark)."""
+    (tmp_path / "events.csv").write_bytes(b"\xef\xbb\xbfuser_id,item_id,behavior,timestamp\n"
+                                          + event_lines(tiny_rows()).encode())
+    assert len(read(write_spec(tmp_path, HEADER_SPEC)).events) == len(tiny_rows())
+
+
+@pytest.mark.parametrize("lines, at, span", [
+    # A quote never closed took every later line into one bad row: "no valid events are left".
+    (['u9,"zz,pv,1700000000'], 1, "lines 1-12"),
+    # Two lines became one *valid* event (u8 with item 'a,pv,1\nu9,b'): u9's event vanished.
+    (['u8,"a,pv,1', 'u9,b",pv,1700000000'], 1, "lines 1-2"),
+    # A quoted line break was read as one event, and every later line number was off by one.
+    (['u9,"a', 'b",pv,1700000000'], 1, "lines 1-2"),
+])
+def test_quoted_field_over_a_line_break_is_an_error_at_its_line(tmp_path, lines, at, span):
+    (tmp_path / "events.csv").write_text("\n".join(lines) + "\n" + event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    spec = write_spec(tmp_path, CSV_SPEC)
+    for mode in ("fail", "skip"):
+        with pytest.raises(DataError) as err:
+            read(spec, on_bad_rows=mode)
+        assert f"events.csv:{at}: a quoted field runs over a line break ({span};" in str(err.value)
+
+
+def test_quoted_delimiter_still_reads(tmp_path):
+    """The quote check must not reject quoting that stays on its line."""
+    (tmp_path / "events.csv").write_text('u1,"a,b",pv,1700000000\nu2,"say ""hi""",buy,1700000001\n')
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    events = read(write_spec(tmp_path, CSV_SPEC)).events
+    assert list(events["item_id"]) == ["a,b", 'say "hi"']
+
+
+def test_timestamps_with_different_utc_offsets(tmp_path):
+    """Was a raw pandas ValueError: "Mixed timezones detected. Pass utc=True ..."."""
+    (tmp_path / "events.csv").write_text("u1,a,pv,2023-11-15 10:00:00+0100\nu2,a,pv,2023-11-15 10:00:00+0200\n"
+                                         "u3,a,pv,2023-11-15 10:00:00\n")
+    spec = write_spec(tmp_path, CSV_SPEC.split("items:")[0].replace(
+        "timestamp_format: unix", 'timestamp_format: "%Y-%m-%d %H:%M:%S%z"'))
+    with pytest.raises(DataError, match=r"events.csv:3: timestamp does not parse as %Y-%m-%d %H:%M:%S%z"):
+        read(spec)
+    events = read(spec, on_bad_rows="skip").events
+    assert list(events["timestamp"].dt.strftime("%H:%M")) == ["08:00", "09:00"]
+
+
+def test_huge_number_in_an_int_column_is_a_bad_row(tmp_path):
+    """Was a raw TypeError: cannot safely cast non-equivalent float64 to int64."""
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    (tmp_path / "users.csv").write_text("user_id,age\nu1,1e300\nu2,31\n")
+    spec = write_spec(tmp_path, CSV_SPEC + "users:\n  paths: [users.csv]\n  types: {age: int}\n")
+    with pytest.raises(DataError, match=r"users.csv:2: age is too large for an integer: '1e300'"):
+        read(spec)
+    users = read(spec, on_bad_rows="skip").users
+    assert users.to_dict("records") == [{"user_id": "u2", "age": 31}]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"user_id,item_id,behavior,timestamp\nu1,a,pv,1\n", "cannot be read: zlib inflate failed"),
+    (gzip.compress(b"user_id,item_id,behavior,timestamp\n" + b"u1,a,pv,1\n" * 100)[:40], "cannot be read"),
+], ids=["not gzip", "cut short"])
+def test_unreadable_gzip_with_header(tmp_path, content, message):
+    """Was a raw gzip.BadGzipFile / EOFError from reading the header."""
+    (tmp_path / "events.csv.gz").write_bytes(content)
+    with pytest.raises(DataError, match=rf"events.csv.gz: {message}"):
+        read(write_spec(tmp_path, HEADER_SPEC.replace("events.csv", "events.csv.gz")))
+
+
+@pytest.mark.parametrize("path, message", [
+    ("logs/*", "no file matches"),  # was IsADirectoryError: the glob matched a folder
+    ("~nobody_here_zz/events.csv", "cannot open ~nobody_here_zz/events.csv"),  # was RuntimeError
+    ("x" * 300 + ".csv", "cannot open xxx"),  # was OSError: File name too long
+])
+def test_bad_paths_are_data_errors(tmp_path, path, message):
+    (tmp_path / "logs" / "2023").mkdir(parents=True)
+    with pytest.raises(DataError, match=message):
+        read(write_spec(tmp_path, HEADER_SPEC.replace("[events.csv]", f"['{path}']")))
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path):

@@ -2,9 +2,11 @@
 
 Every physical line of a CSV is accounted for: it becomes a canonical event, an exact duplicate
 (dropped and counted), a truncated last line (dropped and counted, as in the Taobao sample), or a
-bad row reported with its file, line number and offending value. By default bad rows fail the
-run; with `on_bad_rows="skip"` they are skipped, counted in the run's metrics, and written in full
-to the run's `bad_rows.csv`, so nothing disappears silently.
+bad row reported with its file, line number and offending value (a line that is not UTF-8 too).
+By default bad rows fail the run; with `on_bad_rows="skip"` they are skipped, counted in the run's
+metrics, and written in full to the run's `bad_rows.csv`, so nothing disappears silently. A row
+is one line: a quoted field that runs over a line break (an unclosed quote, usually) would merge
+the lines after it into one value, so it fails the read with the line where it starts.
 
 Canonical events (EVALUATION.md): `user_id` (str), `item_id` (str), `event` in
 {click, save, purchase}, `timestamp` (UTC), plus any item attribute columns the events carry.
@@ -12,9 +14,12 @@ Canonical events (EVALUATION.md): `user_id` (str), `item_id` (str), `event` in
 
 from __future__ import annotations
 
+import codecs
+import csv
 import glob
-import gzip
+import io
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -83,54 +88,129 @@ class RawTable:
 def resolve_paths(table: TableSpec, root: Path, where: str) -> list[Path]:
     paths: list[Path] = []
     for pattern in table.paths:
-        full = Path(pattern).expanduser()
-        if not full.is_absolute():
-            full = root / full
-        if any(ch in pattern for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(str(full)))
-            if not matches:
-                raise DataError(f"{where}: no file matches {full}")
-            paths.extend(matches)
-        elif not full.is_file():
-            raise DataError(f"{where}: file not found: {full} (data root {root}; set --data-root)")
-        else:
-            paths.append(full)
+        try:
+            full = Path(pattern).expanduser()
+            if not full.is_absolute():
+                full = root / full
+            if any(ch in pattern for ch in "*?["):
+                matches = sorted(p for p in map(Path, glob.glob(str(full))) if p.is_file())
+                if not matches:
+                    raise DataError(f"{where}: no file matches {full}")
+                paths.extend(matches)
+            elif not full.is_file():
+                raise DataError(f"{where}: file not found: {full} (data root {root}; set --data-root)")
+            else:
+                paths.append(full)
+        except (OSError, RuntimeError) as err:  # a name too long for the system, an unknown ~user
+            raise DataError(f"{where}: cannot open {pattern}: {err}") from None
     return paths
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(
-        path, "rt", encoding="utf-8", newline=""
-    )
+# pyarrow ends a CSV line on any of these; so does every line count here.
+LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-def _ends_with_newline(path: Path) -> bool:
-    """Whether the (decompressed) file ends in a newline. Reads gzip to the end: called rarely."""
-    if path.suffix == ".gz":
-        last = b""
-        with gzip.open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                last = chunk[-1:]
-        return last == b"\n"
-    with open(path, "rb") as handle:
-        handle.seek(0, 2)
-        if handle.tell() == 0:
-            return False
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
+def _open_bytes(path: Path) -> pa.NativeFile:
+    """The file's bytes, decompressed by extension (.gz, .bz2, ...) as pyarrow's CSV reader does."""
+    return pa.input_stream(str(path), compression="detect")
+
+
+def _scan_lines(path: Path) -> tuple[int, bool, bool]:
+    """One pass over the bytes: the number of physical lines, whether the last one ends in a line
+    break, and whether the file is all UTF-8.
+
+    The line count is what pyarrow's rows are checked against: a quoted field over a line break
+    makes one row of several lines, which would shift every later line number.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    breaks, last, utf8 = 0, b"", True
+    with _open_bytes(path) as handle:
+        while chunk := handle.read(1 << 22):
+            breaks += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            breaks -= last == b"\r" and chunk[:1] == b"\n"  # a \r\n split between chunks
+            last = chunk[-1:]
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    ends_with_newline = last in (b"\n", b"\r")
+    return breaks + (1 if last and not ends_with_newline else 0), ends_with_newline, utf8
+
+
+def _utf8_copy(path: Path) -> tuple[pa.Buffer, dict[int, str]]:
+    """The file with every line that is not UTF-8 made readable (bad bytes written as \\xNN), and
+    those lines by number, to report as bad rows. Only for files that hold such lines: pyarrow
+    would fail the whole read on the first one, without its line number."""
+    with _open_bytes(path) as handle:
+        lines = handle.read().splitlines(keepends=True)  # bytes split on \n, \r\n and \r only
+    bad: dict[int, str] = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", "backslashreplace")
+            lines[number - 1] = text.encode("utf-8")
+            bad[number] = text.rstrip("\r\n")
+    return pa.py_buffer(b"".join(lines)), bad
 
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
-    with _open_text(path) as handle:
-        first = handle.readline().rstrip("\r\n")
-    return [name.strip() for name in first.split(delimiter)]
+    head = b""
+    with _open_bytes(path) as handle:
+        while not LINE_END.search(head) and (chunk := handle.read(1 << 16)):
+            head += chunk
+    first = LINE_END.split(head, maxsplit=1)[0]
+    try:
+        text = first.decode("utf-8-sig")  # pyarrow skips a byte-order mark too
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:1: the header is not UTF-8 text: {first!r}") from None
+    return [name.strip() for name in text.split(delimiter)]
+
+
+def _quoted_line_break(path: Path, delimiter: str, data: bytes, n_rows: int, n_lines: int) -> DataError:
+    """The error for a row over several lines: where it starts, found with Python's csv module
+    (which splits rows as pyarrow does). Such a row is an unclosed quote far more often than a
+    field with a line break, and it would swallow the lines after it into one value."""
+    text = data.decode("utf-8", "replace")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    limit = csv.field_size_limit(1 << 30)
+    start = end = 0
+    try:
+        for _ in reader:
+            if reader.line_num > start + 1:
+                end = reader.line_num
+                break
+            start = reader.line_num
+    except csv.Error:  # an unclosed quote at the end of the file, read strictly
+        end = -1
+    finally:
+        csv.field_size_limit(limit)
+    if not end:
+        return DataError(f"{path}: {n_rows} CSV rows in {n_lines} lines: a quoted field runs over a "
+                         "line break somewhere, but each row must be one line")
+    line = LINE_END.split(data, maxsplit=start + 1)[start].decode("utf-8", "replace")
+    span = f"lines {start + 1}-{end}" if end > 0 else "to the end of the file"
+    return DataError(f"{path}:{start + 1}: a quoted field runs over a line break ({span}; an "
+                     f"unclosed quote?), but each row must be one line: {line[:200]!r}")
 
 
 def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str, report: ReadReport) -> RawTable:
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
+    try:
+        n_lines, ends_with_newline, utf8 = _scan_lines(path)
+        if n_lines == 0:
+            raise DataError(f"{path}: the file is empty")
+        if table.header:
+            header = _csv_header(path, table.delimiter)
+        source, not_utf8 = (path, {}) if utf8 else _utf8_copy(path)
+    except (OSError, EOFError, pa.ArrowException) as err:  # e.g. a .gz file that is not gzip
+        raise DataError(f"{path}: cannot be read: {err}") from None
     if table.header:
-        header = _csv_header(path, table.delimiter)
         if header == [""]:
             raise DataError(f"{path}: the file is empty")
         names = list(table.columns) if table.columns else header
@@ -151,7 +231,7 @@ def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str, 
 
     try:
         arrow = pacsv.read_csv(
-            path,
+            source if utf8 else pa.BufferReader(source),
             read_options=pacsv.ReadOptions(
                 column_names=names, skip_rows=1 if table.header else 0, use_threads=False,
                 block_size=8 << 20,
@@ -173,7 +253,14 @@ def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str, 
         raise DataError(f"{path}: cannot be read: {err}") from None
 
     offset = 1 if table.header else 0
-    n_lines = arrow.num_rows + len(invalid) + offset
+    n_rows = arrow.num_rows + len(invalid) + offset
+    if n_rows != n_lines:  # one row took several lines: every later line number would be off
+        if utf8:
+            with _open_bytes(path) as handle:
+                data = handle.read()
+        else:
+            data = source.to_pybytes()
+        raise _quoted_line_break(path, table.delimiter, data, n_rows, n_lines)
     if arrow.num_rows == 0 and not invalid:
         what = "has a header but no rows" if table.header else "is empty"
         raise DataError(f"{path}: the file {what}")
@@ -187,7 +274,9 @@ def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str, 
     expected = len(names)
     wrong = []
     for number, actual, text in invalid:
-        if number == n_lines and actual < expected and not _ends_with_newline(path):
+        if number in not_utf8:
+            continue  # reported below, with the other lines that are not UTF-8
+        if number == n_lines and actual < expected and not ends_with_newline:
             report.counts[f"data/{name}/truncated_last_line"] += 1
             log.warning("%s:%d: dropped truncated last line %r", path, number, text)
             continue
@@ -196,6 +285,12 @@ def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str, 
         numbers, texts, details = zip(*wrong)
         report.add_bad(name, "wrong_column_count", str(path), numbers, texts, details)
     frame = arrow.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None)
+    if not_utf8:
+        numbers = sorted(not_utf8)
+        report.add_bad(name, "bad_encoding", str(path), numbers, [not_utf8[n] for n in numbers],
+                       ["not UTF-8 text (bad bytes shown as \\xNN)"] * len(numbers))
+        valid = ~np.isin(lines, numbers)
+        frame, lines = frame[valid].reset_index(drop=True), lines[valid]
     return RawTable(frame, np.full(len(frame), path.name, dtype=object), lines)
 
 
@@ -273,6 +368,12 @@ def _parse_typed(raw: RawTable, keep: np.ndarray, report: ReadReport, table: str
               "bad_number", column, f"{column} is not a finite number")
         _flag(report, raw, keep, number.to_numpy() < 0, table, "bad_number", column,
               f"{column} is negative")
+        if kind == "int":
+            too_large = number.to_numpy() >= 2.0**63
+            _flag(report, raw, keep, too_large, table, "bad_number", column,
+                  f"{column} is too large for an integer")
+            # Rows flagged above are dropped; blank their numbers so the cast cannot overflow.
+            number = number.where(np.isfinite(number.to_numpy()) & ~too_large)
         out[column] = number if kind == "float" else number.round().astype("Int64")
     return out
 
@@ -287,7 +388,10 @@ def _parse_timestamps(values: pd.Series, spec: EventsSpec) -> pd.Series:
         nanos = nanos.where(nanos.abs() < 9.2e18)
         parsed = pd.to_datetime(nanos.round(), unit="ns", errors="coerce")
     else:
-        parsed = pd.to_datetime(values.str.strip(), format=spec.timestamp_format, errors="coerce")
+        # With an offset (%z) or zone (%Z) in the pattern, rows may differ in offset: parse to UTC.
+        aware = any(d in spec.timestamp_format for d in ("%z", "%Z"))
+        parsed = pd.to_datetime(values.str.strip(), format=spec.timestamp_format, errors="coerce",
+                                utc=aware)
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize(spec.timezone, ambiguous="NaT", nonexistent="NaT")
     return parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")

@@ -45,6 +45,46 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _text(mapping: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    """A name or pattern: a number, list or mapping here is a mistake, not something to str()."""
+    value = mapping.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be text, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _mapping(mapping: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    """An optional mapping (absent or null: empty) whose keys are column names."""
+    value = mapping.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.{key} must be a mapping, got {type(value).__name__}: {value!r}")
+    for name in value:
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.{key} has {name!r} where a column name (text) belongs")
+    return dict(value)
+
+
+def _check_timestamp(fmt: str, timezone: str, where: str) -> None:
+    """Fail on a pattern or zone that pandas would reject while reading, row after row."""
+    import pandas as pd  # here, so that loading a spec does not need pandas otherwise
+
+    if fmt != "unix":
+        if "%" not in fmt:
+            raise ConfigError(f"{where}.timestamp_format is '{fmt}': 'unix' or a strftime "
+                              "pattern such as '%Y-%m-%d %H:%M:%S'")
+        try:
+            pd.to_datetime(pd.Series(["1970-01-01"]), format=fmt, errors="coerce")
+        except ValueError as err:
+            raise ConfigError(f"{where}.timestamp_format '{fmt}' is not a strftime pattern: {err}") from None
+    try:
+        pd.Timestamp(0).tz_localize(timezone)
+    except (LookupError, ValueError, TypeError) as err:
+        raise ConfigError(f"{where}.timezone '{timezone}' is not a time zone ({err}); use an IANA "
+                          "name such as 'UTC' or 'Europe/Paris'") from None
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """Where one table lives and how to parse it (shared by events, items and users).
@@ -68,7 +108,9 @@ class TableSpec:
         paths = _require(raw, "paths", where)
         if isinstance(paths, str):
             paths = [paths]
-        paths = tuple(str(p) for p in paths)
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+            raise ConfigError(f"{where}.paths must be a file name or a list of them, got {paths!r}")
+        paths = tuple(paths)
         fmt = raw.get("format")
         if fmt is None:
             first = paths[0].lower()
@@ -80,14 +122,17 @@ class TableSpec:
             raise ConfigError(f"{where}.header must be true or false, got {header!r}")
         columns = raw.get("columns")
         if columns is not None:
-            columns = tuple(str(c) for c in columns)
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                raise ConfigError(f"{where}.columns must be a list of column names, got {columns!r}")
+            columns = tuple(columns)
             if len(set(columns)) != len(columns):
                 raise ConfigError(f"{where}.columns has a repeated name: {list(columns)}")
         if fmt == "csv" and not header and columns is None:
             raise ConfigError(f"{where}: a CSV without header needs 'columns'")
-        delimiter = str(raw.get("delimiter", ","))
-        if len(delimiter) != 1:
-            raise ConfigError(f"{where}.delimiter must be one character, got {delimiter!r}")
+        delimiter = _text(raw, "delimiter", ",", where)
+        if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n\0':
+            raise ConfigError(f"{where}.delimiter must be one ASCII character other than a quote, "
+                              f"NUL or line break, got {delimiter!r}")
         return dict(paths=paths, format=fmt, delimiter=delimiter, header=header, columns=columns)
 
 
@@ -123,7 +168,7 @@ class EventsSpec(TableSpec):
         check_keys(raw, cls.KNOWN, where)
         base = TableSpec._fields(raw, where)
         behaviors_raw = _require(raw, "behaviors", where)
-        if not isinstance(behaviors_raw, Mapping):
+        if not isinstance(behaviors_raw, Mapping) or not behaviors_raw:
             raise ConfigError(f"{where}.behaviors must map raw values to click/save/purchase")
         behaviors = {}
         for raw_value, event in behaviors_raw.items():
@@ -132,30 +177,38 @@ class EventsSpec(TableSpec):
                     f"{where}.behaviors maps '{raw_value}' to unknown event '{event}'; "
                     f"known: {', '.join(EVENTS)}"
                 )
+            # YAML reads yes/no/true/off as booleans and ~ as null: quote such raw values.
+            if isinstance(raw_value, bool) or raw_value is None:
+                raise ConfigError(f"{where}.behaviors has the YAML value {raw_value!r} as a raw "
+                                  "value; quote it as written in the file")
+            if str(raw_value) in behaviors:
+                raise ConfigError(f"{where}.behaviors maps '{raw_value}' twice")
             behaviors[str(raw_value)] = event
-        unit = str(raw.get("timestamp_unit", "s"))
+        unit = _text(raw, "timestamp_unit", "s", where)
         if unit not in TIMESTAMP_UNITS:
             raise ConfigError(
                 f"{where}.timestamp_unit is '{unit}'; known: {', '.join(TIMESTAMP_UNITS)}"
             )
-        item_columns = dict(raw.get("item_columns") or {})
+        item_columns = _mapping(raw, "item_columns", where)
         for name, kind in item_columns.items():
             if kind not in COLUMN_TYPES:
                 raise ConfigError(
                     f"{where}.item_columns.{name} has type '{kind}'; known: {', '.join(COLUMN_TYPES)}"
                 )
+            if name in ("user_id", "item_id", "event", "timestamp"):
+                raise ConfigError(f"{where}.item_columns.{name} would replace the canonical "
+                                  f"events column '{name}'")
         spec = cls(
             **base,
-            user_id=str(raw.get("user_id", "user_id")),
-            item_id=str(raw.get("item_id", "item_id")),
-            behavior=str(raw.get("behavior", "behavior")),
-            timestamp=str(raw.get("timestamp", "timestamp")),
-            timestamp_format=str(raw.get("timestamp_format", "unix")),
+            **{role: _text(raw, role, role, where)
+               for role in ("user_id", "item_id", "behavior", "timestamp")},
+            timestamp_format=_text(raw, "timestamp_format", "unix", where),
             timestamp_unit=unit,
-            timezone=str(raw.get("timezone", "UTC")),
+            timezone=_text(raw, "timezone", "UTC", where),
             behaviors=behaviors,
             item_columns=item_columns,
         )
+        _check_timestamp(spec.timestamp_format, spec.timezone, where)
         if spec.columns is not None:
             for role in ("user_id", "item_id", "behavior", "timestamp"):
                 name = getattr(spec, role)
@@ -164,6 +217,10 @@ class EventsSpec(TableSpec):
                         f"{where}.{role} names column '{name}', which is not in "
                         f"{where}.columns {list(spec.columns)}"
                     )
+            for name in item_columns:
+                if name not in spec.columns:
+                    raise ConfigError(f"{where}.item_columns names column '{name}', which is not "
+                                      f"in {where}.columns {list(spec.columns)}")
         return spec
 
     @property
@@ -190,19 +247,22 @@ class SideTableSpec(TableSpec):
     def from_dict(cls, raw: Mapping[str, Any], where: str, default_key: str) -> "SideTableSpec":
         check_keys(raw, cls.KNOWN, where)
         base = TableSpec._fields(raw, where)
-        types = dict(raw.get("types") or {})
+        key = _text(raw, "key", default_key, where)
+        types = _mapping(raw, "types", where)
         for name, kind in types.items():
             if kind not in COLUMN_TYPES:
                 raise ConfigError(
                     f"{where}.types.{name} is '{kind}'; known: {', '.join(COLUMN_TYPES)}"
                 )
-        missing = dict(raw.get("missing_values") or {})
+            if name in (key, default_key):
+                raise ConfigError(f"{where}.types.{name} would replace the key column '{name}'")
+        missing = _mapping(raw, "missing_values", where)
         check_keys(missing, tuple(types), f"{where}.missing_values")
         missing = {
             name: tuple(str(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
             for name, values in missing.items()
         }
-        spec = cls(**base, key=str(raw.get("key", default_key)), types=types, missing_values=missing)
+        spec = cls(**base, key=key, types=types, missing_values=missing)
         if spec.columns is not None:
             for name in (spec.key, *types):
                 if name not in spec.columns:
@@ -252,18 +312,29 @@ class DatasetSpec:
         items = raw.get("items")
         users = raw.get("users")
         if root is None:
-            root = path.parent / str(raw.get("root", "."))
-        root = Path(root).expanduser()
+            if not isinstance(raw.get("root", "."), str):
+                raise ConfigError(f"{where}: root must be a folder name, got {raw['root']!r}")
+            root = path.parent / raw.get("root", ".")
+        try:
+            root = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError) as err:  # an unknown ~user, a name too long
+            raise ConfigError(f"{where}: root {str(root)!r} cannot be resolved: {err}") from None
+        for key in ("features", "defaults"):
+            if raw.get(key) is not None and not isinstance(raw[key], Mapping):
+                raise ConfigError(f"{where}: {key} must be a mapping, got {raw[key]!r}")
+        synthetic = raw.get("synthetic", False)
+        if not isinstance(synthetic, bool):
+            raise ConfigError(f"{where}: synthetic must be true or false, got {synthetic!r}")
         return cls(
             name=str(raw.get("name", path.stem)),
             path=path,
-            root=root.resolve(),
+            root=root,
             events=events,
-            items=SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items else None,
-            users=SideTableSpec.from_dict(users, f"{where}: users", "user_id") if users else None,
+            items=SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items is not None else None,
+            users=SideTableSpec.from_dict(users, f"{where}: users", "user_id") if users is not None else None,
             features=raw.get("features") or None,
             description=str(raw.get("description", "")),
-            synthetic=bool(raw.get("synthetic", False)),
+            synthetic=synthetic,
             defaults=dict(raw.get("defaults") or {}),
         )
 
@@ -318,9 +389,11 @@ def load_spec(dataset: str, root: str | Path | None = None) -> DatasetSpec:
     """
     path = resolve_spec_path(dataset)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: a dataset spec must be a YAML mapping, got {raw!r}")
     return DatasetSpec.from_dict(raw, path.resolve(), root)
