@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from shopping_mtl import distribute
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.config import DEFAULT_STAGES, Config  # noqa: F401  (tuning reads it here)
 from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
@@ -227,6 +228,11 @@ def summary_table(metrics: dict[str, float], names: list[str]) -> str:
 def prepare_state(config: Config) -> RunState:
     """The run folder (created) with the resolved config.yaml, and an empty RunState."""
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.data.dataset)
+    place = distribute.cluster()
+    if not place.is_chief:
+        # A worker of several trains in step with the chief; its own outputs stay apart.
+        run_dir = run_dir / "workers" / str(place.index)
+        config = dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, enabled=False))
     run_dir.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, run_dir=str(run_dir))
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -237,6 +243,11 @@ def prepare_state(config: Config) -> RunState:
 def run(config: Config, parent_run_id: str | None = None) -> RunState:
     """Run the configured stages and write the run folder (`parent_run_id`: track the run as a
     child of that MLflow run, as a search's final run is)."""
+    if distribute.cluster().multi_worker:
+        # Before any other TensorFlow work, as TensorFlow requires.
+        strategy = distribute.strategy()
+        log.info("training on %d workers (TF_CONFIG), this is worker %d",
+                 strategy.num_replicas_in_sync, distribute.cluster().index)
     state = prepare_state(config)
     config, run_dir = state.config, state.run_dir
     if config.deterministic:

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+
+from shopping_mtl import distribute
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,17 @@ def enable_determinism(seed: int) -> None:
     """Same seed, same figures: seeded Python/numpy/TF generators and deterministic TF ops."""
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def _outside_strategy(function, *args):
+    """`function(*args)` where no distribution strategy is in scope. A callback of `fit` runs in
+    the model's strategy scope, where new variables (a retrieval index) would become mirrored
+    ones the workers must create together; the scope belongs to a thread, so a thread of its own
+    is outside it."""
+    if not tf.distribute.has_strategy():
+        return function(*args)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args).result()
 
 
 class EpochClock(tf.keras.callbacks.Callback):
@@ -97,7 +111,7 @@ class EarlyStopping(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if self.objective is not None:
-            logs[self.monitor] = float(self.objective(self.model))
+            logs[self.monitor] = float(_outside_strategy(self.objective, self.model))
         value = float(logs.get(self.monitor, np.nan))
         improved = self._better(value)
         if self.name:
@@ -196,7 +210,8 @@ class TrainingState(tf.keras.callbacks.Callback):
 def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         validation_data: tf.data.Dataset | None = None, callbacks: list | None = None,
         stopper: EarlyStopping | None = None, clock: EpochClock | None = None,
-        backup_dir: Path | None = None, initial_epoch: int = 0) -> dict[str, list[float]]:
+        backup_dir: Path | None = None, initial_epoch: int = 0,
+        steps_per_epoch: int | None = None) -> dict[str, list[float]]:
     """`model.fit` made resumable when `backup_dir` is given; returns the whole run's per-epoch
     history (the epochs before a resume included). The backup is removed once fit ends."""
     callbacks = list(callbacks or [])
@@ -210,8 +225,14 @@ def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         # Last: Keras's backup of an epoch is saved after the state of the same epoch is on disk
         # (callbacks run in list order), and restores on train begin, before any epoch begins.
         callbacks += [state, tf.keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "keras"))]
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1 or distribute.cluster().multi_worker:
+        # Keras sums the replicas' logged values by default; each replica's metrics here cover
+        # the whole validation set (`distribute.evaluation`), so any one of them is the figure.
+        model.distribute_reduction_method = "first"
+        validation_data = distribute.evaluation(validation_data)
     fitted = model.fit(train_data, validation_data=validation_data, epochs=epochs,
-                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+                       initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                       callbacks=callbacks, verbose=0)
     if state is None:
         return {k: [float(v) for v in values] for k, values in fitted.history.items()}
     history = state.history

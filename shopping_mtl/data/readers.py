@@ -386,7 +386,8 @@ def _parse_timestamps(values: pd.Series, spec: EventsSpec) -> pd.Series:
         nanos = number * scale
         # Beyond pandas' datetime range counts as unparseable, not as an overflow traceback.
         nanos = nanos.where(nanos.abs() < 9.2e18)
-        parsed = pd.to_datetime(nanos.round(), unit="ns", errors="coerce")
+        # Unix times count from 1970-01-01 UTC: absolute, whatever the spec's `timezone`.
+        parsed = pd.to_datetime(nanos.round(), unit="ns", errors="coerce", utc=True)
     else:
         # With an offset (%z) or zone (%Z) in the pattern, rows may differ in offset: parse to UTC.
         aware = any(d in spec.timestamp_format for d in ("%z", "%Z"))

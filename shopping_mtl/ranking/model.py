@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl import training
+from shopping_mtl import distribute, training
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
@@ -118,7 +118,9 @@ class MultiTaskRanker(tfrs.models.Model):
         self.task_names = tuple(tasks)
         self.tasks = {
             task: tfrs.tasks.Ranking(
-                loss=tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+                # Summed here, averaged in compute_loss: tf.distribute refuses Keras's averaging
+                # reductions outside compile().
+                loss=tf.keras.losses.BinaryCrossentropy(reduction=tf.keras.losses.Reduction.SUM),
                 metrics=[tf.keras.metrics.AUC(name=f"{task}_auc")],
             )
             for task in self.task_names
@@ -133,9 +135,10 @@ class MultiTaskRanker(tfrs.models.Model):
 
     def compute_loss(self, features, training=False):
         predictions = self(features, training=training)
+        rows = tf.maximum(tf.cast(tf.shape(predictions["click"])[0], tf.float32), 1.0)
         total = 0.0
         for i, task in enumerate(self.task_names):
-            loss = self.tasks[task](labels=features[f"label_{task}"], predictions=predictions[task])
+            loss = self.tasks[task](labels=features[f"label_{task}"], predictions=predictions[task]) / rows
             if self.config.loss_weighting == "uncertainty":
                 total += tf.exp(-self.log_variances[i]) * loss + self.log_variances[i]
             else:
@@ -143,7 +146,9 @@ class MultiTaskRanker(tfrs.models.Model):
         if self.config.listwise_weight and "list_id" in features and "click" in self.task_names:
             total += self.config.listwise_weight * listwise_loss(
                 predictions[CLICK_LOGIT], features["label_click"], features["list_id"])
-        return total
+        # Each replica's gradients are summed across replicas: a mean over one replica's rows
+        # counts 1 / replicas of the step (1 on one machine).
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
@@ -182,10 +187,11 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     resume it after a kill (see `training.fit`).
     """
     tf.keras.utils.set_random_seed(seed)
-    model = MultiTaskRanker(build_scorer(features, config), config, tasks)
-    if initial_weights is not None:
-        model.scorer.set_weights(initial_weights)
-    model.compile(optimizer=LazyAdam(config.learning_rate))
+    with distribute.strategy().scope():
+        model = MultiTaskRanker(build_scorer(features, config), config, tasks)
+        if initial_weights is not None:
+            model.scorer.set_weights(initial_weights)
+        model.compile(optimizer=LazyAdam(config.learning_rate))
     monitor = [f"val_{task}_auc" for task in tasks]
 
     class MeanAuc(tf.keras.callbacks.Callback):
@@ -205,11 +211,14 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
 
     clock = training.EpochClock()
     if config.listwise_weight and "list_id" in train:
-        train_data = make_list_dataset(train, train["list_id"], config.batch_size, seed, clock=clock)
+        def build(**kw):
+            return make_list_dataset(train, train["list_id"], seed=seed, clock=clock, **kw)
     else:
-        train_data = make_dataset(train, config.batch_size, True, seed, clock=clock)
+        def build(**kw):
+            return make_dataset(train, shuffle=True, seed=seed, clock=clock, **kw)
+    train_data, steps = distribute.dataset(build, config.batch_size, config.epochs)
     history = training.fit(model, train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                            validation_data=make_dataset(holdout, config.batch_size, False, seed),
-                           callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir,
+                           callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir, steps_per_epoch=steps,
                            stopper=training.EarlyStopping(config.patience, "val_mean_auc", "max"))
     return model, {"history": history}

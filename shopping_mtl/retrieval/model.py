@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl import training
+from shopping_mtl import distribute, training
 from shopping_mtl.batches import make_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
@@ -134,15 +134,19 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
         the model (best weights restored) and a dict of per-epoch history and throughput.
     """
     tf.keras.utils.set_random_seed(seed)
-    query_model, candidate_model = build_towers(features, config)
-    model = TwoTowerModel(query_model, candidate_model, config)
-    model.compile(optimizer=LazyAdam(config.learning_rate))
+    with distribute.strategy().scope():
+        query_model, candidate_model = build_towers(features, config)
+        model = TwoTowerModel(query_model, candidate_model, config)
+        model.compile(optimizer=LazyAdam(config.learning_rate))
     n_pairs = len(train["sample_weight"])
     batch_size = min(config.batch_size, n_pairs)
     clock = training.EpochClock()
-    # Whole batches only: every in-batch softmax sees batch_size negatives.
-    train_data = make_dataset(train, batch_size, shuffle=True, seed=seed, drop_remainder=True,
-                              id_dropout=config.id_dropout, clock=clock)
+    # Whole batches only: every in-batch softmax sees batch_size negatives (batch_size / workers
+    # on each of several workers).
+    train_data, steps = distribute.dataset(
+        lambda **kw: make_dataset(train, shuffle=True, seed=seed, drop_remainder=True,
+                                  id_dropout=config.id_dropout, clock=clock, **kw),
+        batch_size, config.epochs)
     progress = _ProgressLog(n_pairs)
     val_data = None
     if validation is not None and len(validation["sample_weight"]) >= 2:
@@ -154,5 +158,6 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     elif val_data is not None:
         stopper = training.EarlyStopping(config.patience, "val_loss", "min")
     history = training.fit(model, train_data, epochs=config.epochs, validation_data=val_data,
-                           callbacks=[progress], stopper=stopper, clock=clock, backup_dir=backup_dir)
+                           callbacks=[progress], stopper=stopper, clock=clock, backup_dir=backup_dir,
+                           steps_per_epoch=steps)
     return model, {"history": history, "pairs_per_s": progress.throughput}
