@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
               f"recall@{size} {m[key]:.4f}{interval}, "
               f"new_gt recall@{size} {m.get(f'candidate_set/new_gt/recall@{size}', float('nan')):.4f}")
     print(f"\nrun folder: {state.run_dir}")
+    if state.tracking_error:
+        print(f"error: the run is complete on disk in {state.run_dir} (exports included), but recording it "
+              f"in MLflow failed: {state.tracking_error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -98,6 +98,7 @@ class RunState:
     retrieval: dict | None = None  # the fitted two-tower model, its data and validation lists
     candidate_set: pd.DataFrame | None = None  # the merged candidates for test users
     histories: dict[str, dict] = field(default_factory=dict)  # model -> Keras History.history
+    tracking_error: str | None = None  # set when recording the finished run in MLflow failed
 
     def backup_dir(self, name: str) -> Path:
         """Where the fit of model `name` keeps what a rerun into this run folder resumes from."""
@@ -347,6 +348,7 @@ def record_run(state: RunState, tracker) -> None:
     except Exception as err:  # noqa: BLE001 - the run's results are safe on disk; say so
         log.error("MLflow tracking failed at the end of the run (%s: %s); the run folder %s and its "
                   "exports are complete on disk", type(err).__name__, err, run_dir)
+        state.tracking_error = f"{type(err).__name__}: {err}"
         try:
             tracker.end("FAILED")
         except Exception:  # noqa: BLE001

@@ -18,6 +18,7 @@ import tensorflow as tf
 from conftest import ROOT, run_cli, tiny_log
 from shopping_mtl import training
 from shopping_mtl.batches import make_dataset, make_list_dataset
+from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
 from shopping_mtl.data import synthetic
 
 TRAIN_ARGS = ("--set", "tracking.enabled=false", "--set", "evaluation.bootstrap_resamples=50",
@@ -179,3 +180,33 @@ def test_sigkill_during_training_resumes_to_identical_metrics(synthetic_spec, tm
     # The lists behind the figures are the same too.
     for name in ("candidates.parquet", "recommendations.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(killed_dir / name), pd.read_parquet(tmp_path / "ref" / name))
+
+
+def test_tracking_server_lost_before_the_end_leaves_the_run_and_says_so(synthetic_spec, tmp_path, mlflow_server):
+    """The server answers at the start, goes away during training: the run folder and exports
+    are complete, the log and the exit code (3) say that recording the run failed."""
+    run_dir = tmp_path / "run"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "--dataset", str(synthetic_spec), "--run-dir", str(run_dir),
+         "--set", "evaluation.bootstrap_resamples=20", "--set", "ranking.compare_single_task=false",
+         "--set", "retrieval.epochs=2", "--set", "ranking.epochs=1", "--stages", "data,retrieval,ranking"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **env), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / ".backup").exists():  # training has begun, the run is open in MLflow
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    experiments = mlflow_server.api("experiments/search", {"max_results": 100})["experiments"]
+    ids = [e["experiment_id"] for e in experiments if e["name"] == "shopping_mtl"]
+    runs = mlflow_server.api("runs/search", {"experiment_ids": ids})["runs"]
+    assert [r["info"]["status"] for r in runs] == ["RUNNING"]
+    mlflow_server.stop()
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 3, err[-3000:]
+    assert "MLflow tracking failed at the end of the run" in err and "complete on disk" in err
+    assert (run_dir / "metrics.json").is_file()
+    for model in ("retrieval", "ranker", "recommend"):
+        assert (run_dir / "export" / model / "1" / "saved_model.pb").is_file()
