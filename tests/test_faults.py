@@ -21,7 +21,7 @@ from shopping_mtl.batches import make_dataset, make_list_dataset
 from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
 from shopping_mtl.data import synthetic
 
-TRAIN_ARGS = ("--set", "tracking.enabled=false", "--set", "evaluation.bootstrap_resamples=50",
+TRAIN_ARGS = ("--set", "evaluation.bootstrap_resamples=50",
               "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
               "--set", "ranking.epochs=3", "--stages", "data,baselines,retrieval,ranking")
 
@@ -139,74 +139,58 @@ def test_ranker_fit_resumes_to_the_same_weights_and_history(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(weights, reference_weights))
 
 
-@pytest.fixture(scope="module")
-def synthetic_spec(tmp_path_factory) -> Path:
-    return synthetic.generate(tmp_path_factory.mktemp("faults") / "data", 10_000, seed=1)
-
-
-def _train(spec: Path, run_dir: Path, **popen) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _train(spec: Path, run_dir: Path, env: dict | None = None, extra=()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "train.py", "--dataset", str(spec), "--run-dir", str(run_dir),
-                             *TRAIN_ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                             *TRAIN_ARGS, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkill_during_training_resumes_to_identical_metrics(synthetic_spec, tmp_path):
-    """A reference run, and a run SIGKILLed once the ranker has backed up its second epoch and
-    then started again into the same folder: the rerun recomputes the earlier stages (the same
-    seed gives the same figures), resumes the ranker, and writes the same metrics.json."""
-    reference = run_cli("train.py", "--dataset", str(synthetic_spec), "--run-dir", str(tmp_path / "ref"),
-                        *TRAIN_ARGS, timeout=600)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-
-    killed_dir = tmp_path / "killed"
-    process = _train(synthetic_spec, killed_dir)
-    marker = killed_dir / ".backup" / "ranker" / "keras" / "chief" / "ckpt-2.index"
+def _wait_for(path: Path, process: subprocess.Popen, what: str) -> None:
     deadline = time.time() + 600
-    while not marker.exists():
+    while not path.exists():
         assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() < deadline, "the ranker never reached its second epoch"
+        assert time.time() < deadline, f"{what} never happened"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed_dir / "metrics.json").exists()
-
-    rerun = run_cli("train.py", "--dataset", str(synthetic_spec), "--run-dir", str(killed_dir),
-                    *TRAIN_ARGS, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resumed from the backup" in rerun.stderr and "ranker at epoch 3" in rerun.stderr
-    assert (killed_dir / "metrics.json").read_bytes() == (tmp_path / "ref" / "metrics.json").read_bytes()
-    assert not (killed_dir / ".backup" / "ranker").exists()
-    # The lists behind the figures are the same too.
-    for name in ("candidates.parquet", "recommendations.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(killed_dir / name), pd.read_parquet(tmp_path / "ref" / name))
 
 
-def test_tracking_server_lost_before_the_end_leaves_the_run_and_says_so(synthetic_spec, tmp_path, mlflow_server):
-    """The server answers at the start, goes away during training: the run folder and exports
-    are complete, the log and the exit code (3) say that recording the run failed."""
-    run_dir = tmp_path / "run"
-    env = {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    process = subprocess.Popen(
-        [sys.executable, "train.py", "--dataset", str(synthetic_spec), "--run-dir", str(run_dir),
-         "--set", "evaluation.bootstrap_resamples=20", "--set", "ranking.compare_single_task=false",
-         "--set", "retrieval.epochs=2", "--set", "ranking.epochs=1", "--stages", "data,retrieval,ranking"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **env), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run_dir / ".backup").exists():  # training has begun, the run is open in MLflow
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
+def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_server):
+    """Two faults on one small synthetic log, and one claim about both.
+
+    1. The tracking server answers at the start and goes away during training: the run folder
+       and its exports are complete on disk, the log and the exit code (3) say that recording
+       the run failed.
+    2. A run SIGKILLed once the ranker has backed up its second epoch, then started again into
+       the same folder: the rerun computes the earlier stages again (the same seed gives the
+       same figures), resumes the ranker from its backup, and writes a metrics.json identical,
+       byte for byte, to the first run's (tracking changes no figure).
+    """
+    spec = synthetic.generate(tmp_path / "data", 6_000, seed=1)
+    first = tmp_path / "first"
+    process = _train(spec, first, {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    _wait_for(first / ".backup", process, "training")  # training has begun: the run is open
     experiments = mlflow_server.api("experiments/search", {"max_results": 100})["experiments"]
     ids = [e["experiment_id"] for e in experiments if e["name"] == "shopping_mtl"]
-    runs = mlflow_server.api("runs/search", {"experiment_ids": ids})["runs"]
-    assert [r["info"]["status"] for r in runs] == ["RUNNING"]
+    assert [r["info"]["status"] for r in mlflow_server.api("runs/search", {"experiment_ids": ids})["runs"]] == ["RUNNING"]
     mlflow_server.stop()
     _, err = process.communicate(timeout=600)
     assert process.returncode == 3, err[-3000:]
     assert "MLflow tracking failed at the end of the run" in err and "complete on disk" in err
-    assert (run_dir / "metrics.json").is_file()
     for model in ("retrieval", "ranker", "recommend"):
-        assert (run_dir / "export" / model / "1" / "saved_model.pb").is_file()
+        assert (first / "export" / model / "1" / "saved_model.pb").is_file()
+
+    killed = tmp_path / "killed"
+    process = _train(spec, killed, extra=("--set", "tracking.enabled=false"))
+    _wait_for(killed / ".backup" / "ranker" / "keras" / "chief" / "ckpt-2.index", process,
+              "the ranker's second epoch")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists()
+    rerun = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(killed), *TRAIN_ARGS,
+                    "--set", "tracking.enabled=false", timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from the backup" in rerun.stderr and "ranker at epoch 3" in rerun.stderr
+    assert (killed / "metrics.json").read_bytes() == (first / "metrics.json").read_bytes()
+    assert not (killed / ".backup" / "ranker").exists()
+    for name in ("candidates.parquet", "recommendations.parquet"):  # the lists behind the figures
+        pd.testing.assert_frame_equal(pd.read_parquet(killed / name), pd.read_parquet(first / name))
