@@ -87,14 +87,18 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     categories = (as_str(catalogue.drop_duplicates("item_id").set_index("item_id")["category"]
                          .reindex(frame["item_id"])) if "category" in catalogue
                   else np.full(len(frame), "", dtype=object))
+    # Text once per user and per row, not once per batch (the whole item column per batch was
+    # quadratic in the rows).
+    text = {k: history[k].astype(str) for k in ("items", "categories", "events")}
+    item_text, category_text = frame["item_id"].to_numpy(dtype=str), categories.astype(str)
     parts = []
     for start in range(0, len(frame), batch_rows):
         pos = user_pos[start:start + batch_rows]
         parts.append(cross_features(
-            tf.constant(history["items"][pos].astype(str)), tf.constant(history["categories"][pos].astype(str)),
-            tf.constant(history["events"][pos].astype(str)), tf.constant(history["ages"][pos]),
-            tf.constant(frame["item_id"].to_numpy(dtype=str)[start:start + batch_rows, None]),
-            tf.constant(categories[start:start + batch_rows, None].astype(str)),
+            tf.constant(text["items"][pos]), tf.constant(text["categories"][pos]),
+            tf.constant(text["events"][pos]), tf.constant(history["ages"][pos]),
+            tf.constant(item_text[start:start + batch_rows, None]),
+            tf.constant(category_text[start:start + batch_rows, None]),
         ).numpy()[:, 0, :])
     arrays["cross"] = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 8), np.float32)
     counts = history_events["item_id"].value_counts()
