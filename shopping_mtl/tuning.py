@@ -238,13 +238,14 @@ def make_tuner(study: Study, state, directory: Path, tracker=None, max_trials: i
             import keras_tuner as kt
 
             values = trial.hyperparameters.values
-            config = self.trial_config(values)
             child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
             started = time.perf_counter()
             try:
                 if child is not None:
                     child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
                     child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
+                # Inside the try: a trial whose settings are rejected is a failed child run too.
+                config = self.trial_config(values)
                 objective, history = self._train(trial, config, values)
                 if child is not None:
                     for epoch, row in enumerate(zip(*history.values())):
@@ -396,7 +397,12 @@ def run_worker(config, study: Study, wait_s: float = 600.0):
         time.sleep(1.0)
     if not parent.is_file():
         raise ShoppingMtlError(f"no chief started the search in {run_dir} within {wait_s:.0f}s ({parent} missing)")
-    state = pipeline.RunState(config=config, run_dir=run_dir)
+    # The workers share the chief's tuner folder (the trials) but not the stages' outputs: each
+    # prepares its own (the retrieval stage's lists, export and resumable-fit backup, which
+    # two workers writing into one folder at once would trample) under workers/<tuner id>/.
+    own_dir = run_dir / "workers" / os.environ.get("KERASTUNER_TUNER_ID", "worker")
+    own_dir.mkdir(parents=True, exist_ok=True)
+    state = pipeline.RunState(config=dataclasses.replace(config, run_dir=str(own_dir)), run_dir=own_dir)
     parent_id = parent.read_text().strip()
     tracker = tracking.Tracker.attach(pipeline.PROJECT_ROOT, parent_id) if parent_id and config.tracking.enabled else None
     for name in config.stages:
@@ -421,8 +427,14 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None,
 
     from keras_tuner.src.distribute import utils as dist_utils
 
+    from shopping_mtl.config import Config, _build  # noqa: PLC2701
+
     study = load_study(study_path)
     stages = ("data",) if study.model == "retrieval" else ("data", "retrieval")
+    # The study's fixed values hold for every trial, so also for what is prepared once for all
+    # of them (the ranking days of `ranking.extra_days`, the holdout users, the retrieval stage);
+    # each trial's config still validates them (a bad fixed value fails every trial, reported).
+    config = _build(Config, merge(config.to_dict(), _nested(dict(study.fixed))))
     config = dataclasses.replace(config, stages=stages)
     role = ("chief" if dist_utils.is_chief_oracle() else "worker") if dist_utils.has_chief_oracle() else "single"
     if role == "worker":
@@ -464,8 +476,6 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None,
             best_config[study.model]["epochs"] = int(result.best["values"]["tuner/epochs"])
         (state.run_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
     if result.best is not None and final_run:
-        from shopping_mtl.config import Config, _build  # noqa: PLC2701
-
         best_config = dict(best_config, run_dir=str(state.run_dir / "best"),
                            stages=list(pipeline.DEFAULT_STAGES))
         log.info("search %s: training the best config (trial %s) with every stage", study.name,

@@ -68,6 +68,8 @@ class MlflowServer:
         ]
         env = dict(os.environ)
         env.pop("MLFLOW_TRACKING_URI", None)
+        # No background job runner (its consumers are eight more processes on a 2-core machine).
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         # Own process group, so teardown can stop the server and the workers it forks.
         self.process = subprocess.Popen(command, cwd=self.folder, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)

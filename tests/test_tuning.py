@@ -1,5 +1,14 @@
-"""The Keras Tuner search: studies, the mapping from hyperparameters to config, a search tracked
-through a real MLflow server, Hyperband's promoted trials, failures reported, resume after SIGKILL."""
+"""The Keras Tuner search: studies, the mapping from hyperparameters to config, a distributed
+search (a chief and two workers) tracked through a real MLflow server (trials as child runs, the
+final run's registered exports and the champion alias), Hyperband's promoted trials, failures
+reported, resume after SIGKILL.
+
+Cost: every search starts TensorFlow and prepares its data, so the module runs few, small
+searches: one `mlflow server` for the module (each search logs to its own experiment); one
+distributed search with the module's only final run, read by several tests and started in the
+background as the module begins, so the other searches run while it trains; two-tower studies
+where the model does not matter (failures, resume: no retrieval stage to prepare).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +17,14 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
-from conftest import ROOT, run_cli
-from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
+from conftest import ROOT
+from mlflow_server import MlflowServer, free_port, mlflow_db_template  # noqa: F401  (fixture)
 from shopping_mtl import tuning
 from shopping_mtl.errors import ConfigError
 
@@ -34,21 +44,98 @@ fixed:
   ranking.compare_single_task: false
   ranking.tower_layers: [8]
 """
+# A two-tower study: its search prepares only the data stage (a ranker study also runs the
+# retrieval stage first), so tests about the search machinery rather than the ranker use it.
+TINY_RETRIEVAL = """\
+name: tiny_retrieval
+model: retrieval
+objective: {metric: retrieval/validation/recall@100, direction: max}
+oracle: {type: random, seed: 0}
+budget: {max_trials: 2}
+space:
+  retrieval.embedding_dim: {values: [8, 16]}
+  retrieval.learning_rate: {min: 0.002, max: 0.02, sampling: log}
+fixed:
+  retrieval.epochs: 1
+  retrieval.early_stopping: val_loss
+"""
 FLAGS = ("--no-final-run", "--set", "retrieval.epochs=1", "--set", "retrieval.early_stopping=val_loss",
          "--set", "evaluation.bootstrap_resamples=0")
+ARCHITECTURES = ("shared_bottom", "mmoe", "esmm")
 
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
     from shopping_mtl.data import synthetic
 
-    return synthetic.generate(tmp_path_factory.mktemp("tune") / "data", 12_000, seed=2)
+    return synthetic.generate(tmp_path_factory.mktemp("tune") / "data", 6_000, seed=2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, mlflow_db_template):
+    """One real `mlflow server` for the module; each search logs to its own experiment."""
+    with pytest.MonkeyPatch.context() as patch:
+        # MLflow's job runner (eight more processes, seconds of start-up) serves nothing here.
+        patch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        running = MlflowServer(tmp_path_factory.mktemp("tuning_mlflow"), seed_db=mlflow_db_template).start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 def study_file(folder, oracle="{type: random, seed: 0}", text=TINY):
     path = folder / "study.yaml"
     path.write_text(text.replace("ORACLE", oracle))
     return path
+
+
+def train(*args: str, tracking_uri: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a fresh interpreter (tracking to `tracking_uri` if given)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The rows (trial, status, objective, settings...) of the trial table a search prints."""
+    table = stdout.split("\ntrial   status", 1)[1].split("\n\n", 1)[0]
+    return [line.split() for line in table.splitlines()[1:] if line[:1].isdigit()]
+
+
+def tags(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def metrics(run: dict) -> dict:
+    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+
+
+def params(run: dict) -> dict:
+    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
+
+
+def experiment_runs(server: MlflowServer, experiment: str) -> list[dict]:
+    """Every run of an experiment, read over the server's REST API."""
+    found = server.api(f"experiments/get-by-name?experiment_name={experiment}")["experiment"]["experiment_id"]
+    return server.api("runs/search", {"experiment_ids": [found], "max_results": 1000}).get("runs", [])
+
+
+def search_runs(server: MlflowServer, experiment: str) -> SimpleNamespace:
+    """A search's runs: the one parent, its trial child runs, its other child runs (the final run)."""
+    runs = experiment_runs(server, experiment)
+    parents = [r for r in runs if "mlflow.parentRunId" not in tags(r)]
+    assert len(parents) == 1, [tags(r).get("mlflow.runName") for r in parents]
+    children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parents[0]["info"]["run_id"]]
+    assert len(children) == len(runs) - 1  # nothing outside the search's tree
+    return SimpleNamespace(parent=parents[0], trials=[r for r in children if "trial_id" in tags(r)],
+                           others=[r for r in children if "trial_id" not in tags(r)])
+
+
+# --------------------------------------------------------------------------------------------
+# Studies and the mapping from hyperparameters to config (no search)
 
 
 def test_study_errors_name_the_bad_key(tmp_path):
@@ -82,135 +169,269 @@ def test_build_maps_shorthands_and_keeps_fixed_values(tmp_path):
     assert "tuner" not in overrides
 
 
-def test_three_trial_search_tracked_in_a_real_mlflow_server(tiny_log, tmp_path, mlflow_server):
-    env_before = os.environ["MLFLOW_TRACKING_URI"]
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server.url
-    try:
-        # With the final run: the best config trained with every stage, its exports registered.
-        done = run_cli("train.py", "--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
-                       "--tune", str(study_file(tmp_path)), *FLAGS[1:], timeout=900)
-    finally:
-        os.environ["MLFLOW_TRACKING_URI"] = env_before
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "best: trial" in done.stdout and (tmp_path / "run" / "best_config.yaml").is_file()
-    runs = mlflow_server.api("runs/search", {"experiment_ids": [
-        mlflow_server.api("experiments/get-by-name?experiment_name=shopping_mtl")["experiment"]["experiment_id"]]})["runs"]
-    tags = lambda run: {t["key"]: t["value"] for t in run["data"].get("tags", [])}  # noqa: E731
-    parents = [r for r in runs if "mlflow.parentRunId" not in tags(r)]
-    children = [r for r in runs if tags(r).get("mlflow.parentRunId") == parents[0]["info"]["run_id"]]
-    assert len(parents) == 1 and tags(parents[0])["search"] == "tiny"
-    final = [r for r in children if "trial_id" not in tags(r)]
-    children = [r for r in children if "trial_id" in tags(r)]
-    assert len(children) == 3 and len(final) == 1
-    assert final[0]["info"]["status"] == "FINISHED" and "the best config, every stage" in done.stdout
-    for name in ("retrieval", "ranker", "recommend"):
-        model = mlflow_server.api(f"registered-models/get?name=shopping-{name}")["registered_model"]
-        assert [a["alias"] for a in model.get("aliases", [])] == ["champion"]
-        assert model["latest_versions"][0]["run_id"] == final[0]["info"]["run_id"]
-    for child in children:
-        metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
-        params = {p["key"]: p["value"] for p in child["data"]["params"]}
-        assert 0 < metrics["ranker/holdout_ndcg_at_10"] <= 1
-        assert params["ranking.architecture"] in ("shared_bottom", "mmoe", "esmm")
-        assert "ranking.learning_rate" in params and child["info"]["status"] == "FINISHED"
-    parent_metrics = {m["key"]: m["value"] for m in parents[0]["data"]["metrics"]}
-    assert parent_metrics["search/trials"] == 3 and parent_metrics["search/failed_trials"] == 0
-    assert parent_metrics["search/best/ranker/holdout_ndcg_at_10"] == max(
-        next(m["value"] for m in c["data"]["metrics"] if m["key"] == "ranker/holdout_ndcg_at_10") for c in children)
+# --------------------------------------------------------------------------------------------
+# Hyperband, in this process (a search without Keras Tuner's chief), tracked through the server
 
 
-def test_hyperband_continues_promoted_trials_from_their_weights(tiny_log, tmp_path):
+def test_hyperband_continues_promoted_trials_from_their_weights(tiny_log, tmp_path, server, monkeypatch):
     from shopping_mtl.config import load_config
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     config = load_config(overrides={"run_dir": str(tmp_path / "run"), "data": {"dataset": str(tiny_log)},
                                     "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
-                                    "tracking": {"enabled": False}})
-    result = tuning.run_search(config, study_file(tmp_path, "{type: hyperband, max_epochs: 3, factor: 3, seed: 0}"),
-                               final_run=False)
+                                    "evaluation": {"bootstrap_resamples": 0},
+                                    "tracking": {"experiment": "hyperband"}})
+    # max_epochs 2, factor 2: a bracket of two 1-epoch trials whose better one is promoted to
+    # 2 epochs, then a bracket of fresh 2-epoch trials, which finds no setting left in this
+    # two-point space: the search ends after the three trials of the first bracket.
+    study = TINY.replace("  ranking.architecture: {values: [shared_bottom, mmoe, esmm], role: scientific}\n", "")
+    study = study.replace("  ranking.learning_rate: {min: 0.001, max: 0.01, sampling: log}\n", "")
+    result = tuning.run_search(config, study_file(tmp_path, "{type: hyperband, max_epochs: 2, factor: 2, seed: 0}",
+                                                  text=study), final_run=False)
+    assert [t["values"]["tuner/epochs"] for t in result.trials] == [1, 1, 2]
+    assert result.final_metrics is None and not (tmp_path / "run" / "best").exists()
     assert all(t["status"] == "COMPLETED" for t in result.trials)
     promoted = [t for t in result.trials if t["values"].get("tuner/trial_id")]
-    assert promoted and all(t["values"]["tuner/epochs"] == 3 for t in promoted)
+    assert promoted and all(t["values"]["tuner/epochs"] == 2 and t["values"]["tuner/initial_epoch"] == 1
+                            for t in promoted)
     for t in promoted:  # its round started from the saved weights of the trial it continues
         assert (tmp_path / "run" / "tuning" / "tiny" / f"trial_{t['values']['tuner/trial_id']}" / "ranker_weights.npz").is_file()
-    import yaml
-
     best = yaml.safe_load((tmp_path / "run" / "best_config.yaml").read_text())
     assert best["ranking"]["epochs"] == result.best["values"]["tuner/epochs"]
+    # Every trial is a child run of the search's run, with its objective and hyperparameters
+    # (Hyperband's own included); no other child run (no final run).
+    runs = search_runs(server, "hyperband")
+    assert runs.parent["info"]["status"] == "FINISHED" and not runs.others
+    assert sorted(tags(c)["trial_id"] for c in runs.trials) == sorted(t["trial_id"] for t in result.trials)
+    for child in runs.trials:
+        trial = next(t for t in result.trials if t["trial_id"] == tags(child)["trial_id"])
+        assert child["info"]["status"] == "FINISHED"
+        assert metrics(child)["ranker/holdout_ndcg_at_10"] == pytest.approx(trial["objective"], rel=1e-6)
+        assert params(child)["ranking.bottom_width"] == str(trial["values"]["ranking.bottom_width"])
+        assert params(child)["tuner.epochs"] == str(trial["values"]["tuner/epochs"])
 
 
-def test_failed_trials_are_reported_never_a_silent_none(tiny_log, tmp_path):
-    bad = TINY.replace("ranking.epochs: 1", "ranking.epochs: 1\n  ranking.batch_size: 0")
-    done = run_cli("train.py", "--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
-                   "--tune", str(study_file(tmp_path, text=bad)), *FLAGS, timeout=600)
+# --------------------------------------------------------------------------------------------
+# Failures and resume
+
+
+def test_failed_trials_are_reported_never_a_silent_none(tiny_log, tmp_path, server):
+    bad = TINY_RETRIEVAL.replace("max_trials: 2", "max_trials: 3").replace(
+        "retrieval.epochs: 1", "retrieval.epochs: 1\n  retrieval.batch_size: 0")
+    done = train("--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
+                 "--tune", str(study_file(tmp_path, text=bad)), *FLAGS, "--set", "tracking.experiment=failing",
+                 tracking_uri=server.url)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "no trial completed" in done.stderr and "ranking.batch_size must be positive" in done.stderr
-
-
-KILL_AFTER_FIRST_TRIAL = 'trial 0: ranker/holdout_ndcg@10'
+    assert "no trial completed" in done.stderr and "retrieval.batch_size must be positive" in done.stderr
+    # In MLflow too: the search failed, every trial is a failed child run carrying its error,
+    # and there is no best value at all (never a best score of None).
+    runs = search_runs(server, "failing")
+    assert runs.parent["info"]["status"] == "FAILED" and not runs.others
+    summary = metrics(runs.parent)
+    assert summary["search/trials"] == 3 and summary["search/failed_trials"] == 3
+    assert not [k for k in summary if k.startswith("search/best/")]
+    assert len(runs.trials) == 3
+    for child in runs.trials:
+        assert child["info"]["status"] == "FAILED"
+        assert "retrieval.batch_size must be positive" in tags(child)["error"]
 
 
 def test_a_search_killed_mid_trial_resumes_keeping_finished_trials(tiny_log, tmp_path):
+    study = study_file(tmp_path, text=TINY_RETRIEVAL)
     args = [sys.executable, "train.py", "--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
-            "--tune", str(study_file(tmp_path)), *FLAGS]
+            "--tune", str(study), *FLAGS]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
-        for line in process.stderr:  # wait until trial 0 has finished and trial 1 is under way
-            if KILL_AFTER_FIRST_TRIAL in line or time.time() > deadline:
+        for line in process.stderr:  # trial 0 has finished and trial 1 has started (its MLflow run)
+            if "(tiny_retrieval trial 1)" in line or time.time() > deadline:
                 break
-        time.sleep(2.0)
+        time.sleep(0.5)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    trial_0 = json.loads((tmp_path / "run" / "tuning" / "tiny" / "trial_0" / "trial.json").read_text())
+    trials = tmp_path / "run" / "tuning" / "tiny_retrieval"
+    trial_0 = json.loads((trials / "trial_0" / "trial.json").read_text())
     assert trial_0["status"] == "COMPLETED"
-    done = run_cli("train.py", "--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
-                   "--tune", str(study_file(tmp_path)), *FLAGS, timeout=600)
+    # Killed mid-trial: trial 1 had started and not finished.
+    assert json.loads((trials / "trial_1" / "trial.json").read_text())["status"] == "RUNNING"
+    done = train("--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"), "--tune", str(study), *FLAGS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Reloading Tuner" in done.stdout + done.stderr
-    table = done.stdout.split("\ntrial   status", 1)[1].split("\n\n", 1)[0]
-    rows = [line.split() for line in table.splitlines()[1:] if line[:1].isdigit()]
-    assert [r[0] for r in rows] == ["0", "1", "2"] and all(r[1] == "COMPLETED" for r in rows)
-    # The finished trial kept its result; it was not trained again.
+    rows = table_rows(done.stdout)
+    assert [r[0] for r in rows] == ["0", "1"] and all(r[1] == "COMPLETED" for r in rows)
+    # The finished trial kept its result and was not trained again; the interrupted one was.
     assert float(rows[0][2]) == pytest.approx(
-        trial_0["metrics"]["metrics"]["ranker/holdout_ndcg@10"]["observations"][0]["value"][0], abs=5e-5)
+        trial_0["metrics"]["metrics"]["retrieval/validation/recall@100"]["observations"][0]["value"][0], abs=5e-5)
+    assert "(tiny_retrieval trial 0)" not in done.stderr and "trial 0: retrieval" not in done.stderr
+    assert "(tiny_retrieval trial 1)" in done.stderr and "trial 1: retrieval/validation/recall@100 = " in done.stderr
 
 
-def test_distributed_search_chief_and_two_workers_share_one_search(tiny_log, tmp_path):
-    """Keras Tuner's own chief/worker mode: the chief serves the oracle, two workers train
-    the trials, and every trial lands under the chief's MLflow run."""
-    from mlflow import MlflowClient
+# --------------------------------------------------------------------------------------------
+# One three-trial ranker search in Keras Tuner's distributed mode (a chief serving the oracle,
+# two workers training the trials), tracked through the real server, with the module's only
+# final run (the chief's, after the trials). Before it, the registry already holds a champion
+# ranker the final run cannot beat (objective 1.0) and a champion recommend model it does beat
+# (0.0); there is no retrieval model yet. It is the module's longest search, so it starts in the
+# background as the module begins (when one of its tests is selected) and the other searches
+# run meanwhile; its tests come last.
 
-    from mlflow_server import free_port
+TUNERS = ("chief", "tuner0", "tuner1")
 
-    port = free_port()
-    run_dir = tmp_path / "run"
+
+@pytest.fixture(scope="module")
+def search_started(tiny_log, server, tmp_path_factory):
+    """Seeds the registry, starts the chief and the two workers; kills what still runs at the end."""
+    folder = tmp_path_factory.mktemp("search")
+    dataset = yaml.safe_load(tiny_log.read_text())["name"]
+    objective_name = f"ranker/holdout_ndcg@10 on {dataset}"  # what a run's exports are judged by
+    earlier = {}
+    for name, objective in (("ranker", 1.0), ("recommend", 0.0)):
+        registered = f"shopping-{name}"
+        server.api("registered-models/create", {"name": registered})
+        version = server.api("model-versions/create", {
+            "name": registered, "source": f"s3://an-earlier-run/{name}",
+            "tags": [{"key": "objective_name", "value": objective_name},
+                     {"key": "objective", "value": repr(objective)},
+                     {"key": "higher_is_better", "value": "true"}]})["model_version"]["version"]
+        server.api("registered-models/alias", {"name": registered, "alias": "champion", "version": version})
+        earlier[name] = version
+    run_dir = folder / "run"
     args = [sys.executable, "train.py", "--dataset", str(tiny_log), "--run-dir", str(run_dir),
-            "--tune", str(study_file(tmp_path, text=TINY.replace("max_trials: 3", "max_trials: 4"))), *FLAGS]
+            "--tune", str(study_file(folder)), *FLAGS[1:]]  # FLAGS[1:]: with the final run
+    port = free_port()
     processes = {}
-    for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), KERASTUNER_TUNER_ID=tuner_id,
+    for tuner_id in TUNERS:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=server.url, KERASTUNER_TUNER_ID=tuner_id,
                    KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
-        processes[tuner_id] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                               stderr=subprocess.PIPE, text=True)
+        with open(folder / f"{tuner_id}.out", "w") as out, open(folder / f"{tuner_id}.err", "w") as err:
+            processes[tuner_id] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
     try:
-        outputs = {name: p.communicate(timeout=900) for name, p in processes.items()}
+        yield SimpleNamespace(processes=processes, folder=folder, run_dir=run_dir, objective_name=objective_name,
+                              earlier=earlier)
     finally:
-        for p in processes.values():
-            if p.poll() is None:
-                p.kill()
-    for name, p in processes.items():
-        assert p.returncode == 0, (name, outputs[name][1][-3000:])
-    assert "best: trial" in outputs["chief"][0]
-    table = outputs["chief"][0].split("\ntrial   status", 1)[1].split("\n\n", 1)[0]
-    assert len([line for line in table.splitlines()[1:] if line[:1].isdigit()]) == 4
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    parent_id = (run_dir / "tuning" / "tiny.parent_run_id").read_text().strip()
-    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["tuner_id"] for c in children} <= {"tuner0", "tuner1"}
-    assert len({c.data.tags["tuner_id"] for c in children}) == 2  # both workers took trials
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_the_search_early(request):
+    """Starts the search as the module begins, only when a selected test reads it."""
+    if any("search" in item.fixturenames for item in request.session.items if item.module is request.module):
+        request.getfixturevalue("search_started")
+
+
+@pytest.fixture(scope="module")
+def search(search_started, server):
+    """Waits for the search; its outputs and its runs as the server holds them."""
+    started = search_started
+    try:
+        # The workers first: Keras Tuner's chief waits forever for a worker that died mid-trial.
+        for name in TUNERS[1:]:
+            started.processes[name].wait(timeout=600)
+        if all(started.processes[name].returncode == 0 for name in TUNERS[1:]):
+            started.processes["chief"].wait(timeout=600)
+    finally:
+        for process in started.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    done = {name: subprocess.CompletedProcess(p.args, p.returncode, (started.folder / f"{name}.out").read_text(),
+                                              (started.folder / f"{name}.err").read_text())
+            for name, p in started.processes.items()}
+    for name, output in done.items():
+        assert output.returncode == 0, (name, output.stderr[-3000:])
+    return SimpleNamespace(done=done["chief"], workers={n: done[n] for n in TUNERS[1:]}, run_dir=started.run_dir,
+                           runs=search_runs(server, "shopping_mtl"), objective_name=started.objective_name,
+                           earlier=started.earlier)
+
+
+def test_search_prints_its_trials_and_writes_the_best_config(search):
+    out = search.done.stdout
+    rows = table_rows(out)
+    assert [r[0] for r in rows] == ["0", "1", "2"] and all(r[1] == "COMPLETED" for r in rows)
+    assert "best: trial" in out and (search.run_dir / "search.txt").is_file()
+    best_id = out.split("best: trial ", 1)[1].split(",", 1)[0]
+    best = yaml.safe_load((search.run_dir / "best_config.yaml").read_text())
+    # best_config.yaml is the best trial's settings on top of the study's fixed values.
+    assert f"architecture={best['ranking']['architecture']}," in " ".join(rows[int(best_id)])
+    assert best["ranking"]["epochs"] == 1 and best["ranking"]["extra_days"] == 1
+    assert float(rows[int(best_id)][2]) == max(float(r[2]) for r in rows)
+
+
+def ranking_days(log: str) -> list[str]:
+    return [line.split("ranking: ", 1)[1].split(",", 1)[0] for line in log.splitlines()
+            if "shopping_mtl.ranking.stage: ranking: " in line and " training rows" in line]
+
+
+def test_the_study_fixed_values_shape_the_data_prepared_once(search):
+    # Each worker prepares the trials' ranking data once; it must follow the study's
+    # `ranking.extra_days: 1` (the validation day and the day before), as the final run does.
+    for worker in search.workers.values():
+        assert ranking_days(worker.stderr) == ["2 days"]
+    assert ranking_days(search.done.stderr) == ["2 days"]  # the chief: only its final run
+
+
+def test_the_workers_share_one_search(search):
+    """Keras Tuner's own chief/worker mode: the chief serves the oracle, both workers train
+    trials, each prepared the stages in a folder of its own, the trials are in one folder."""
+    assert search.runs.parent["info"]["run_id"] == (search.run_dir / "tuning" / "tiny.parent_run_id").read_text().strip()
+    assert {tags(c)["tuner_id"] for c in search.runs.trials} == {"tuner0", "tuner1"}  # both took trials
+    for worker in search.workers:
+        assert (search.run_dir / "workers" / worker / "candidates.parquet").is_file()
+    assert sorted(p.name for p in (search.run_dir / "tuning" / "tiny").glob("trial_*")) == [
+        "trial_0", "trial_1", "trial_2"]
+
+
+def test_each_trial_is_a_child_run_with_its_objective_and_hyperparameters(search):
+    runs = search.runs
+    assert tags(runs.parent)["search"] == "tiny" and len(runs.trials) == 3
+    assert sorted(tags(t)["trial_id"] for t in runs.trials) == ["0", "1", "2"]
+    printed = {r[0]: float(r[2]) for r in table_rows(search.done.stdout)}
+    for child in runs.trials:
+        values, settings = metrics(child), params(child)
+        assert child["info"]["status"] == "FINISHED"
+        assert 0 < values["ranker/holdout_ndcg_at_10"] <= 1
+        assert values["ranker/holdout_ndcg_at_10"] == pytest.approx(printed[tags(child)["trial_id"]], abs=5e-5)
+        assert settings["ranking.architecture"] in ARCHITECTURES
+        assert 0.001 <= float(settings["ranking.learning_rate"]) <= 0.01
+        assert settings["ranking.bottom_width"] in ("16", "32")
+
+
+def test_the_parent_run_sums_up_the_search(search, server):
+    parent, trials = search.runs.parent, search.runs.trials
+    assert parent["info"]["status"] == "FINISHED"
+    summary = metrics(parent)
+    assert summary["search/trials"] == 3 and summary["search/failed_trials"] == 0
+    assert summary["search/best/ranker/holdout_ndcg_at_10"] == max(
+        metrics(t)["ranker/holdout_ndcg_at_10"] for t in trials)
+    files = server.api(f"artifacts/list?run_id={parent['info']['run_id']}").get("files", [])
+    assert {"best_config.yaml", "search.txt"} <= {f["path"] for f in files}
+
+
+def test_the_final_run_registers_its_exports_and_champion_moves_only_on_a_better_objective(search, server):
+    final = search.runs.others
+    assert len(final) == 1 and final[0]["info"]["status"] == "FINISHED"
+    assert "the best config, every stage" in search.done.stdout
+    final_id = final[0]["info"]["run_id"]
+    objective = metrics(final[0])["ranker/holdout_ndcg_at_10"]  # the validation objective
+    assert 0 < objective < 1
+    champions = {}
+    for name in ("retrieval", "ranker", "recommend"):
+        model = server.api(f"registered-models/get?name=shopping-{name}")["registered_model"]
+        version = model["latest_versions"][0]
+        assert version["run_id"] == final_id  # each export registered
+        version_tags = {t["key"]: t["value"] for t in version.get("tags", [])}
+        assert version_tags["objective_name"] == search.objective_name
+        assert float(version_tags["objective"]) == pytest.approx(objective, rel=1e-6)
+        aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+        assert list(aliases) == ["champion"]
+        champions[name] = "final run" if aliases["champion"] == version["version"] else aliases["champion"]
+    # No champion yet -> the final run's; a champion it beats -> moved; one it does not -> kept.
+    assert champions == {"retrieval": "final run", "recommend": "final run", "ranker": search.earlier["ranker"]}
+    assert f"not champion ({objective:.6g} vs champion 1)" in search.done.stderr
