@@ -90,3 +90,175 @@ def test_serving_bench_quick_run_writes_its_table(tmp_path):
         assert 0 < p50 <= p99 and 0 < alone50 <= alone99
         assert number(row[2]) >= 20  # calls
         assert row[7] == ""  # the 20 ms target is for 100k items only
+
+
+def test_scale_bench_quick_run_writes_its_tables(tmp_path):
+    """`bench/scale_bench.py --quick`: two tiny synthetic logs through data, retrieval and
+    ranking, each in its own process; the tables have a row per size and stage, with positive
+    times and memory, and the slopes and the target beside them."""
+    out = tmp_path / "scale.md"
+    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--quick", "--out", str(out),
+                   "--data-dir", str(tmp_path / "data"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.strip() in proc.stdout
+    assert "- command: `python bench/scale_bench.py --quick --out " in text
+    assert re.search(r"- machine: .+, \d+ cores", text)
+    assert re.search(r"- date: \d{4}-\d{2}-\d{2}", text)
+    assert re.search(r"- load average \(1/5/15 min\) at start / end: [\d. ]+ / [\d. ]+", text)
+    assert "- commit: " in text
+    sizes = (2000, 5000)  # the --quick sizes
+    stages = ("data", "retrieval", "ranking")
+
+    target = table_rows(text, "## Target")
+    assert any("peak memory" in r[0] and r[2] == "<= 8 GB" for r in target)
+    assert any("wall of data + retrieval + ranking" in r[0] and r[2] == "<= 30 min" for r in target)
+    for row in target:
+        assert number(row[1].split()[0]) >= 0 or row[1] == "-"
+
+    size_rows = table_rows(text, "## Sizes")
+    assert [number(r[0]) for r in size_rows] == list(sizes)
+    for row in size_rows:
+        assert row[10] == "ok"
+        users, items, catalogue = map(number, row[1:4])
+        assert 0 < users and 0 < items <= catalogue
+        assert all(number(c) > 0 for c in row[4].split(" / "))  # train / validation / test events
+        assert number(row[5]) > 0 and number(row[7]) > 0  # retrieval pairs, ranker rows
+        assert number(row[9]) > 0  # child wall
+
+    per_stage = [r for r in table_rows(text, "## Per stage") if "of which" not in r[1]]
+    assert [(number(r[0]), r[1]) for r in per_stage] == [
+        (n, s) for n in sizes for s in (*stages, "total")]
+    for n in sizes:
+        rows = {r[1]: r for r in per_stage if number(r[0]) == n}
+        for name, row in rows.items():
+            wall, peak, above, end = number(row[2]), number(row[4]), number(row[5]), number(row[6])
+            assert wall > 0 and peak > 0 and end > 0 and above >= 0 and above <= peak
+            assert row[3].endswith("%")
+        total = number(rows["total"][2])
+        assert abs(sum(number(rows[s][2]) for s in stages) - total) <= 0.2
+        assert number(rows["total"][4]) == max(number(rows[s][4]) for s in stages)
+
+    slopes = table_rows(text, "## Slopes of cost against events")
+    assert [r[0] for r in slopes] == [*stages, "total"]
+    for row in slopes:
+        for cell in (row[1], row[3], row[4]):
+            assert re.fullmatch(r"-?\d+\.\d\d", cell)
+        assert row[6] in ("yes", "**no**")
+
+    calls = table_rows(text, "## Where the time and the memory go")
+    names = [r[0].replace("&nbsp;", "") for r in calls]
+    for name in (*stages, "retrieval.fit", "prepare_ranking (rows of every day)"):
+        assert name in names
+    for row in calls:
+        assert number(row[1]) >= 1  # calls
+        assert all(number(c) >= 0 for c in row[2:4])  # seconds per size
+        assert all(number(c) > 0 for c in row[5:7])  # peak GB per size
+
+
+def test_scale_bench_help_names_the_flags():
+    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--sizes", "--data-dir", "--timeout", "--max-memory-gb", "--quick", "--out", "--set"):
+        assert flag in proc.stdout
+    assert "--worker" not in proc.stdout and "--generate" not in proc.stdout  # internal
+
+
+CELL = re.compile(r"^(\d+\.\d{4}) \[(\d+\.\d{4}), (\d+\.\d{4})\]$")  # value [95% interval]
+
+
+def test_make_benchmarks_quick_writes_every_section(tmp_path):
+    """`bench/make_benchmarks.py --quick` (EComm and the ranker bench only, to stay near a minute;
+    the other benches' quick runs are tested above): BENCHMARKS.md has the header, the overview
+    and every section with its exact commands, the tables have numbers, intervals bracket their
+    values; `--parts scale` then replaces the scale section alone, reporting a missing script and
+    a failing one (with its stderr) without touching the others."""
+    out, parts = tmp_path / "BENCHMARKS.md", tmp_path / "parts"
+    script = str(ROOT / "bench" / "make_benchmarks.py")
+    proc = run_cli(script, "--quick", "--parts", "quality,speed", "--datasets", "ecomm", "--speed", "ranker",
+                   "--runs-dir", str(tmp_path / "runs"), "--parts-dir", str(parts), "--out", str(out),
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# Benchmarks")
+    assert re.search(r"last written \d{4}-\d{2}-\d{2} \d\d:\d\d UTC at commit \S+.* on .+, \d+ cores", text)
+    overview = table_rows(text, "# Benchmarks")
+    assert [re.match(r"\[(\w+)\]", r[0]).group(1) for r in overview] == ["quality", "speed", "scale"]
+    assert [r[4] for r in overview] == ["ok", "ok", "not run"]
+    assert "bench/quality_bench.py --datasets ecomm" in overview[0][5] and "--quick" in overview[0][5]
+    assert "bench/ranker_bench.py --quick --out " in overview[1][5]
+    for name in ("quality", "speed", "scale"):
+        assert text.count(f"<!-- section:{name} ") == 1 and text.count(f"<!-- /section:{name} -->") == 1
+
+    # Quality: nine tables of lists, every cell a value in its interval (or '-' where not recorded).
+    quality = text.split("<!-- section:quality ")[1].split("<!-- /section:quality -->")[0]
+    assert re.search(r"\| quality \| `\S*python bench/quality_bench.py .+` \| ok \| \d{4}-\d\d-\d\d \d\d:\d\d UTC \| "
+                     r"\w+[^|]* \| \d+ s \| [\d. ]+ / [\d. ]+ \|", quality)
+    assert "train.py --dataset ecomm --run-dir " in quality
+    headings = re.findall(r"^#+ Lists, .+$", quality, re.M)
+    assert len(headings) == 9
+    columns = ["recall@10", "recall@50", "recall@100", "hitrate@10", "hitrate@50", "hitrate@100", "ndcg@10"]
+    for heading in headings:
+        section = quality.split(heading, 1)[1]
+        header = [c.strip() for c in section.split("\n|", 1)[1].split("\n")[0].strip("|").split("|")]
+        assert header == ["list", *columns]
+        rows = table_rows(quality, heading)
+        labels = [r[0] for r in rows]
+        for label in ("final list (ranked)", "two-tower model alone", "candidate set in retrieval order, top 100",
+                      "baseline popularity", "baseline user_history", "baseline covisit"):
+            assert label in labels
+        assert sum(label.startswith("source ") for label in labels) == 4  # the candidate sources
+        for row in rows:
+            for c in row[1:]:
+                if c == "-":
+                    assert row[0].startswith("candidate set, whole")
+                    continue
+                value, low, high = map(float, CELL.match(c).groups())
+                assert 0 <= low <= value + 1e-4 and value <= high + 1e-4 and high <= 1
+    summary = table_rows(quality, "Summary")
+    assert [r[0] for r in summary] == ["ecomm"] and number(summary[0][1]) > 0
+    assert 0 <= number(summary[0][3]) <= 1 and number(summary[0][5].split()[0]) >= 0
+    heads = table_rows(quality, "Ranker heads")
+    assert [r[0] for r in heads] == ["click", "save", "purchase"]
+    for row in heads:
+        assert all(0 <= number(c) <= 1 for c in row[1:9])  # AUC .. single-task GAUC
+    versus = table_rows(quality, "against the best baseline")
+    assert versus[0][0] == "recall@10" and any(r[0] == "ndcg@10" for r in versus)
+    for row in versus:
+        assert row[3] in ("popularity", "user_history", "covisit")
+        assert row[5] == "-" or number(row[5].split()[0]) >= 0
+    sources = table_rows(quality, "Candidate set and its sources")
+    assert [r[0] for r in sources] == ["two_tower", "user_history", "covisit", "popularity", "**whole set**"]
+    total = sum(float(CELL.match(r[4]).group(1)) for r in sources[:-1])
+    assert abs(total - float(CELL.match(sources[-1][4]).group(1))) < 1e-3  # the sources partition the set
+    speed_rows = {r[0]: r for r in table_rows(quality, "Training speed of this run")}
+    assert number(speed_rows["ranker rows/s (multi-task), epochs 2..N"][1]) > 0
+    assert number(speed_rows["two-tower pairs/s (project)"][1]) > 0
+
+    # Speed: the ranker beside the two-tower model, numbers, and the gathered summary.
+    speed = text.split("<!-- section:speed ")[1].split("<!-- /section:speed -->")[0]
+    throughput = table_rows(speed, "Training throughput: ranker beside the two-tower model")
+    assert [r[1] for r in throughput] == ["pairs/s", "rows/s"]
+    for row in throughput:
+        assert number(row[2]) > 0 and number(row[4]) > 0 and number(row[5]) > 0
+    assert [r[1] for r in table_rows(speed, "**Training throughput**")] == ["pairs/s", "rows/s"]
+    assert "Not run yet" in text.split("<!-- section:scale ")[1]
+
+    # --parts scale replaces that section alone: a missing script, then a failing one.
+    before = {n: text.split(f"<!-- section:{n} ")[1].split(f"<!-- /section:{n} -->")[0] for n in ("quality", "speed")}
+    proc = run_cli(script, "--quick", "--parts", "scale", "--scale-script", str(tmp_path / "missing.py"),
+                   "--parts-dir", str(parts), "--out", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "**scale: MISSING**" in text and [r[4] for r in table_rows(text, "# Benchmarks")] == ["ok", "ok", "missing"]
+    failing = tmp_path / "failing.py"
+    failing.write_text("import sys\nprint('the scale part broke', file=sys.stderr)\nsys.exit(3)\n")
+    proc = run_cli(script, "--quick", "--parts", "scale", "--scale-script", str(failing),
+                   "--parts-dir", str(parts), "--out", str(out), timeout=120)
+    assert proc.returncode == 1
+    text = out.read_text()
+    scale = text.split("<!-- section:scale ")[1]
+    assert "**scale: FAILED**: exit 3" in scale and "the scale part broke" in scale
+    for name, body in before.items():
+        assert text.split(f"<!-- section:{name} ")[1].split(f"<!-- /section:{name} -->")[0] == body
+    assert not list(tmp_path.glob(".BENCHMARKS.md.tmp*"))  # written atomically, nothing left over

@@ -1,0 +1,448 @@
+#!/usr/bin/env python
+"""`make bench`: run the benchmarks and collect their tables into BENCHMARKS.md.
+
+Three sections, each made of parts that run in their own process (a part is a script of bench/
+that writes its markdown with `--out`):
+
+- quality: `bench/quality_bench.py` (train.py on EComm and Taobao; every metric of
+  shared/docs/EVALUATION.md with 95% intervals for the final list, the two-tower model, the
+  candidate set and its sources, and each baseline; the ranker's heads; the final list over the
+  best baseline).
+- speed: `bench/retrieval_bench.py` (two-tower training pairs/s; exported top-100 latency against
+  the matmul floor), `bench/serving_bench.py` (latency of the exported `recommend` model) and
+  `bench/ranker_bench.py` (the ranker's training rows/s beside the two-tower pairs/s).
+- scale: `bench/scale_bench.py` (synthetic logs of 10^5, 10^6, 10^7 events through data,
+  retrieval and ranking: wall time, peak memory, slopes).
+
+Each part's markdown goes into its section under the exact command that made it, with the
+part's wall time and the load average around it. A part that fails (or whose script does not
+exist) leaves its error and the end of its stderr in its place, and the others go on. Only the
+sections run are replaced: `--parts scale` rewrites the scale section of an existing
+BENCHMARKS.md and keeps the others as they are. The file is written atomically (a temp file,
+then a rename).
+
+Usage:
+  python bench/make_benchmarks.py                             # everything (about 1.5 h with 10^7 events)
+  python bench/make_benchmarks.py --parts quality,speed       # leave the scale section as it is
+  python bench/make_benchmarks.py --parts scale --scale-sizes 100000,1000000
+  python bench/make_benchmarks.py --quick --out /tmp/B.md     # smoke run: tiny sizes everywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("quality", "speed", "scale")
+TITLES = {"quality": "Quality on EComm and Taobao", "speed": "Speed: training throughput and serving latency",
+          "scale": "Scale: 10^5, 10^6 and 10^7 synthetic events"}
+WHAT = {
+    "quality": "every metric of shared/docs/EVALUATION.md (Recall@10/50/100, HitRate@10/50/100, NDCG@10; any, "
+               "save, purchase; all items, excl_seen, new_gt) with 95% bootstrap intervals, for the final list, "
+               "the two-tower model alone, the merged candidate set and each of its sources, and each baseline; "
+               "the ranker's heads (AUC, GAUC, log loss, ECE before/after Platt, single-task AUC); the final list "
+               "over the best baseline (paired ratio); the runs' training speed",
+    "speed": "two-tower training pairs/s against the 50k target; the ranker's training rows/s beside it; exported "
+             "top-100 retrieval latency against the matmul floor; `recommend` (retrieval + ranking) latency "
+             "against the 20 ms target and the retrieval export alone",
+    "scale": "synthetic logs of 10^5, 10^6, 10^7 events through data, retrieval and ranking: wall time and peak "
+             "memory per stage, the slope of cost against size, the 30 min / 8 GB target",
+}
+SHORT = {"quality": "final list, two-tower, candidate sources and baselines: every EVALUATION.md metric with "
+                    "95% intervals; ranker heads",
+         "speed": "training pairs/s and rows/s; exported latency against the matmul floor and the 20 ms target",
+         "scale": "10^5..10^7 synthetic events: wall and peak memory per stage, slopes"}
+SPEED_PARTS = ("retrieval", "serving", "ranker")
+SCALE_SIZES = "100000,1000000,10000000"
+BEGIN = re.compile(r"^<!-- section:(\w+) (\{.*\}) -->$", re.M)
+
+
+def rel(path) -> str:
+    try:
+        return os.path.relpath(path, ROOT) if Path(os.path.abspath(path)).is_relative_to(ROOT) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def log(message: str) -> None:
+    print(f"[make_benchmarks {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        memory = f", {kb / 2**20:.0f} GB memory"
+    except (OSError, AttributeError):
+        pass
+    try:
+        tf = f", TensorFlow {metadata.version('tensorflow')}"
+    except metadata.PackageNotFoundError:
+        tf = ""
+    return f"{cpu}, {cores} cores{memory}; {platform.system()} {platform.release()}; Python {platform.python_version()}{tf}"
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# The parts
+
+
+def plan(args) -> dict[str, list[dict]]:
+    """section -> its steps: {name, script, argv (after the interpreter), out}."""
+    py = rel(sys.executable)
+    parts_dir = Path(args.parts_dir)
+    quick = ["--quick"] if args.quick else []
+
+    def step(name, script, flags, extra):
+        out = parts_dir / f"{name}.md"
+        return {"name": name, "script": script, "out": out, "python": py,
+                "argv": [rel(script), *flags, *quick, *shlex.split(extra or ""), "--out", rel(out)]}
+
+    steps = {"quality": [step("quality", ROOT / "bench" / "quality_bench.py",
+                              ["--datasets", args.datasets, *(["--runs-dir", rel(args.runs_dir)] if args.runs_dir else []),
+                               *(["--reuse"] if args.reuse else [])], args.quality_args)]}
+    speed = [s.strip() for s in args.speed.split(",") if s.strip()]
+    unknown = set(speed) - set(SPEED_PARTS)
+    if unknown:
+        raise SystemExit(f"--speed has unknown part(s) {sorted(unknown)}; known: {', '.join(SPEED_PARTS)}")
+    extras = {"retrieval": args.retrieval_args, "serving": args.serving_args, "ranker": args.ranker_args}
+    steps["speed"] = [step(f"speed-{name}", ROOT / "bench" / f"{name}_bench.py", [], extras[name]) for name in speed]
+    scale_script = Path(args.scale_script)
+    scale_flags = []
+    if not args.quick and scale_script.is_file() and "--sizes" in script_help(scale_script):
+        scale_flags = ["--sizes", args.scale_sizes]
+    steps["scale"] = [step("scale", scale_script, scale_flags, args.scale_args)]
+    return steps
+
+
+def script_help(script: Path) -> str:
+    try:
+        return subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run_step(s: dict, timeout_s: float) -> dict:
+    """Run one part in its own process; returns its record (status, markdown or error)."""
+    command = shlex.join([s["python"], *s["argv"]])
+    record = {"name": s["name"], "command": command, "date": now(), "commit": git_commit(),
+              "load_start": load_average()}
+    if not Path(s["script"]).is_file():
+        log(f"{s['name']}: {rel(s['script'])} does not exist: reported as missing")
+        record.update(status="missing", load_end=load_average(), wall_s=0.0,
+                      error=f"{rel(s['script'])} does not exist (yet): this part was not run.")
+        return record
+    out = Path(s["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    err_path = out.with_suffix(".log")
+    log(f"{s['name']}: {command}")
+    started = time.time()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(err_path, "w") as err:
+        try:
+            proc = subprocess.run([sys.executable, *s["argv"]], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                  timeout=timeout_s, env=env)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = f"timeout after {timeout_s / 60:.0f} min"
+    record.update(wall_s=time.time() - started, load_end=load_average(), exit=code, log=rel(err_path))
+    text = out.read_text() if out.is_file() else ""
+    tail = "\n".join(err_path.read_text(errors="replace").splitlines()[-40:])[-4000:]
+    if code == 0 and text.strip():
+        record.update(status="ok", markdown=text)
+    else:
+        # A part that wrote its tables and then failed (e.g. quality on one dataset) keeps them.
+        record.update(status="failed", markdown=text, error=f"exit {code}; the end of its stderr ({rel(err_path)}):",
+                      tail=tail)
+    log(f"{s['name']}: {record['status']} in {record['wall_s']:.0f}s")
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def demote(text: str, top: int = 3) -> str:
+    """Shift the part's headings so that its highest one is at level `top` (outside code fences)."""
+    levels = [len(m.group(1)) for m in re.finditer(r"^(#{1,6}) ", text, re.M)]
+    if not levels:
+        return text
+    shift = top - min(levels)
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        m = re.match(r"^(#{1,6}) ", line)
+        if m and not fenced:
+            line = "#" * max(1, min(6, len(m.group(1)) + shift)) + line[len(m.group(1)):]
+        out.append(line)
+    return "\n".join(out)
+
+
+def md_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every markdown table of `text`: (header cells, body rows)."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            if len(current) >= 2 and set("".join(current[1])) <= set("-: "):
+                tables.append((current[0], current[2:]))
+            current = []
+    return tables
+
+
+def number(cell: str) -> float | None:
+    m = re.match(r"^\s*(-?[\d,]+(?:\.\d+)?)", cell or "")
+    return float(m.group(1).replace(",", "")) if m else None
+
+
+def speed_summary(records: dict[str, dict]) -> list[str]:
+    """Headline speed figures gathered from the parts' tables (best effort: a table that is not
+    there is left out)."""
+    lines = []
+    throughput = []
+    retrieval = records.get("speed-retrieval", {}).get("markdown", "")
+    ranker = records.get("speed-ranker", {}).get("markdown", "")
+    for header, rows in md_tables(retrieval):
+        if header[:2] == ["figure", "measured"]:
+            for row in rows:
+                if "pairs/s" in row[0]:
+                    throughput.append(("two-tower (retrieval)", "pairs/s", row[1], row[2], "retrieval_bench"))
+    for header, rows in md_tables(ranker):
+        if header[:2] == ["model", "unit"]:
+            for row in rows:
+                throughput.append((row[0], row[1], row[2], row[3], "ranker_bench"))
+    if throughput:
+        lines += ["**Training throughput** (each measured in its part's own process; see the parts below)", "",
+                  "| model | unit | measured | baseline | part |", "|---|---|---:|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in throughput]
+        lines.append("")
+
+    # Serving: recommend (serving_bench) against the matmul floor (retrieval_bench).
+    floors = {}
+    for header, rows in md_tables(retrieval):
+        if "floor p50 ms" in header and "exported p50 ms" in header:
+            h = {name: i for i, name in enumerate(header)}
+            for row in rows:
+                floors[(number(row[0]), row[1])] = {k: number(row[h[k]]) for k in (
+                    "floor p50 ms", "floor p99 ms", "exported p50 ms", "exported p99 ms")}
+    serving_rows = []
+    for header, rows in md_tables(records.get("speed-serving", {}).get("markdown", "")):
+        if "recommend p50 ms" in header:
+            h = {name: i for i, name in enumerate(header)}
+            serving_rows = [(number(r[0]), r[h["batch"]], number(r[h["recommend p50 ms"]]),
+                             number(r[h["recommend p99 ms"]]), r[h["target"]] if "target" in h else "") for r in rows]
+    if floors and serving_rows:
+        lines += ["**Serving latency against the matmul floor** (p50 / p99 ms; the floor is a bare `matmul` + "
+                  "`top_k(100)` over random vectors of the nearest catalogue size, timed by retrieval_bench in "
+                  "another process than serving_bench's `recommend`: compare orders of magnitude, not digits)", "",
+                  "| recommend catalogue | batch | recommend | floor items | floor | retrieval export | "
+                  "retrieval export / floor (p50) | recommend / floor (p50) | target |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for items, batch, p50, p99, target in serving_rows:
+            same = [k for k in floors if k[1] == batch]
+            if not same or items is None:
+                continue
+            key = min(same, key=lambda k: abs((k[0] or 0) - items))
+            f = floors[key]
+            ratio = f"{p50 / f['floor p50 ms']:.1f}" if p50 and f["floor p50 ms"] else "-"
+            export_ratio = (f"{f['exported p50 ms'] / f['floor p50 ms']:.2f}"
+                            if f["exported p50 ms"] and f["floor p50 ms"] else "-")
+            lines.append(f"| {items:,.0f} | {batch} | {p50:.2f} / {p99:.2f} | {key[0]:,.0f} | "
+                         f"{f['floor p50 ms']:.2f} / {f['floor p99 ms']:.2f} | "
+                         f"{f['exported p50 ms']:.2f} / {f['exported p99 ms']:.2f} | {export_ratio} | {ratio} | {target} |")
+        lines.append("")
+    return lines
+
+
+def render_section(name: str, records: list[dict], meta: dict) -> str:
+    commits = list(dict.fromkeys(r.get("commit") or meta["commit"] for r in records))
+    head = {"date": meta["date"], "commit": ", ".join(commits) or meta["commit"],
+            "status": "failed" if any(r["status"] == "failed" for r in records)
+            else "missing" if any(r["status"] == "missing" for r in records) else "ok",
+            "commands": [r["command"] for r in records]}
+    lines = [f"<!-- section:{name} {json.dumps(head)} -->", f"## {TITLES[name]}", "",
+             f"What it measures: {WHAT[name]}.", "",
+             f"- run: {meta['date']} by `{meta['command']}`; commit at the start of each part below",
+             f"- machine: {meta['machine']}", ""]
+    lines += ["| part | exact command | status | started | commit | wall | load average (1/5/15 min) start / end |",
+              "|---|---|---|---|---|---:|---|"]
+    for r in records:
+        lines.append(f"| {r['name']} | `{r['command']}` | {r['status']} | {r['date']} | {r.get('commit', '-')} | "
+                     f"{r['wall_s']:.0f} s | {r['load_start']} / {r['load_end']} |")
+    lines.append("")
+    if name == "speed":
+        lines += speed_summary({r["name"]: r for r in records})
+    for r in records:
+        if r["status"] != "ok":
+            lines += [f"**{r['name']}: {r['status'].upper()}**: {r['error']}", ""]
+            if r.get("tail"):
+                lines += ["```", r["tail"].replace("```", "` ` `"), "```", ""]
+        if r.get("markdown", "").strip():
+            lines += [demote(r["markdown"].strip()), ""]
+    lines.append(f"<!-- /section:{name} -->")
+    return "\n".join(lines)
+
+
+def placeholder(name: str) -> str:
+    head = {"date": None, "commit": None, "status": "not run", "commands": []}
+    return "\n".join([f"<!-- section:{name} {json.dumps(head)} -->", f"## {TITLES[name]}", "",
+                      f"What it measures: {WHAT[name]}.", "",
+                      f"Not run yet: `make bench ARGS=\"--parts {name}\"` fills this section and leaves the others "
+                      "as they are.", "", f"<!-- /section:{name} -->"])
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    """The sections of an existing BENCHMARKS.md, verbatim."""
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    out = {}
+    for m in BEGIN.finditer(text):
+        name = m.group(1)
+        end = text.find(f"<!-- /section:{name} -->", m.start())
+        if end >= 0:
+            out[name] = text[m.start():end + len(f"<!-- /section:{name} -->")]
+    return out
+
+
+def section_head(text: str) -> dict:
+    m = BEGIN.search(text)
+    try:
+        return json.loads(m.group(2)) if m else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def render(sections: dict[str, str], meta: dict) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`bench/make_benchmarks.py`); last written " f"{meta['date']} at commit "
+        f"{meta['commit']} on {meta['machine']}.",
+        "",
+        "Every figure is of this machine, and the machine is shared: each part records the load average "
+        "(1/5/15 min) around it; compare timings only between runs with a similar, low load. Each section "
+        "carries its own date, commit and the exact command of every table, and is rewritten only when "
+        "its part runs again (`make bench ARGS=\"--parts scale\"` replaces the scale section alone). "
+        "Flags, definitions and caveats: `bench/README.md`.",
+        "",
+        "| section | what it measures | last run | commit | status | reproduce |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in SECTIONS:
+        head = section_head(sections[name])
+        commands = "<br>".join(f"`{c}`" for c in head.get("commands") or []) or "-"
+        lines.append(f"| [{name}](#{anchor(TITLES[name])}) | {SHORT[name]} | {head.get('date') or '-'} | "
+                     f"{head.get('commit') or '-'} | {head.get('status', '?')} | {commands} |")
+    lines.append("")
+    for name in SECTIONS:
+        lines += [sections[name], ""]
+    return "\n".join(lines)
+
+
+def anchor(title: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="bench/make_benchmarks.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(SECTIONS),
+                        help="sections to run: quality, speed, scale (default all); the others are kept")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: every part with its --quick (tiny sizes; seconds to a minute each)")
+    parser.add_argument("--out", type=Path, help="the file to write (default BENCHMARKS.md; --quick: "
+                        "runs/bench-quick-parts/BENCHMARKS.md, so a smoke run never replaces real figures)")
+    parser.add_argument("--parts-dir", type=Path, default=None,
+                        help="where each part writes its markdown and stderr log (default runs/bench-parts, "
+                        "--quick: runs/bench-quick-parts)")
+    parser.add_argument("--datasets", default="ecomm,taobao", help="quality: datasets (default ecomm,taobao)")
+    parser.add_argument("--runs-dir", type=Path, help="quality: parent of the run folders (quality_bench's default: runs/)")
+    parser.add_argument("--reuse", action="store_true", help="quality: read existing run folders instead of training")
+    parser.add_argument("--speed", default=",".join(SPEED_PARTS),
+                        help="speed: which benches (default retrieval,serving,ranker)")
+    parser.add_argument("--scale-sizes", default=SCALE_SIZES, help=f"scale: events per log (default {SCALE_SIZES})")
+    parser.add_argument("--scale-script", default=str(ROOT / "bench" / "scale_bench.py"), help=argparse.SUPPRESS)
+    for name in ("quality", "retrieval", "serving", "ranker", "scale"):
+        parser.add_argument(f"--{name}-args", default="", metavar="FLAGS",
+                            help=f"more flags for the {name} bench, one string (e.g. \"--repeats 1\")")
+    parser.add_argument("--timeout", type=float, default=120, help="minutes per part before it is ended (120)")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(parts) - set(SECTIONS) or not parts:
+        raise SystemExit(f"--parts takes some of {', '.join(SECTIONS)}; got {args.parts!r}")
+    if args.parts_dir is None:
+        args.parts_dir = ROOT / "runs" / ("bench-quick-parts" if args.quick else "bench-parts")
+    if args.out is None:
+        args.out = ROOT / "runs" / "bench-quick-parts" / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md"
+    meta = {"date": now(), "commit": git_commit(), "machine": machine(),
+            "command": shlex.join(["python", "bench/make_benchmarks.py", *argv])}
+    steps = plan(args)
+    sections = {name: text for name, text in read_sections(args.out).items() if name in SECTIONS}
+    failed = False
+    for name in SECTIONS:
+        if name not in parts:
+            continue
+        log(f"section {name}")
+        records = [run_step(s, args.timeout * 60) for s in steps[name]]
+        failed |= any(r["status"] == "failed" for r in records)
+        sections[name] = render_section(name, records, {**meta, "date": now()})
+        # Written after every section, so an interrupted run keeps what it finished.
+        full = {n: sections.get(n) or placeholder(n) for n in SECTIONS}
+        write_atomic(args.out, render(full, {**meta, "date": now()}))
+    log(f"wrote {rel(args.out)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
