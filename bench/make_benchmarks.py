@@ -88,27 +88,16 @@ def log(message: str) -> None:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory = ""
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        memory = f", {kb / 2**20:.0f} GB memory"
-    except (OSError, AttributeError):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from retrieval_bench import machine as described  # the benches' one description
+
+    m = described()
+    memory = f", {m['mem_gb']:.0f} GB memory" if m["mem_gb"] else ""
     try:
         tf = f", TensorFlow {metadata.version('tensorflow')}"
     except metadata.PackageNotFoundError:
         tf = ""
-    return f"{cpu}, {cores} cores{memory}; {platform.system()} {platform.release()}; Python {platform.python_version()}{tf}"
-
+    return f"{m['cpu']}, {m['cores']} cores{memory}; {platform.system()} {platform.release()}; Python {m['python']}{tf}"
 
 def git_commit() -> str:
     try:

@@ -424,7 +424,15 @@ def machine() -> dict:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "python": platform.python_version()}
+    memory_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": model, "cores": cores, "python": platform.python_version(), "mem_gb": memory_kb / 2**20}
 
 
 def git_commit() -> str:

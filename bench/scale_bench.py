@@ -970,23 +970,9 @@ def render_calls(rows: list[dict]) -> list[str]:
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = 0
-    try:
-        mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    except (OSError, AttributeError):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    import platform
+    from retrieval_bench import machine as described  # stdlib only: safe in the worker too
 
-    return {"cpu": model, "cores": cores, "python": platform.python_version(), "mem_gb": mem * 1024 / GB}
+    return described()
 
 
 def git_commit() -> str:

@@ -23,7 +23,10 @@ from shopping_mtl.data import synthetic
 
 TRAIN_ARGS = ("--set", "evaluation.bootstrap_resamples=50",
               "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
-              "--set", "ranking.epochs=3", "--stages", "data,baselines,retrieval,ranking")
+              "--set", "ranking.epochs=5", "--set", "ranking.patience=5",
+              "--stages", "data,baselines,retrieval,ranking")
+# Five ranker epochs, never stopped early: the kill after the second leaves three epochs (a few
+# seconds) to land in, however slowly the test's polling loop is scheduled.
 
 
 def _order(dataset) -> list[list[int]]:
@@ -186,6 +189,8 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "metrics.json").exists()
+    left = sorted(str(p.relative_to(killed)) for p in (killed / ".backup").rglob("*"))
+    assert any("ranker" in p for p in left), left
     rerun = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(killed), *TRAIN_ARGS,
                     "--set", "tracking.enabled=false", timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
