@@ -43,6 +43,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from retrieval_bench import git_commit, load_average  # the benches' shared helpers (stdlib only)
+from retrieval_bench import machine as described_machine
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("quality", "speed", "scale")
 TITLES = {"quality": "Quality on EComm and Taobao", "speed": "Speed: training throughput and serving latency",
@@ -79,36 +82,18 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def log(message: str) -> None:
     print(f"[make_benchmarks {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def machine() -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from retrieval_bench import machine as described  # the benches' one description
-
-    m = described()
+    m = described_machine()
     memory = f", {m['mem_gb']:.0f} GB memory" if m["mem_gb"] else ""
     try:
         tf = f", TensorFlow {metadata.version('tensorflow')}"
     except metadata.PackageNotFoundError:
         tf = ""
     return f"{m['cpu']}, {m['cores']} cores{memory}; {platform.system()} {platform.release()}; Python {m['python']}{tf}"
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 # --------------------------------------------------------------------------------------------
 # The parts

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from retrieval_bench import git_commit, load_average, machine  # the benches' shared helpers (stdlib only)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
     "ecomm": "EComm (Alibaba EComm sample, bundled in data/ecomm)",
@@ -66,10 +68,6 @@ def rel(path: str | Path) -> str:
 
 def python_cmd() -> str:
     return rel(sys.executable)
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def log(message: str) -> None:
@@ -489,7 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     sys.path.insert(0, str(ROOT / "bench"))
-    from retrieval_bench import git_commit, machine
 
     meta = {"command": shlex.join([python_cmd(), "bench/quality_bench.py", *argv]), **machine(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),

@@ -446,6 +446,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as the benches record them around a measurement."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def fmt(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 

@@ -94,6 +94,8 @@ import threading
 import time
 from pathlib import Path
 
+from retrieval_bench import git_commit, load_average, machine  # stdlib only: safe in the worker too
+
 ROOT = Path(__file__).resolve().parents[1]
 GB = float(1 << 30)
 TARGET_EVENTS = 10_000_000
@@ -967,27 +969,6 @@ def render_calls(rows: list[dict]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    from retrieval_bench import machine as described  # stdlib only: safe in the worker too
-
-    return described()
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def build_parser() -> argparse.ArgumentParser:

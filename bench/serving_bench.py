@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -147,13 +146,6 @@ def render(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", default=None, help="catalogue sizes, comma-separated (default 10000,100000)")
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
-    from retrieval_bench import git_commit, machine, run_worker
+    from retrieval_bench import git_commit, load_average, machine, run_worker
 
     sizes = [int(s) for s in (args.items or ("2000" if args.quick else "10000,100000")).split(",")]
     calls, budget = (20, 2.0) if args.quick else (args.calls, args.budget)

@@ -46,7 +46,7 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: boo
     tensors = {k: as_tensor(v) for k, v in arrays.items()}
     n = len(next(iter(arrays.values())))
     index, count = shard if shard is not None else (0, 1)
-    per_worker = n // count if shard is not None else n
+    per_worker = n // count
     steps = per_worker // batch_size if drop_remainder else -(-per_worker // batch_size)
 
     def one_epoch(epoch):

@@ -225,7 +225,7 @@ def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         # Last: Keras's backup of an epoch is saved after the state of the same epoch is on disk
         # (callbacks run in list order), and restores on train begin, before any epoch begins.
         callbacks += [state, tf.keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "keras"))]
-    if tf.distribute.get_strategy().num_replicas_in_sync > 1 or distribute.cluster().multi_worker:
+    if distribute.cluster().multi_worker:
         # Keras sums the replicas' logged values by default; each replica's metrics here cover
         # the whole validation set (`distribute.evaluation`), so any one of them is the figure.
         model.distribute_reduction_method = "first"
