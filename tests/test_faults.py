@@ -25,8 +25,7 @@ TRAIN_ARGS = ("--set", "evaluation.bootstrap_resamples=50",
               "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
               "--set", "ranking.epochs=5", "--set", "ranking.patience=5",
               "--stages", "data,baselines,retrieval,ranking")
-# Five ranker epochs, never stopped early: the kill after the second leaves three epochs (a few
-# seconds) to land in, however slowly the test's polling loop is scheduled.
+KILL_HOOK = Path(__file__).parent / "kill_hook"  # its sitecustomize SIGKILLs at an exact epoch
 
 
 def _order(dataset) -> list[list[int]]:
@@ -143,8 +142,10 @@ def test_ranker_fit_resumes_to_the_same_weights_and_history(tmp_path):
 
 
 def _train(spec: Path, run_dir: Path, env: dict | None = None, extra=()) -> subprocess.Popen:
+    env = dict(os.environ, **(env or {}))
+    env["PYTHONPATH"] = os.pathsep.join([str(KILL_HOOK), str(ROOT)] if "SHOPPING_MTL_KILL_AFTER" in env else [str(ROOT)])
     return subprocess.Popen([sys.executable, "train.py", "--dataset", str(spec), "--run-dir", str(run_dir),
-                             *TRAIN_ARGS, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+                             *TRAIN_ARGS, *extra], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -162,8 +163,9 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
     1. The tracking server answers at the start and goes away during training: the run folder
        and its exports are complete on disk, the log and the exit code (3) say that recording
        the run failed.
-    2. A run SIGKILLed once the ranker has backed up its second epoch, then started again into
-       the same folder: the rerun computes the earlier stages again (the same seed gives the
+    2. A run SIGKILLed (by itself, through tests/kill_hook, so at an exact point on any machine)
+       right after the ranker has backed up its second epoch, then started again into the same
+       folder: the rerun computes the earlier stages again (the same seed gives the
        same figures), resumes the ranker from its backup, and writes a metrics.json identical,
        byte for byte, to the first run's (tracking changes no figure).
     """
@@ -183,11 +185,9 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
         assert (first / "export" / model / "1" / "saved_model.pb").is_file()
 
     killed = tmp_path / "killed"
-    process = _train(spec, killed, extra=("--set", "tracking.enabled=false"))
-    _wait_for(killed / ".backup" / "ranker" / "keras" / "chief" / "ckpt-2.index", process,
-              "the ranker's second epoch")
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = _train(spec, killed, {"SHOPPING_MTL_KILL_AFTER": "ranker:2"}, extra=("--set", "tracking.enabled=false"))
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == -signal.SIGKILL, err[-3000:]
     assert not (killed / "metrics.json").exists()
     left = sorted(str(p.relative_to(killed)) for p in (killed / ".backup").rglob("*"))
     assert any("ranker" in p for p in left), left
