@@ -178,8 +178,10 @@ def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size
 
 def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout: Mapping[str, np.ndarray],
                  config: RankingConfig, seed: int = 42, tasks=TASKS, initial_weights=None,
-                 initial_epoch: int = 0, backup_dir: Path | None = None) -> tuple[MultiTaskRanker, dict]:
-    """Fit with early stopping on the holdout's mean AUC over the trained tasks.
+                 initial_epoch: int = 0, backup_dir: Path | None = None,
+                 objective=None) -> tuple[MultiTaskRanker, dict]:
+    """Fit with early stopping on the holdout's mean AUC over the trained tasks, or on
+    `objective(model) -> float` (higher is better) where given.
 
     `initial_weights` (the scorer's `get_weights()`) and `initial_epoch` continue an earlier
     fit, as a Hyperband round does: epochs run from `initial_epoch` to `config.epochs` (the
@@ -220,5 +222,7 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     history = training.fit(model, train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                            validation_data=make_dataset(holdout, config.batch_size, False, seed),
                            callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir, steps_per_epoch=steps,
-                           stopper=training.EarlyStopping(config.patience, "val_mean_auc", "max"))
+                           stopper=(training.EarlyStopping(config.patience, "val_mean_auc", "max") if objective is None
+                                    else training.EarlyStopping(config.patience, "val_objective", "max",
+                                                                objective=objective, name="holdout objective")))
     return model, {"history": history}
