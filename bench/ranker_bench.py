@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         ranking = prepare_ranking(state)
         prepare_s = time.perf_counter() - started
-        rows = len(ranking.fit_rows)
+        rows = ranking.n_fit_rows
         log(f"ranking rows of {ranking.n_days} days in {prepare_s:.1f}s: {rows:,} training rows, "
             f"{len(ranking.holdout_rows):,} holdout rows")
         features = state.retrieval["data"].features

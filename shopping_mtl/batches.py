@@ -7,7 +7,11 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from shopping_mtl.shards import ExampleShards
 from shopping_mtl.training import EpochClock
+
+_DTYPES = {"string": tf.string, "float32": tf.float32, "float64": tf.float64, "int64": tf.int64,
+           "int32": tf.int32, "bool": tf.bool}
 
 
 def as_tensor(values: np.ndarray) -> tf.Tensor:
@@ -43,6 +47,9 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: boo
     worker's share of each epoch's rows (`distribute.dataset`); every worker gets the same
     number of batches (a worker's extra row, if any, waits for another epoch's order).
     """
+    if isinstance(arrays, ExampleShards):
+        return _stream(arrays, batch_size, seed, clock, shard, epochs, shuffle=shuffle,
+                       drop_remainder=drop_remainder, id_dropout=id_dropout)
     tensors = {k: as_tensor(v) for k, v in arrays.items()}
     n = len(next(iter(arrays.values())))
     index, count = shard if shard is not None else (0, 1)
@@ -60,19 +67,53 @@ def make_dataset(arrays: Mapping[str, np.ndarray], batch_size: int, shuffle: boo
     rows = _over_epochs(one_epoch, steps, clock, epochs if shuffle else None).enumerate()
 
     def gather(number, index):
-        batch = {k: tf.gather(t, index) for k, t in tensors.items()}
-        if id_dropout > 0:
-            # Stateless: the mask depends on (seed, batch number) only, so batches can be
-            # prepared in parallel and a rerun hides the same ids.
-            draw = tf.random.stateless_uniform(tf.shape(batch["item_id"]), seed=[seed, number])
-            batch["item_id"] = tf.where(draw < id_dropout, tf.constant(""), batch["item_id"])
-        return batch
+        return _hide_ids({k: tf.gather(t, index) for k, t in tensors.items()}, number, seed, id_dropout)
 
     return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
         tf.data.AUTOTUNE)
 
 
-def make_list_dataset(arrays: Mapping[str, np.ndarray], list_ids: np.ndarray, batch_size: int,
+def _hide_ids(batch: dict, number, seed: int, id_dropout: float) -> dict:
+    """`item_id` hidden ("") in a random `id_dropout` share of the batch's rows. Stateless: the
+    mask depends on (seed, batch number) only, so batches can be prepared in parallel and a
+    rerun hides the same ids."""
+    if id_dropout > 0:
+        draw = tf.random.stateless_uniform(tf.shape(batch["item_id"]), seed=[seed, number])
+        batch["item_id"] = tf.where(draw < id_dropout, tf.constant(""), batch["item_id"])
+    return batch
+
+
+def _stream(shards: ExampleShards, batch_size: int, seed: int, clock: EpochClock | None,
+            shard: tuple[int, int] | None, epochs: int | None, shuffle: bool = True,
+            drop_remainder: bool = False, id_dropout: float = 0.0, whole_lists: bool = False) -> tf.data.Dataset:
+    """`make_dataset` / `make_list_dataset` over examples on disk: each epoch's batches come from
+    `ExampleShards.epoch_batches` (a few files in memory at a time, order fixed by (seed,
+    epoch)) through a generator; with `shard=(index, count)` a worker takes every count-th
+    batch from the index-th, all workers the same number. `batch_size` counts lists when
+    `whole_lists`."""
+    index, count = shard if shard is not None else (0, 1)
+    units = shards.lists if whole_lists else shards.rows
+    steps = (units // batch_size if drop_remainder else -(-units // batch_size)) // count
+    signature = {name: tf.TensorSpec([None] if info["width"] is None else [None, info["width"]],
+                                     _DTYPES[info["dtype"]]) for name, info in shards.columns.items()}
+
+    def batches(epoch):
+        for number, batch in enumerate(shards.epoch_batches(int(epoch), seed, batch_size, shuffle, drop_remainder,
+                                                            whole_lists=whole_lists)):
+            if number >= steps * count:
+                return
+            if number % count == index:
+                yield batch
+
+    def one_epoch(epoch):
+        return tf.data.Dataset.from_generator(batches, args=(epoch,), output_signature=signature)
+
+    rows = _over_epochs(one_epoch, steps, clock, epochs if shuffle else None).enumerate()
+    return rows.map(lambda number, batch: _hide_ids(batch, number, seed, id_dropout),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def make_list_dataset(arrays: Mapping[str, np.ndarray], list_ids: np.ndarray | None, batch_size: int,
                       seed: int, clock: EpochClock | None = None, shard: tuple[int, int] | None = None,
                       epochs: int | None = None) -> tf.data.Dataset:
     """Batches made of whole lists (a user's candidates on one day), lists reshuffled each epoch
@@ -84,6 +125,10 @@ def make_list_dataset(arrays: Mapping[str, np.ndarray], list_ids: np.ndarray, ba
     length: a later epoch with fewer batches would end training, one with more would be cut).
     `shard=(index, count)`: one worker's share of each epoch's batches, the same number each.
     """
+    if isinstance(arrays, ExampleShards):  # the lists: the shards' own list column
+        per_batch = max(1, int(round(batch_size * arrays.lists / max(arrays.rows, 1))))
+        return _stream(arrays, per_batch, seed, clock, shard, epochs, whole_lists=True)
+    list_ids = arrays["list_id"] if list_ids is None else list_ids
     tensors = {k: as_tensor(v) for k, v in arrays.items()}
     order = np.argsort(list_ids, kind="stable")
     _, starts, sizes = np.unique(list_ids[order], return_index=True, return_counts=True)

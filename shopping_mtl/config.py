@@ -36,12 +36,19 @@ class DataConfig:
         root: folder the spec's relative data paths start from; None keeps the spec's own.
         max_events: keep whole users (in a fixed hashed order) until this many events; a smoke run.
         on_bad_rows: "fail" stops at malformed rows; "skip" skips, counts and lists them.
+        stream_above_events: above this many events, the training examples (two-tower pairs,
+            ranker rows) are built one user chunk at a time into Parquet shards under
+            `<run folder>/.examples/` and streamed through tf.data instead of held in memory;
+            0: always; None: never.
+        shard_rows: examples per Parquet shard when streaming (four shards are read at a time).
     """
 
     dataset: str = "ecomm"
     root: str | None = None
     max_events: int | None = None
     on_bad_rows: str = "fail"
+    stream_above_events: int | None = 1_000_000
+    shard_rows: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,11 @@ class Config:
                 f"data.on_bad_rows is '{self.data.on_bad_rows}'; known: {', '.join(ON_BAD_ROWS)}")
         if self.data.max_events is not None and self.data.max_events <= 0:
             raise ConfigError(f"data.max_events must be positive, got {self.data.max_events}")
+        if self.data.stream_above_events is not None and self.data.stream_above_events < 0:
+            raise ConfigError(f"data.stream_above_events must be >= 0 (or null: never stream), "
+                              f"got {self.data.stream_above_events}")
+        if self.data.shard_rows < 1:
+            raise ConfigError(f"data.shard_rows must be positive, got {self.data.shard_rows}")
         if not 0 < self.split.quantile < 0.5:
             raise ConfigError(f"split.quantile must be in (0, 0.5), got {self.split.quantile}")
         if not self.evaluation.ks or min(self.evaluation.ks) <= 0:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,6 +104,14 @@ class RunState:
     def backup_dir(self, name: str) -> Path:
         """Where the fit of model `name` keeps what a rerun into this run folder resumes from."""
         return self.run_dir / ".backup" / name
+
+    def examples_dir(self, name: str) -> Path | None:
+        """Where model `name`'s training examples are written as Parquet shards and streamed
+        from (`data.stream_above_events`), or None: they are held in memory."""
+        threshold = self.config.data.stream_above_events
+        if threshold is None or len(self.dataset.events) <= threshold:
+            return None
+        return self.run_dir / ".examples" / name
 
     def write_list(self, frame: pd.DataFrame, name: str) -> Path:
         """Write a list file into the run folder atomically."""
@@ -276,6 +285,7 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
         if tracker is not None:
             tracker.end("KILLED")
         raise
+    shutil.rmtree(run_dir / ".examples", ignore_errors=True)  # rebuilt by any later run
     state.info["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
     state.info["wall_s"] = round(time.perf_counter() - started, 3)
     write_atomic(run_dir / "metrics.json", json.dumps(state.metrics, indent=1, sort_keys=True))

@@ -71,9 +71,12 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, list_features: bool = False,
-                   batch_rows: int = 50_000) -> dict[str, np.ndarray]:
+                   batch_rows: int = 50_000, item_counts: pd.Series | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
-    `history_events` before `at` only (later ones are ignored, whatever is passed)."""
+    `history_events` before `at` only (later ones are ignored, whatever is passed).
+
+    `item_counts`: every item's events before `at` (for `item_popularity`), when
+    `history_events` holds only the rows' users' events (one chunk of users)."""
     history_events = history_events[history_events["timestamp"] < at]
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
@@ -101,7 +104,7 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
             tf.constant(category_text[start:start + batch_rows, None]),
         ).numpy()[:, 0, :])
     arrays["cross"] = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 8), np.float32)
-    counts = history_events["item_id"].value_counts()
+    counts = history_events["item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
     if list_features:  # only when the model reads them (`ranking.list_features`)

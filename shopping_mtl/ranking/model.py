@@ -214,7 +214,7 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     clock = training.EpochClock()
     if config.listwise_weight and "list_id" in train:
         def build(**kw):
-            return make_list_dataset(train, train["list_id"], seed=seed, clock=clock, **kw)
+            return make_list_dataset(train, None, seed=seed, clock=clock, **kw)
     else:
         def build(**kw):
             return make_dataset(train, shuffle=True, seed=seed, clock=clock, **kw)

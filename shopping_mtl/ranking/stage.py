@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from shopping_mtl import export as export_lib
+from shopping_mtl import export as export_lib, shards
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
@@ -66,21 +66,26 @@ def choose_value_weights(users, items, probabilities, truth: GroundTruth, k: int
 @dataclasses.dataclass
 class RankingDay:
     """One ranking day's rows: the fitting users' and the held-out users' (named `user@days_back`,
-    so lists and ground truth of different days never mix), with their model inputs."""
+    so lists and ground truth of different days never mix), with their model inputs (the
+    fitting rows' inputs None when they went to a `shards.ShardWriter`)."""
 
-    fit_rows: pd.DataFrame
-    fit_inputs: dict
+    n_fit_rows: int
+    fit_positives: dict  # task -> positive fitting rows
+    fit_inputs: dict | None
     holdout_rows: pd.DataFrame
     holdout_inputs: dict
     holdout_truth: GroundTruth
 
 
-def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
+def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | None = None,
+                chunk_rows: int = 200_000) -> RankingDay | None:
     """Rows for the day `days_back` days before the validation day (0: the validation day).
 
     Candidates and features come from the events before that day only: the user's own items,
     co-visitation, popularity and, on the validation day, the two-tower model's lists (it was
     trained on the earlier days' events, so it is no source for them; its score is 0 there).
+    With `writer`, the fitting rows' inputs are built about `chunk_rows` rows (whole users) at
+    a time and written there, never all held at once.
     """
     config, split, dataset = state.config, state.split, state.dataset
     rconfig = config.ranking
@@ -119,11 +124,29 @@ def ranking_day(state, days_back: int, held: set) -> RankingDay | None:
         tuple(rename.values()),
         {g: {rename[u]: v for u, v in items.items() if u in rename} for g, items in truth.items.items()},
         {rename[u]: v for u, v in truth.seen.items() if u in rename})
-    fit_inputs = inputs(fit_rows)
     # One list per user and day, for the within-list loss.
-    fit_inputs["list_id"] = pd.factorize(fit_rows["user_id"])[0].astype(np.int64) + days_back * 10_000_000
+    list_id = pd.factorize(fit_rows["user_id"])[0].astype(np.int64) + days_back * 10_000_000
     holdout_inputs["list_id"] = pd.factorize(holdout_rows["user_id"])[0].astype(np.int64)
-    return RankingDay(fit_rows, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
+    positives = {t: float(fit_rows[t].sum()) for t in TASKS}
+    if writer is None:
+        fit_inputs = inputs(fit_rows)
+        fit_inputs["list_id"] = list_id
+        return RankingDay(len(fit_rows), positives, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
+    # A chunk's features need its users' own events only, plus every item's count.
+    n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
+    chunks, owners = retrieval_examples.user_chunks(fit_rows["user_id"], n_chunks)
+    history_chunks, _ = retrieval_examples.user_chunks(before["user_id"], n_chunks, owners)
+    counts = before["item_id"].value_counts()
+    for rows, history_rows in zip(retrieval_examples.chunk_rows(chunks, n_chunks),
+                                  retrieval_examples.chunk_rows(history_chunks, n_chunks)):
+        rows = rows[np.argsort(list_id[rows], kind="stable")]  # whole lists, in list order
+        part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, dataset.users,
+                                       catalogue, features, rconfig.history_length, rconfig.list_features,
+                                       item_counts=counts)
+        part["list_id"] = list_id[rows]
+        writer.write(part)
+    log.info("ranking: day -%d, %d training rows written in %d chunks", days_back, len(fit_rows), n_chunks)
+    return RankingDay(len(fit_rows), positives, None, holdout_rows, holdout_inputs, holdout_truth)
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -135,8 +158,9 @@ class RankingData:
     """The ranker's training and held-out rows over all ranking days, built once per run (a
     search reuses them for every trial)."""
 
-    fit_rows: pd.DataFrame
-    fit_inputs: dict
+    n_fit_rows: int
+    fit_positive_rates: dict  # task -> share of positive fitting rows
+    fit_inputs: dict | shards.ExampleShards
     holdout_rows: pd.DataFrame
     holdout_inputs: dict
     holdout_truth: GroundTruth
@@ -145,15 +169,21 @@ class RankingData:
 
 def prepare_ranking(state, rconfig=None) -> RankingData:
     """Rows of the validation day and `extra_days` train days before it, each from the events
-    before it; a fixed share of users is held out on every day."""
+    before it; a fixed share of users is held out on every day. Above `data.stream_above_events`
+    events the fitting rows go to Parquet shards (`RunState.examples_dir`) and are streamed."""
     config, split = state.config, state.split
     rconfig = rconfig or config.ranking
     everyone = np.asarray(sorted(set(split.train["user_id"])), dtype=object)
     held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed)])
-    days = [d for d in (ranking_day(state, back, held) for back in range(rconfig.extra_days + 1)) if d]
+    folder = state.examples_dir("ranker")
+    writer = shards.ShardWriter(folder, config.data.shard_rows, "list_id") if folder is not None else None
+    days = [d for d in (ranking_day(state, back, held, writer, config.data.shard_rows)
+                        for back in range(rconfig.extra_days + 1)) if d]
+    n_fit = sum(d.n_fit_rows for d in days)
     data = RankingData(
-        fit_rows=pd.concat([d.fit_rows for d in days], ignore_index=True),
-        fit_inputs=_concat([d.fit_inputs for d in days]),
+        n_fit_rows=n_fit,
+        fit_positive_rates={t: sum(d.fit_positives[t] for d in days) / max(n_fit, 1) for t in TASKS},
+        fit_inputs=writer.close() if writer is not None else _concat([d.fit_inputs for d in days]),
         holdout_rows=pd.concat([d.holdout_rows for d in days], ignore_index=True),
         holdout_inputs=_concat([d.holdout_inputs for d in days]),
         holdout_truth=GroundTruth(
@@ -162,8 +192,8 @@ def prepare_ranking(state, rconfig=None) -> RankingData:
             {u: v for d in days for u, v in d.holdout_truth.seen.items()}),
         n_days=len(days))
     log.info("ranking: %d days, %d training rows, %d holdout rows (%d held-out user-days); positive rates %s",
-             data.n_days, len(data.fit_rows), len(data.holdout_rows), len(data.holdout_truth.users),
-             {t: round(float(data.fit_rows[t].mean()), 4) for t in TASKS})
+             data.n_days, data.n_fit_rows, len(data.holdout_rows), len(data.holdout_truth.users),
+             {t: round(rate, 4) for t, rate in data.fit_positive_rates.items()})
     return data
 
 
@@ -180,12 +210,43 @@ class RankerFit:
     holdout_reference_ndcg: float  # the same lists ordered by the engagement feature alone
 
 
+def holdout_ndcg_objective(data: RankingData, rconfig):
+    """`model -> float`: NDCG@10 (any engagement) of the held-out user-days' lists as the model
+    orders them, cut to `list_size`; the early-stopping objective `ranking.early_stopping=
+    holdout_ndcg@10`. One prediction over the holdout rows per call.
+
+    The order: with `value_weights` configured, the value score of the Platt-calibrated heads
+    (calibration fitted on the same rows, as after training: the final list's own order). With
+    the weights chosen after training (None), the click probability alone: every weighting on
+    the grid gives click 1.0, the choice needs calibrated heads of a finished model, and its 32
+    list scorings per epoch would cost more than the epoch; the raw click probability orders as
+    its calibrated one does (Platt is monotone), and click alone is what the value model chose on
+    both datasets (NOTES.md). So this is the list of the grid's click-only point, a lower bound of
+    the chosen weights' held-out NDCG.
+    """
+    users, items = data.holdout_rows["user_id"].to_numpy(), data.holdout_rows["item_id"].to_numpy()
+
+    def objective(model) -> float:
+        p = model_lib.predict(model.scorer, data.holdout_inputs)
+        if rconfig.value_weights is None:
+            score = p["click"]
+        else:
+            platt = {t: Platt.fit(p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
+            score = value_score(calibrate(p, platt, rconfig.architecture == "esmm"), rconfig.value_weights)
+        lists = _lists(users, items, score, p, rconfig.list_size)
+        return score_lists(lists, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
+    return objective
+
+
 def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, initial_weights=None,
                initial_epoch: int = 0, backup_dir=None) -> RankerFit:
-    """Train, calibrate per head on the held-out rows, choose the value weights on their NDCG@10."""
+    """Train (early-stopping on `rconfig.early_stopping`; the held-out NDCG@10 of each epoch is
+    the history's `val_objective`), calibrate per head on the held-out rows, choose the value
+    weights on their NDCG@10."""
+    objective = holdout_ndcg_objective(data, rconfig) if rconfig.early_stopping == "holdout_ndcg@10" else None
     model, fitted = model_lib.train_ranker(features, data.fit_inputs, data.holdout_inputs, rconfig, seed, tasks,
                                            initial_weights=initial_weights, initial_epoch=initial_epoch,
-                                           backup_dir=backup_dir)
+                                           backup_dir=backup_dir, objective=objective)
     holdout_p = model_lib.predict(model.scorer, data.holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
     calibrated = calibrate(holdout_p, platt, rconfig.architecture == "esmm")
@@ -218,8 +279,12 @@ def run_ranking_stage(state) -> None:
     ordered = rconfig.architecture == "esmm"
     state.histories["ranker"] = fitted.history
     state.metrics["ranker/epochs"] = float(len(fitted.history["loss"]))
+    # The epoch (1-based) whose weights were kept: the best of the early-stopping value.
+    watched = fitted.history.get("val_objective", fitted.history.get("val_mean_auc"))
+    if watched:
+        state.metrics["ranker/best_epoch"] = float(np.nanargmax(watched) + 1)
     state.metrics["ranker/holdout_mean_auc"] = fitted.holdout_mean_auc
-    state.metrics["ranker/training_rows"] = float(len(ranking.fit_rows))
+    state.metrics["ranker/training_rows"] = float(ranking.n_fit_rows)
     state.metrics["ranker/holdout_ndcg@10"] = fitted.holdout_ndcg
     # The held-out lists ordered by the user-item engagement feature alone: what the model has
     # to beat (it is close to the user-history baseline's score).

@@ -104,10 +104,11 @@ def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.
 
 def training_pairs(events: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
                    catalogue: pd.DataFrame, features: FeatureSet,
-                   event_weights: Mapping[str, float]) -> Arrays:
+                   event_weights: Mapping[str, float], weight_mean: float | None = None) -> Arrays:
     """(query state before each event, engaged item) pairs with an event-type sample weight.
 
-    The weights are normalised to mean 1 so the loss scale does not depend on the event mix.
+    The weights are normalised to mean 1 so the loss scale does not depend on the event mix
+    (`weight_mean`: the mean to divide by, when `events` is one chunk of the pairs).
     """
     arrays = query_arrays(events, history_events, users, catalogue, features)
     # Ids outside the vocabulary (rare ones, with `min_count`) train the content-only row that
@@ -117,13 +118,62 @@ def training_pairs(events: pd.DataFrame, history_events: pd.DataFrame, users: pd
     arrays.update(item_arrays(catalogue, features, events["item_id"], known_ids=known))
     # The true id as an integer (cheap to compare batch x batch), for accidental-hit removal.
     arrays["item_key"] = pd.Index(catalogue["item_id"]).get_indexer(as_str(events["item_id"])).astype(np.int64)
-    weights = events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
-    arrays["sample_weight"] = weights / max(float(weights.mean()), 1e-12)
+    weights = event_weight(events, event_weights)
+    mean = float(weights.mean()) if weight_mean is None else weight_mean
+    arrays["sample_weight"] = weights / max(mean, 1e-12)
     return arrays
+
+
+def event_weight(events: pd.DataFrame, event_weights: Mapping[str, float]) -> np.ndarray:
+    return events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
+
+
+def user_chunks(user_ids, n_chunks: int, users: pd.Index | None = None) -> tuple[np.ndarray, pd.Index]:
+    """Each row's chunk number in [0, n_chunks) by its user (-1: a user outside `users`), and the
+    users (first-appearance order) that numbers them; pass them back for another table's rows."""
+    if users is None:
+        codes, users = pd.factorize(np.asarray(user_ids))
+        users = pd.Index(users)
+    else:
+        codes = users.get_indexer(np.asarray(user_ids))
+    return np.where(codes >= 0, codes % n_chunks, -1), users
+
+
+def chunk_rows(chunks: np.ndarray, n_chunks: int) -> list[np.ndarray]:
+    """Row positions of each chunk, in row order."""
+    order = np.argsort(chunks, kind="stable")
+    bounds = np.searchsorted(chunks[order], np.arange(n_chunks + 1))
+    return [order[bounds[c]:bounds[c + 1]] for c in range(n_chunks)]
+
+
+def write_training_pairs(writer, events: pd.DataFrame, history_events: pd.DataFrame, sampling_events: pd.DataFrame,
+                         users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
+                         event_weights: Mapping[str, float], chunk_size: int, progress=None) -> None:
+    """`training_pairs(...)` plus `sampling_probability` (against `sampling_events`), built one
+    chunk of users at a time (a user's history only needs the user's own events) and appended
+    to `writer` (a `shards.ShardWriter`): the (pairs, history length) arrays of the whole log
+    never exist at once."""
+    n_chunks = max(1, -(-len(events) // max(chunk_size, 1)))
+    chunks, owners = user_chunks(events["user_id"], n_chunks)
+    history_chunks, _ = user_chunks(history_events["user_id"], n_chunks, owners)
+    weight_mean = float(event_weight(events, event_weights).mean()) if len(events) else 1.0
+    counts = pd.Series(as_str(sampling_events["item_id"])).value_counts()
+    for number, (rows, history_rows) in enumerate(zip(chunk_rows(chunks, n_chunks),
+                                                       chunk_rows(history_chunks, n_chunks))):
+        part = events.iloc[rows]
+        arrays = training_pairs(part, history_events.iloc[history_rows], users, catalogue, features,
+                                event_weights, weight_mean)
+        arrays["sampling_probability"] = _probability(counts, part["item_id"])
+        writer.write(arrays)
+        if progress is not None:
+            progress(number + 1, n_chunks)
 
 
 def sampling_probability(train_item_ids, item_ids) -> np.ndarray:
     """Each pair's candidate frequency in the training pairs: the logQ correction's q(item)."""
-    counts = pd.Series(as_str(train_item_ids)).value_counts()
+    return _probability(pd.Series(as_str(train_item_ids)).value_counts(), item_ids)
+
+
+def _probability(counts: pd.Series, item_ids) -> np.ndarray:
     total = float(counts.sum())
     return (counts.reindex(as_str(item_ids)).fillna(1.0).to_numpy() / total).astype(np.float32)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shopping_mtl import export as export_lib
+from shopping_mtl import export as export_lib, shards
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
@@ -54,9 +54,14 @@ class RetrievalData:
         return set(item_id.vocabulary) if item_id is not None else None
 
 
-def prepare(dataset, split: Split, config: RetrievalConfig) -> RetrievalData:
+def prepare(dataset, split: Split, config: RetrievalConfig, examples_dir=None,
+            shard_rows: int = 200_000) -> RetrievalData:
     """Training pairs from train events (history: train only); validation pairs from validation
-    events (history: train + validation before each event), for early stopping."""
+    events (history: train + validation before each event), for early stopping.
+
+    `examples_dir`: write the training pairs there as Parquet shards of about `shard_rows`
+    pairs, one user chunk at a time, and stream them (`shards.ExampleShards`) instead of
+    holding them in memory."""
     features = feature_set(dataset, split)
     catalogue = examples.item_catalogue(split.history, dataset.items, features)
     train_events, validation_events = split.train, split.validation
@@ -64,17 +69,32 @@ def prepare(dataset, split: Split, config: RetrievalConfig) -> RetrievalData:
         first = ~split.history.duplicated(["user_id", "item_id"], keep="first").to_numpy()
         train_events = split.train[first[: len(split.train)]]
         validation_events = split.validation[first[len(split.train):]]
-    train = examples.training_pairs(train_events, split.train, dataset.users, catalogue, features,
-                                    config.event_weights)
-    train["sampling_probability"] = examples.sampling_probability(
-        train_events["item_id"], train_events["item_id"])
+    if examples_dir is None:
+        train = examples.training_pairs(train_events, split.train, dataset.users, catalogue, features,
+                                        config.event_weights)
+        train["sampling_probability"] = examples.sampling_probability(
+            train_events["item_id"], train_events["item_id"])
+    else:
+        writer = shards.ShardWriter(examples_dir, shard_rows)
+        examples.write_training_pairs(
+            writer, train_events, split.train, train_events, dataset.users, catalogue, features,
+            config.event_weights, shard_rows,
+            progress=lambda done, total: log.info("retrieval: training pairs, chunk %d of %d written to %s",
+                                                  done, total, examples_dir))
+        train = writer.close()
     validation = examples.training_pairs(validation_events, split.history, dataset.users, catalogue,
                                          features, config.event_weights)
     validation["sampling_probability"] = examples.sampling_probability(
         train_events["item_id"], validation_events["item_id"])
-    log.info("retrieval: %d training pairs, %d validation pairs, catalogue of %d items",
-             len(train["sample_weight"]), len(validation["sample_weight"]), len(catalogue))
+    log.info("retrieval: %d training pairs%s, %d validation pairs, catalogue of %d items",
+             n_examples(train), f" in {examples_dir}" if examples_dir is not None else "",
+             len(validation["sample_weight"]), len(catalogue))
     return RetrievalData(features, split, dataset.users, dataset.items, catalogue, train, validation, config)
+
+
+def n_examples(arrays) -> int:
+    """Rows of an example table, in memory (dict of arrays) or on disk (`ExampleShards`)."""
+    return arrays.rows if isinstance(arrays, shards.ExampleShards) else len(next(iter(arrays.values())))
 
 
 def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataFrame,
@@ -144,7 +164,7 @@ def run_retrieval_stage(state) -> None:
     """The stage: fit, score on validation and test, write candidates and the merged set, export."""
     config, split = state.config, state.split
     rconfig, ev = config.retrieval, config.evaluation
-    data = prepare(state.dataset, split, rconfig)
+    data = prepare(state.dataset, split, rconfig, state.examples_dir("retrieval"), config.data.shard_rows)
     started = time.perf_counter()
     model, fitted = fit(data, rconfig, config.seed, backup_dir=state.backup_dir("retrieval"))
     state.timings["retrieval_fit"] = time.perf_counter() - started
@@ -154,7 +174,7 @@ def run_retrieval_stage(state) -> None:
     state.histories["retrieval"] = history
     state.metrics.update({
         "retrieval/epochs": float(len(history["loss"])),
-        "retrieval/train_pairs": float(len(data.train["sample_weight"])),
+        "retrieval/train_pairs": float(n_examples(data.train)),
     })
     if "val_loss" in history:
         state.metrics["retrieval/best_val_loss"] = float(min(history["val_loss"]))

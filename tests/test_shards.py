@@ -1,0 +1,173 @@
+"""Training examples streamed from Parquet shards: the same examples as in memory, every one
+read once per epoch in an order fixed by (seed, epoch), whole lists kept whole, and files that
+are either finished or absent."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopping_mtl.batches import make_dataset, make_list_dataset
+from shopping_mtl.config import load_config
+from shopping_mtl.data import synthetic
+from shopping_mtl.pipeline import RunState, run_data
+from shopping_mtl.ranking.stage import prepare_ranking
+from shopping_mtl.retrieval import stage as retrieval_stage
+from shopping_mtl.shards import MANIFEST, ExampleShards, ShardWriter
+from shopping_mtl.training import EpochClock
+
+
+def _table(n_lists: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    list_id = np.repeat(np.arange(n_lists), rng.integers(1, 9, n_lists))
+    n = len(list_id)
+    return {"row": np.arange(n), "list_id": list_id, "weight": rng.random(n).astype(np.float32),
+            "item_id": np.array([f"i{r}" for r in range(n)], dtype=object),
+            "history": np.array([[f"h{r}", "", f"g{r % 3}"] for r in range(n)], dtype=object),
+            "cross": rng.random((n, 4)).astype(np.float32)}
+
+
+def _write(folder, table, max_rows, list_column=None, pieces=3) -> ExampleShards:
+    writer = ShardWriter(folder, max_rows, list_column)
+    cuts = np.linspace(0, len(table["row"]), pieces + 1).astype(int)
+    if list_column:  # chunks end at list boundaries, as the ranking stage writes them
+        starts = np.flatnonzero(np.r_[True, np.diff(table[list_column]) != 0])
+        cuts = np.r_[starts[np.searchsorted(starts, cuts[:-1])], len(table["row"])]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        writer.write({k: v[a:b] for k, v in table.items()})
+    return writer.close()
+
+
+def test_shards_give_back_every_column_as_written(tmp_path):
+    table = _table()
+    shards = _write(tmp_path / "s", table, max_rows=25)
+    assert len(shards.files) > 3 and shards.rows == len(table["row"])
+    for name, values in table.items():
+        back = shards[name]
+        assert back.dtype == values.dtype and back.shape == values.shape
+        assert np.array_equal(back, values)
+
+
+def test_a_folder_without_its_manifest_is_refused_and_a_rewrite_starts_clean(tmp_path):
+    table = _table()
+    _write(tmp_path / "s", table, max_rows=25)
+    (tmp_path / "s" / MANIFEST).unlink()  # as a write killed before its end leaves it
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        ExampleShards(tmp_path / "s")
+    again = _write(tmp_path / "s", {k: v[:30] for k, v in table.items()}, max_rows=1000, pieces=1)
+    assert [p.name for p in sorted((tmp_path / "s").iterdir())] == [MANIFEST, "part-00000.parquet"]
+    assert again.rows == 30
+
+
+def test_every_row_once_per_epoch_in_an_order_fixed_by_seed_and_epoch(tmp_path):
+    table = _table()
+    shards = _write(tmp_path / "s", table, max_rows=20)
+    n = len(table["row"])
+
+    def epoch(number, seed=3):
+        return [b["row"] for b in shards.epoch_batches(number, seed, 16, mix=2)]
+
+    first = epoch(1)
+    assert [len(b) for b in first] == [16] * (n // 16) + ([n % 16] if n % 16 else [])
+    assert sorted(np.concatenate(first).tolist()) == list(range(n))
+    assert all(np.array_equal(a, b) for a, b in zip(first, epoch(1)))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(epoch(2)))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(epoch(1, seed=4)))
+    # Batches mix rows of different files, not one file after another.
+    file_of = np.repeat(np.arange(len(shards.files)), [f["rows"] for f in shards.files])
+    assert max(len(set(file_of[b])) for b in first) > 1
+
+
+def test_list_batches_hold_whole_lists_and_the_same_number_every_epoch(tmp_path):
+    table = _table(n_lists=60)
+    shards = _write(tmp_path / "s", table, max_rows=30, list_column="list_id")
+    for f in shards.files:  # no list spans two files
+        ids = shards.read_file(shards.files.index(f), ["list_id"])["list_id"]
+        assert f["lists"] == len(np.unique(ids))
+    assert shards.lists == 60
+    sizes = pd.Series(table["list_id"]).value_counts()
+    clock = EpochClock()
+    data = make_list_dataset(shards, None, batch_size=int(round(5 * len(table["row"]) / 60)), seed=1, clock=clock)
+    per_epoch = []
+    for number in range(3):
+        clock.variable.assign(number)
+        batches = [{k: v.numpy() for k, v in b.items()} for b in data]
+        per_epoch.append(len(batches))
+        for b in batches:  # each list complete in its batch
+            counts = pd.Series(b["list_id"]).value_counts()
+            assert (counts == sizes[counts.index]).all()
+        assert sorted(np.concatenate([b["row"] for b in batches]).tolist()) == list(range(len(table["row"])))
+    assert per_epoch == [12] * 3 and int(data.cardinality()) == 12
+
+
+def test_two_workers_read_disjoint_batches_the_same_number_each(tmp_path):
+    table = _table(n_lists=50)
+    shards = _write(tmp_path / "s", table, max_rows=25)
+    parts = [[b["row"].numpy() for b in make_dataset(shards, 8, shuffle=True, seed=2, shard=(i, 2), epochs=1)]
+             for i in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(table["row"]) // 8 // 2
+    rows = [np.concatenate(p) for p in parts]
+    assert not set(rows[0]) & set(rows[1])
+
+
+def _rows(arrays) -> list[tuple]:
+    """Every example as one hashable row, for comparing example tables as multisets."""
+    columns = {k: (v if v.ndim == 1 else ["|".join(map(str, r)) for r in v]) for k, v in arrays.items()}
+    return sorted(zip(*(columns[k] for k in sorted(columns))), key=repr)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small synthetic log through the data stage and a one-epoch two-tower fit."""
+    folder = tmp_path_factory.mktemp("shards")
+    spec = synthetic.generate(folder / "data", 8_000, seed=2)
+    config = load_config(overrides={"run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
+                                    "tracking": {"enabled": False}, "stages": ["data", "retrieval"],
+                                    "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
+                                    "ranking": {"extra_days": 2},
+                                    "evaluation": {"bootstrap_resamples": 0}})
+    state = RunState(config=config, run_dir=folder / "run")
+    state.run_dir.mkdir()
+    run_data(state)
+    from shopping_mtl.retrieval.stage import run_retrieval_stage
+    run_retrieval_stage(state)
+    return state
+
+
+def test_streamed_training_pairs_are_the_in_memory_ones(trained, tmp_path):
+    state = trained
+    config = state.config.retrieval
+    memory = retrieval_stage.prepare(state.dataset, state.split, config)
+    streamed = retrieval_stage.prepare(state.dataset, state.split, config, tmp_path / "pairs", shard_rows=700)
+    assert isinstance(streamed.train, ExampleShards) and len(streamed.train.files) > 2
+    assert set(streamed.train) == set(memory.train)
+    assert _rows({k: streamed.train[k] for k in streamed.train}) == _rows(memory.train)
+
+
+def test_streamed_ranking_rows_are_the_in_memory_ones(trained):
+    state = trained
+    memory = prepare_ranking(state)
+    data = dataclasses.replace(state.config.data, stream_above_events=0, shard_rows=900)
+    streamed_state = dataclasses.replace(state, config=dataclasses.replace(state.config, data=data))
+    streamed = prepare_ranking(streamed_state)
+    shards = streamed.fit_inputs
+    assert isinstance(shards, ExampleShards) and len(shards.files) > 2
+    assert shards.folder == state.run_dir / ".examples" / "ranker"
+    assert streamed.n_fit_rows == memory.n_fit_rows == shards.rows
+    assert streamed.fit_positive_rates == memory.fit_positive_rates
+    assert _rows(streamed.holdout_inputs) == _rows(memory.holdout_inputs)
+    # Row for row by (list, item); the cross features equal to float rounding (TensorFlow sums
+    # a chunk's batch in another order than the whole day's).
+    back = {k: shards[k] for k in shards}
+    keys = [pd.MultiIndex.from_arrays([a["list_id"], a["item_id"]]) for a in (back, memory.fit_inputs)]
+    assert keys[0].is_unique and set(keys[0]) == set(keys[1])
+    order = [np.argsort(keys[0]), np.argsort(keys[1])]
+    for name in memory.fit_inputs:
+        a, b = back[name][order[0]], memory.fit_inputs[name][order[1]]
+        if name == "cross":
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        else:
+            assert np.array_equal(a, b), name
