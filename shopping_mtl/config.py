@@ -47,7 +47,7 @@ class DataConfig:
     root: str | None = None
     max_events: int | None = None
     on_bad_rows: str = "fail"
-    stream_above_events: int | None = 1_000_000
+    stream_above_events: int | None = 500_000
     shard_rows: int = 200_000
 
 

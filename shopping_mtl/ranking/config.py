@@ -39,6 +39,9 @@ class RankingConfig:
             mean AUC.
         holdout_share: share of the ranking-day users held out for early stopping, calibration
             and the value-model weights.
+        holdout_max_users: at most this many of them (those first in the hashed order; the rest
+            train): the held-out rows are scored after every epoch and held in memory, and a few
+            thousand users calibrate as well as a million. None: no cap.
         value_weights: weights of the calibrated p_click, p_save, p_purchase in the final score;
             None chooses them on the holdout's NDCG@10.
         list_size: rows per user in recommendations.parquet.
@@ -77,6 +80,7 @@ class RankingConfig:
     patience: int = 2
     early_stopping: str = "holdout_ndcg@10"
     holdout_share: float = 0.2
+    holdout_max_users: int | None = 5000
     value_weights: Mapping[str, float] | None = None
     list_size: int = 100
     compare_single_task: bool = True
@@ -110,3 +114,6 @@ class RankingConfig:
             raise ConfigError(f"ranking.dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.holdout_share < 1:
             raise ConfigError(f"ranking.holdout_share must be in (0, 1), got {self.holdout_share}")
+        if self.holdout_max_users is not None and self.holdout_max_users < 1:
+            raise ConfigError(f"ranking.holdout_max_users must be positive (or null: no cap), "
+                              f"got {self.holdout_max_users}")

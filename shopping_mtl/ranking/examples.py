@@ -16,7 +16,7 @@ import tensorflow as tf
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import cross_features, list_features, list_values
+from shopping_mtl.ranking.cross import CROSS_FEATURES, cross_features, list_features, list_values
 from shopping_mtl.retrieval.examples import item_arrays, user_frame
 
 
@@ -90,20 +90,8 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     categories = (as_str(catalogue.drop_duplicates("item_id").set_index("item_id")["category"]
                          .reindex(frame["item_id"])) if "category" in catalogue
                   else np.full(len(frame), "", dtype=object))
-    # Text once per user and per row, not once per batch (the whole item column per batch was
-    # quadratic in the rows).
-    text = {k: history[k].astype(str) for k in ("items", "categories", "events")}
-    item_text, category_text = frame["item_id"].to_numpy(dtype=str), categories.astype(str)
-    parts = []
-    for start in range(0, len(frame), batch_rows):
-        pos = user_pos[start:start + batch_rows]
-        parts.append(cross_features(
-            tf.constant(text["items"][pos]), tf.constant(text["categories"][pos]),
-            tf.constant(text["events"][pos]), tf.constant(history["ages"][pos]),
-            tf.constant(item_text[start:start + batch_rows, None]),
-            tf.constant(category_text[start:start + batch_rows, None]),
-        ).numpy()[:, 0, :])
-    arrays["cross"] = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 8), np.float32)
+    arrays["cross"] = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
+                                     categories.astype(str), batch_rows)
     counts = history_events["item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
@@ -113,6 +101,39 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
         if task in rows:
             arrays[f"label_{task}"] = rows[task].to_numpy(np.float32)
     return arrays
+
+
+def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
+                   batch_rows: int) -> np.ndarray:
+    """`cross_features` of every row, computed for a group of users at a time: each user's
+    history once against all of the user's rows as candidates (padded to the group's longest),
+    the (users, candidates) shape the serving graphs use, not one copy of the history per row."""
+    n = len(user_pos)
+    out = np.zeros((n, len(CROSS_FEATURES)), np.float32)
+    if n == 0:
+        return out
+    order = np.argsort(user_pos, kind="stable")
+    users, starts, sizes = np.unique(user_pos[order], return_index=True, return_counts=True)
+    text = {k: history[k].astype(str) for k in ("items", "categories", "events")}
+    first = 0
+    while first < len(users):
+        # As many users as fit about `batch_rows` padded candidate slots (at least one).
+        width = np.maximum.accumulate(sizes[first:])
+        count = max(1, int(np.searchsorted(width * np.arange(1, len(width) + 1), batch_rows, side="right")))
+        group = slice(first, first + count)
+        c = int(sizes[group].max())
+        slot = np.arange(c)
+        valid = slot[None, :] < sizes[group, None]
+        rows = order[np.where(valid, starts[group, None] + slot[None, :], 0)]  # (users, c) row numbers
+        who = users[group]
+        values = cross_features(
+            tf.constant(text["items"][who]), tf.constant(text["categories"][who]),
+            tf.constant(text["events"][who]), tf.constant(history["ages"][who]),
+            tf.constant(np.where(valid, items[rows], "")), tf.constant(np.where(valid, categories[rows], "")),
+        ).numpy()
+        out[rows[valid]] = values[valid]
+        first += count
+    return out
 
 
 def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:
@@ -136,9 +157,15 @@ def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_users(users, share: float, seed: int) -> np.ndarray:
-    """A fixed pseudo-random `share` of users (by hash) -> True: held out."""
+def split_users(users, share: float, seed: int, max_users: int | None = None) -> np.ndarray:
+    """A fixed pseudo-random `share` of users (by hash) -> True: held out; at most `max_users`
+    of them, those with the smallest hashes."""
     hashed = pd.util.hash_array(np.asarray(users, dtype=object), hash_key=f"{seed:016d}"[:16])
-    return (hashed % 10_000) < share * 10_000
+    held = (hashed % 10_000) < share * 10_000
+    if max_users is not None and held.sum() > max_users:
+        chosen = np.flatnonzero(held)
+        held[:] = False
+        held[chosen[np.argsort(hashed[chosen], kind="stable")[:max_users]]] = True
+    return held
 
 

@@ -174,7 +174,8 @@ def prepare_ranking(state, rconfig=None) -> RankingData:
     config, split = state.config, state.split
     rconfig = rconfig or config.ranking
     everyone = np.asarray(sorted(set(split.train["user_id"])), dtype=object)
-    held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed)])
+    held = set(everyone[examples.split_users(everyone, rconfig.holdout_share, config.seed,
+                                                 rconfig.holdout_max_users)])
     folder = state.examples_dir("ranker")
     writer = shards.ShardWriter(folder, config.data.shard_rows, "list_id") if folder is not None else None
     days = [d for d in (ranking_day(state, back, held, writer, config.data.shard_rows)
@@ -220,9 +221,9 @@ def holdout_ndcg_objective(data: RankingData, rconfig):
     the weights chosen after training (None), the click probability alone: every weighting on
     the grid gives click 1.0, the choice needs calibrated heads of a finished model, and its 32
     list scorings per epoch would cost more than the epoch; the raw click probability orders as
-    its calibrated one does (Platt is monotone), and click alone is what the value model chose on
-    both datasets (NOTES.md). So this is the list of the grid's click-only point, a lower bound of
-    the chosen weights' held-out NDCG.
+    its calibrated one does (Platt is monotone). So this is the list of the grid's click-only
+    point, a lower bound of the chosen weights' held-out NDCG (Taobao, epoch 1: 0.1405 click
+    alone, 0.1433 with the chosen 1/1/4).
     """
     users, items = data.holdout_rows["user_id"].to_numpy(), data.holdout_rows["item_id"].to_numpy()
 
