@@ -118,48 +118,165 @@ def fill_from(lists: pd.DataFrame, fallback: pd.DataFrame, k: int) -> pd.DataFra
     return merged[["user_id", "rank", "item_id", "score"]].reset_index(drop=True)
 
 
+def _session_days(events: pd.DataFrame) -> np.ndarray:
+    """Each event's calendar day (its timestamp floored to the day, as an instant): (n_events,)."""
+    return events["timestamp"].dt.floor("D").to_numpy(dtype="datetime64[ns]")
+
+
+@dataclass(frozen=True)
+class _CovisitTable:
+    """`covisitation_counts` of one events frame on integer codes, with the codes of its events.
+
+    Codes come from sorted ids, so comparing codes orders like comparing the ids. The pairs are
+    held by source (rows `indptr[s]:indptr[s + 1]` are item `s`'s, by target); `appearance`
+    gives each pair's row in `covisitation_counts`'s order (first co-occurrence in the log).
+    """
+
+    max_session_items: int
+    users: np.ndarray  # (n_users,) user ids, sorted
+    items: np.ndarray  # (n_items,) item ids, sorted
+    days: np.ndarray  # (n_days,) datetime64[ns], sorted
+    user_codes: np.ndarray  # (n_events,) int32
+    item_codes: np.ndarray  # (n_events,) int32
+    day_codes: np.ndarray  # (n_events,) int32
+    indptr: np.ndarray  # (n_items + 1,) int64
+    target: np.ndarray  # (n_pairs,) int32
+    count: np.ndarray  # (n_pairs,) int32
+    appearance: np.ndarray  # (n_pairs,) the pair's row in covisitation_counts
+
+    def describes(self, events: pd.DataFrame, max_session_items: int) -> bool:
+        """Whether `events` has exactly this table's (user, day, item) sequence (all the counts
+        and seeds depend on), so the table is theirs whatever frame object they come in."""
+        return (self.max_session_items == max_session_items and len(self.user_codes) == len(events)
+                and np.array_equal(self.days[self.day_codes], _session_days(events))
+                and np.array_equal(self.users[self.user_codes], events["user_id"].to_numpy(dtype=object))
+                and np.array_equal(self.items[self.item_codes], events["item_id"].to_numpy(dtype=object)))
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniques = pd.factorize(values, sort=True)
+    if len(codes) and codes.min() < 0:
+        raise ValueError("co-visitation needs events without missing user_id, item_id or timestamp")
+    return codes, np.asarray(uniques, dtype=values.dtype)
+
+
+def _build_covisit_table(events: pd.DataFrame, max_session_items: int) -> _CovisitTable:
+    user_codes, users = _factorize(events["user_id"].to_numpy(dtype=object))
+    item_codes, items = _factorize(events["item_id"].to_numpy(dtype=object))
+    day_codes, days = _factorize(_session_days(events))
+    n_items = max(len(items), 1)
+    session = pd.factorize(user_codes * max(len(days), 1) + day_codes)[0]  # (user, day) -> one code
+    # The last N distinct items of each session (events arrive in time order).
+    keep = ~pd.Series(session * n_items + item_codes).duplicated(keep="last").to_numpy()
+    session, item = session[keep], item_codes[keep]
+    from_end = pd.Series(session).groupby(session, sort=False).cumcount(ascending=False).to_numpy()
+    session, item = session[from_end < max_session_items], item[from_end < max_session_items]
+    # Self-join on the session, in the order a merge gives: each row, then its session's rows.
+    by_session = np.argsort(session, kind="stable")
+    sizes = np.bincount(session)  # (n_sessions,)
+    width = sizes[session]  # (n_rows,) partners of each row, itself included
+    # Each pair's partner as a position in the rows ordered by session: (n_pairs_all,)
+    partner = np.repeat((np.cumsum(sizes) - sizes)[session] - (np.cumsum(width) - width), width)
+    partner += np.arange(len(partner))
+    source, target = np.repeat(item, width), item[by_session][partner]
+    del partner
+    key = source * n_items + target  # (n_pairs_all,) int64: (source, target) as one number
+    key = key[source != target]
+    del source, target
+    pair, keys = pd.factorize(key)  # first co-occurrence order, as groupby(sort=False)
+    del key
+    count = np.bincount(pair, minlength=len(keys))
+    del pair
+    by_source = np.argsort(keys, kind="stable")  # (n_pairs,) keys are distinct: by (source, target)
+    keys, count = keys[by_source], count[by_source]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // n_items, minlength=len(items)))])
+    small = np.int32 if len(by_source) < 2**31 else np.int64
+    return _CovisitTable(
+        max_session_items, users, items, days, user_codes.astype(np.int32), item_codes.astype(np.int32),
+        day_codes.astype(np.int32), indptr.astype(np.int64), (keys % n_items).astype(np.int32),
+        count.astype(np.int32), by_source.astype(small))
+
+
+# The last table built (about 12 bytes an event and 12 a pair): the baselines and retrieval
+# stages both ask for the events before the test day, one after the other, each through its own
+# copy of split.history (a new frame on every access), so identity cannot tell they are the same.
+_LAST_TABLE: list[_CovisitTable] = []
+
+
+def _covisit_table(events: pd.DataFrame, max_session_items: int) -> _CovisitTable:
+    """The co-visitation table of `events`, reused when the last one built describes them exactly."""
+    if _LAST_TABLE and _LAST_TABLE[0].describes(events, max_session_items):
+        return _LAST_TABLE[0]
+    _LAST_TABLE.clear()  # frees the old table before the new one is built
+    table = _build_covisit_table(events, max_session_items)
+    _LAST_TABLE.append(table)
+    return table
+
+
 def covisitation_counts(events: pd.DataFrame, max_session_items: int = 50) -> pd.DataFrame:
     """Item-to-item co-visitation: in how many (user, day) sessions two distinct items co-occur.
 
+    Computed on integer codes, and reused for a later call with the same events (compared
+    exactly, not by object identity, so a changed log is never served a stale table).
+
     Returns:
-        frame `source, target, count` (both directions, source != target).
+        frame `source, target, count` (both directions, source != target), pairs in the order
+        they first co-occur in the log.
     """
-    sessions = pd.DataFrame({
-        "user_id": events["user_id"].to_numpy(dtype=object),
-        "day": events["timestamp"].dt.floor("D").to_numpy(),
-        "item_id": events["item_id"].to_numpy(dtype=object),
-    })
-    # The last N distinct items of each session (events arrive in time order).
-    sessions = sessions.drop_duplicates(["user_id", "day", "item_id"], keep="last")
-    sessions = sessions.groupby(["user_id", "day"], sort=False).tail(max_session_items)
-    sessions["session"] = sessions.groupby(["user_id", "day"], sort=False).ngroup()
-    pairs = sessions[["session", "item_id"]].merge(
-        sessions[["session", "item_id"]], on="session", suffixes=("_source", "_target"))
-    pairs = pairs[pairs["item_id_source"] != pairs["item_id_target"]]
-    counts = pairs.groupby(["item_id_source", "item_id_target"], sort=False).size()
-    counts = counts.rename("count").reset_index()
-    return counts.rename(columns={"item_id_source": "source", "item_id_target": "target"})
+    table = _covisit_table(events, max_session_items)
+    n = len(table.target)
+    source = np.empty(n, np.int64)
+    source[table.appearance] = np.repeat(np.arange(len(table.items)), np.diff(table.indptr))
+    target = np.empty(n, np.int32)
+    target[table.appearance] = table.target
+    count = np.empty(n, np.int64)
+    count[table.appearance] = table.count
+    return pd.DataFrame({"source": table.items[source].astype(object),
+                         "target": table.items[target].astype(object), "count": count})
 
 
 def covisit(events: pd.DataFrame, users: Sequence[str], k: int, recent_items: int = 20,
             decay: float = 0.9, max_session_items: int = 50) -> pd.DataFrame:
     """Items co-visited with the user's recent items: score = sum_n decay**n * count(seed_n, item)."""
-    counts = covisitation_counts(events, max_session_items)
-    mine = events[events["user_id"].isin(set(users))]
+    table = _covisit_table(events, max_session_items)
+    wanted = pd.Index(table.users).isin(set(users))  # (n_users,)
     # Most recent distinct items first; events are in time order, so the last occurrence wins.
-    seeds = (
-        mine[["user_id", "item_id"]].iloc[::-1]
-        .drop_duplicates(["user_id", "item_id"], keep="first")
-    )
-    seeds = seeds.groupby("user_id", sort=False).head(recent_items)
-    seeds = seeds.assign(weight=decay ** seeds.groupby("user_id", sort=False).cumcount().to_numpy())
-    joined = seeds.merge(counts, left_on="item_id", right_on="source")
-    if joined.empty:
+    mine = np.flatnonzero(wanted[table.user_codes])[::-1]
+    seed_user, seed_item = table.user_codes[mine].astype(np.int64), table.item_codes[mine].astype(np.int64)
+    n_items = max(len(table.items), 1)
+    first = ~pd.Series(seed_user * n_items + seed_item).duplicated(keep="first").to_numpy()
+    seed_user, seed_item = seed_user[first], seed_item[first]
+    nth = pd.Series(seed_user).groupby(seed_user, sort=False).cumcount().to_numpy()  # (n_seeds,)
+    recent = nth < recent_items
+    seed_user, seed_item, nth = seed_user[recent], seed_item[recent], nth[recent]
+    weight = decay ** nth
+    # Each seed's neighbours, seeds in order (a merge's order: the sums below add in seed order).
+    width = table.indptr[seed_item + 1] - table.indptr[seed_item]  # (n_seeds,)
+    seed = np.repeat(np.arange(len(seed_item)), width)  # (n_joined,)
+    if len(seed) == 0:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                              [("user_id", object), ("rank", "int64"), ("item_id", object), ("score", float)]})
-    joined["score"] = joined["weight"] * joined["count"]
-    scored = joined.groupby(["user_id", "target"], sort=False)["score"].sum().reset_index()
-    return _top_k(scored.rename(columns={"target": "item_id"}), k)
+    position = np.repeat(table.indptr[seed_item] - (np.cumsum(width) - width), width)  # (n_joined,)
+    position += np.arange(len(position))  # the pair's row in the table
+    score = weight[seed] * table.count[position]
+    key = seed_user[seed] * n_items + table.target[position]
+    # Sums in seed order (pandas' compensated sum, as before); groups come out by (user, item).
+    summed = pd.Series(score).groupby(key, sort=True).sum()
+    key, score = summed.index.to_numpy(), summed.to_numpy()
+    user, item = key // n_items, key % n_items
+    # Best k per user; a stable sort by (user, score) leaves ties in item id order (codes order
+    # like ids), as the string sort did.
+    order = np.lexsort((-score, user))
+    user, item, score = user[order], item[order], score[order]
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)])) + 1
+    best = rank <= k
+    return pd.DataFrame({
+        "user_id": pd.array(table.users[user[best]], dtype=events["user_id"].dtype),
+        "rank": rank[best].astype(np.int64),
+        "item_id": table.items[item[best]].astype(object),
+        "score": score[best].astype(float),
+    })
 
 
 def run_baseline(name: str, events: pd.DataFrame, users: Sequence[str], k: int,

@@ -80,14 +80,33 @@ def _tensors(arrays: Mapping[str, np.ndarray], names) -> dict[str, tf.Tensor]:
     return {k: as_tensor(arrays[k]) for k in names}
 
 
+# Scores one query batch may hold: 2**26 float32 scores are 256 MB.
+MAX_BATCH_SCORES = 2**26
+
+
+def query_batch_size(n_items: int, max_scores: int | None = None, most: int = 1024) -> int:
+    """Queries per index call so that its (batch, n_items) score matrix holds at most
+    `max_scores` scores (None: MAX_BATCH_SCORES): 1024 up to 65k items, 126 at 529k (1024 were
+    2.2 GB there)."""
+    max_scores = MAX_BATCH_SCORES if max_scores is None else max_scores
+    return max(1, min(most, max_scores // max(int(n_items), 1)))
+
+
 def retrieve(index, query_model: tf.keras.Model, users: np.ndarray, arrays: Mapping[str, np.ndarray],
-             k: int, batch_size: int = 1024) -> pd.DataFrame:
-    """Top-k candidates per query row: `user_id, rank, item_id, score` (k rows per user)."""
+             k: int, batch_size: int | None = None) -> pd.DataFrame:
+    """Top-k candidates per query row: `user_id, rank, item_id, score` (k rows per user).
+
+    Args:
+        batch_size: queries per index call; None sizes batches by the catalogue
+            (`query_batch_size`), since the index scores a batch against every item at once.
+    """
+    if batch_size is None:
+        batch_size = query_batch_size(index._candidates.shape[0])
     frames = []
     n = len(users)
     for start in range(0, n, batch_size):
         batch = {name: value[start:start + batch_size] for name, value in arrays.items()}
-        scores, ids = index(_tensors(batch, query_model.input_names), k=k)
+        scores, ids = index(_tensors(batch, query_model.input_names), k=k)  # (batch, k) each
         scores, ids = scores.numpy(), ids.numpy().astype(str)
         rows = len(scores)
         frames.append(pd.DataFrame({
