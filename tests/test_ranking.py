@@ -4,6 +4,7 @@ calibration, and the labelled rows."""
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_log
+from shopping_mtl.config import load_config
+from shopping_mtl.data.split import GroundTruth
+from shopping_mtl.errors import ConfigError
 from shopping_mtl.features import FeatureSet, FeatureSpec
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, expected_calibration_error
@@ -176,3 +180,50 @@ def test_ranking_features_ignore_events_at_or_after_the_prediction_time(tiny_fea
                                                       ignore_index=True), at, None, items, features, history_length=10)
     ui = CROSS_FEATURES.index("ui_purchases")
     assert (visible["cross"][:, ui] > clean["cross"][:, ui]).all()
+
+
+def _list_rows(features, events, items, users, seed):
+    """20 distinct candidates for each of `users`, a quarter of them clicked at random."""
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame([{"user_id": f"u{u}", "item_id": f"i{i}"} for u in users
+                         for i in rng.choice(60, 20, replace=False)])
+    rows["two_tower_score"] = rng.random(len(rows)).astype(np.float32)
+    click = rng.random(len(rows)) < 0.25
+    rows["click"] = click.astype(np.float32)
+    rows["save"] = (click & (rng.random(len(rows)) < 0.4)).astype(np.float32)
+    rows["purchase"] = (click & (rng.random(len(rows)) < 0.2)).astype(np.float32)
+    at = events["timestamp"].max() + pd.Timedelta(hours=1)
+    return rows, examples.ranking_inputs(rows, events, at, None, items, features, history_length=10)
+
+
+def test_early_stopping_restores_the_epoch_with_the_best_holdout_ndcg(tiny_features):
+    from shopping_mtl.ranking import stage
+
+    features, events, items = tiny_features
+    fit_rows, fit_inputs = _list_rows(features, events, items, range(30), seed=1)
+    holdout_rows, holdout_inputs = _list_rows(features, events, items, range(30, 40), seed=2)
+    clicked = holdout_rows[holdout_rows["click"] > 0]
+    truth = GroundTruth(tuple(sorted(set(holdout_rows["user_id"]))),
+                        {"any": {u: frozenset(g) for u, g in clicked.groupby("user_id")["item_id"]},
+                         "save": {}, "purchase": {}}, {})
+    # What fit_ranker reads of a RankingData.
+    data = types.SimpleNamespace(fit_rows=fit_rows, fit_inputs=fit_inputs, holdout_rows=holdout_rows,
+                                 holdout_inputs=holdout_inputs, holdout_truth=truth)
+    config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=4, patience=4, batch_size=64,
+                           listwise_weight=0.0)
+    assert config.early_stopping == "holdout_ndcg@10"
+    fitted = stage.fit_ranker(features, data, config, seed=0)
+    watched = fitted.history["val_objective"]  # the held-out NDCG@10 after each epoch
+    assert len(watched) == len(fitted.history["loss"]) == 4
+    # On these labels (a quarter clicked at random) the NDCG peaks before the last epoch, so
+    # the fit must have gone back to the best epoch's weights.
+    assert int(np.argmax(watched)) < 3
+    restored = stage.holdout_ndcg_objective(data, config)(fitted.model)
+    assert restored == pytest.approx(max(watched), abs=1e-6)
+    # The heads' held-out AUCs are still logged from the validation rows.
+    assert fitted.holdout_mean_auc == max(fitted.history["val_mean_auc"])
+
+
+def test_unknown_early_stopping_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"ranking.early_stopping is 'ndcg'; known: holdout_ndcg@10, val_mean_auc"):
+        load_config(overrides={"ranking": {"early_stopping": "ndcg"}})
