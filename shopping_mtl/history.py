@@ -66,8 +66,9 @@ def last_items_before(
         A user unknown to ``events`` gets an empty history.
       length: history slots (the spec's ``history_length``), > 0.
       item_attrs: item attributes to carry along with each history item, for the item-side
-        history embeddings. A DataFrame (``item_id`` plus attribute columns, one row per item;
-        an item missing from it gets "") looks attributes up by item; a sequence of column names
+        history embeddings. A DataFrame (``item_id`` plus attribute columns, one row per item,
+        or the attribute columns indexed by a unique ``item_id``; an item missing from it gets
+        "") looks attributes up by item; a sequence of column names
         of ``events`` takes them from the event rows themselves (Taobao events carry
         ``category``); None carries ids only.
 
@@ -95,7 +96,9 @@ def last_items_before(
     # Per-event attribute values (aligned with `events`), resolved once before the sort.
     attr_values: dict[str, np.ndarray] = {}
     if isinstance(item_attrs, pd.DataFrame):
-        table = item_attrs.drop_duplicates("item_id").set_index("item_id")
+        # Indexed by item id already (unique: the caller's catalogue), or with an item_id column.
+        table = (item_attrs if item_attrs.index.name == "item_id"
+                 else item_attrs.drop_duplicates("item_id").set_index("item_id"))
         position = table.index.get_indexer(events["item_id"])  # -1: item not in table
         for col in table.columns:
             values = np.append(as_str(table[col]), PAD)  # index -1 picks the trailing PAD

@@ -17,7 +17,7 @@ from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES, cross_features, list_features, list_values
-from shopping_mtl.retrieval.examples import item_arrays, user_frame
+from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 
 
 
@@ -71,24 +71,26 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, list_features: bool = False,
-                   batch_rows: int = 50_000, item_counts: pd.Series | None = None) -> dict[str, np.ndarray]:
+                   batch_rows: int = 50_000, item_counts: pd.Series | None = None,
+                   lookup: ItemLookup | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
     `history_events` before `at` only (later ones are ignored, whatever is passed).
 
     `item_counts`: every item's events before `at` (for `item_popularity`), when
-    `history_events` holds only the rows' users' events (one chunk of users)."""
+    `history_events` holds only the rows' users' events (one chunk of users); `lookup`:
+    `ItemLookup.of(catalogue)`, made once for all the chunks."""
     history_events = history_events[history_events["timestamp"] < at]
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
     frame["item_id"] = as_str(rows["item_id"])
     arrays = features.to_inputs(frame, ["user"] if spec.user else [])
     if spec.item:
-        arrays.update(item_arrays(catalogue, features, frame["item_id"]))
+        arrays.update(item_arrays(catalogue, features, frame["item_id"], lookup=lookup))
 
     unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
     history = user_histories(unique_users.astype(object), history_events, at, history_length, catalogue)
-    categories = (as_str(catalogue.drop_duplicates("item_id").set_index("item_id")["category"]
-                         .reindex(frame["item_id"])) if "category" in catalogue
+    by_item = lookup.table if lookup is not None else catalogue.drop_duplicates("item_id").set_index("item_id")
+    categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in catalogue
                   else np.full(len(frame), "", dtype=object))
     arrays["cross"] = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
                                      categories.astype(str), batch_rows)

@@ -137,12 +137,13 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     chunks, owners = retrieval_examples.user_chunks(fit_rows["user_id"], n_chunks)
     history_chunks, _ = retrieval_examples.user_chunks(before["user_id"], n_chunks, owners)
     counts = before["item_id"].value_counts()
+    lookup = retrieval_examples.ItemLookup.of(catalogue)
     for rows, history_rows in zip(retrieval_examples.chunk_rows(chunks, n_chunks),
                                   retrieval_examples.chunk_rows(history_chunks, n_chunks)):
         rows = rows[np.argsort(list_id[rows], kind="stable")]  # whole lists, in list order
         part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, dataset.users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,
-                                       item_counts=counts)
+                                       item_counts=counts, lookup=lookup)
         part["list_id"] = list_id[rows]
         writer.write(part)
     log.info("ranking: day -%d, %d training rows written in %d chunks", days_back, len(fit_rows), n_chunks)

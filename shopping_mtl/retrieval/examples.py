@@ -8,6 +8,7 @@ exported model takes, so training and serving share one feature path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -49,20 +50,35 @@ def item_catalogue(known_events: pd.DataFrame, items: pd.DataFrame | None,
     return catalogue
 
 
+@dataclass(frozen=True)
+class ItemLookup:
+    """The catalogue indexed by item id, and the known ids as an index: built once by a caller
+    that asks `item_arrays` for one chunk of rows after another (each build hashes the whole
+    catalogue)."""
+
+    table: pd.DataFrame
+    known: pd.Index | None
+
+    @classmethod
+    def of(cls, catalogue: pd.DataFrame, known_ids: set | None = None) -> "ItemLookup":
+        return cls(catalogue.set_index("item_id"), pd.Index(list(known_ids)) if known_ids is not None else None)
+
+
 def item_arrays(catalogue: pd.DataFrame, features: FeatureSet, item_ids=None,
-                known_ids: set | None = None) -> Arrays:
+                known_ids: set | None = None, lookup: ItemLookup | None = None) -> Arrays:
     """Item-tower inputs for `item_ids` (default: the whole catalogue), in that order.
 
     Ids outside `known_ids` (the train vocabulary) are given as "": the model learned that
-    row with id dropout, so an unseen item is embedded from its content alone.
+    row with id dropout, so an unseen item is embedded from its content alone. `lookup`:
+    `ItemLookup.of(catalogue, known_ids)`, made once, in place of both.
     """
-    table = catalogue.set_index("item_id")
+    lookup = lookup or ItemLookup.of(catalogue, known_ids)
+    table = lookup.table
     ids = table.index.to_numpy(dtype=object) if item_ids is None else as_str(item_ids)
     rows = table.reindex(ids).reset_index().rename(columns={"index": "item_id"})
     arrays = features.to_inputs(rows, ("item",))
-    if known_ids is not None and "item_id" in arrays:
-        known = pd.Index(list(known_ids))
-        arrays["item_id"] = np.where(known.get_indexer(arrays["item_id"]) >= 0, arrays["item_id"], "")
+    if lookup.known is not None and "item_id" in arrays:
+        arrays["item_id"] = np.where(lookup.known.get_indexer(arrays["item_id"]) >= 0, arrays["item_id"], "")
     return arrays
 
 
@@ -78,7 +94,7 @@ def user_frame(user_ids, users: pd.DataFrame | None, features: FeatureSet) -> pd
 
 
 def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
-                 catalogue: pd.DataFrame, features: FeatureSet) -> Arrays:
+                 catalogue: pd.DataFrame, features: FeatureSet, lookup: ItemLookup | None = None) -> Arrays:
     """Query-tower inputs for each (user_id, timestamp) row of `queries`.
 
     Args:
@@ -86,6 +102,7 @@ def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.
         history_events: the events the queries may see (never the test period for test queries).
         users: the user table, or None.
         catalogue: `item_catalogue(...)`, for the history items' attributes.
+        lookup: `ItemLookup.of(catalogue)`, when made once for many calls.
     """
     spec = features.spec
     frame = user_frame(queries["user_id"], users, features)
@@ -94,9 +111,12 @@ def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.
     arrays = features.to_inputs(frame, groups)
     if spec.history_length:
         attrs = [n for n in spec.history_features if n != "item_id"]
+        table = None
+        if attrs:  # indexed by item id (unique): looked up as is
+            table = lookup.table[attrs] if lookup is not None else catalogue.drop_duplicates("item_id").set_index("item_id")[attrs]
         history = last_items_before(
             history_events, frame.assign(timestamp=queries["timestamp"].to_numpy()),
-            spec.history_length, catalogue[["item_id", *attrs]] if attrs else None)
+            spec.history_length, table)
         for name in features.input_signature("history"):
             arrays[name] = history[name]
     return arrays
@@ -104,20 +124,23 @@ def query_arrays(queries: pd.DataFrame, history_events: pd.DataFrame, users: pd.
 
 def training_pairs(events: pd.DataFrame, history_events: pd.DataFrame, users: pd.DataFrame | None,
                    catalogue: pd.DataFrame, features: FeatureSet,
-                   event_weights: Mapping[str, float], weight_mean: float | None = None) -> Arrays:
+                   event_weights: Mapping[str, float], weight_mean: float | None = None,
+                   lookup: ItemLookup | None = None) -> Arrays:
     """(query state before each event, engaged item) pairs with an event-type sample weight.
 
     The weights are normalised to mean 1 so the loss scale does not depend on the event mix
-    (`weight_mean`: the mean to divide by, when `events` is one chunk of the pairs).
+    (`weight_mean`: the mean to divide by, when `events` is one chunk of the pairs; `lookup`:
+    the catalogue's `ItemLookup` with the train vocabulary, made once for all chunks).
     """
-    arrays = query_arrays(events, history_events, users, catalogue, features)
+    arrays = query_arrays(events, history_events, users, catalogue, features, lookup)
     # Ids outside the vocabulary (rare ones, with `min_count`) train the content-only row that
     # unseen items get at retrieval time.
-    item_id = features.adapted.get("item_id")
-    known = set(item_id.vocabulary) if item_id is not None else None
-    arrays.update(item_arrays(catalogue, features, events["item_id"], known_ids=known))
+    if lookup is None:
+        item_id = features.adapted.get("item_id")
+        lookup = ItemLookup.of(catalogue, set(item_id.vocabulary) if item_id is not None else None)
+    arrays.update(item_arrays(catalogue, features, events["item_id"], lookup=lookup))
     # The true id as an integer (cheap to compare batch x batch), for accidental-hit removal.
-    arrays["item_key"] = pd.Index(catalogue["item_id"]).get_indexer(as_str(events["item_id"])).astype(np.int64)
+    arrays["item_key"] = lookup.table.index.get_indexer(as_str(events["item_id"])).astype(np.int64)
     weights = event_weight(events, event_weights)
     mean = float(weights.mean()) if weight_mean is None else weight_mean
     arrays["sample_weight"] = weights / max(mean, 1e-12)
@@ -158,11 +181,13 @@ def write_training_pairs(writer, events: pd.DataFrame, history_events: pd.DataFr
     history_chunks, _ = user_chunks(history_events["user_id"], n_chunks, owners)
     weight_mean = float(event_weight(events, event_weights).mean()) if len(events) else 1.0
     counts = pd.Series(as_str(sampling_events["item_id"])).value_counts()
+    item_id = features.adapted.get("item_id")
+    lookup = ItemLookup.of(catalogue, set(item_id.vocabulary) if item_id is not None else None)
     for number, (rows, history_rows) in enumerate(zip(chunk_rows(chunks, n_chunks),
                                                        chunk_rows(history_chunks, n_chunks))):
         part = events.iloc[rows]
         arrays = training_pairs(part, history_events.iloc[history_rows], users, catalogue, features,
-                                event_weights, weight_mean)
+                                event_weights, weight_mean, lookup)
         arrays["sampling_probability"] = _probability(counts, part["item_id"])
         writer.write(arrays)
         if progress is not None:
