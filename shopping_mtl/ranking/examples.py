@@ -49,8 +49,10 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
 
 def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Timestamp, length: int,
                    catalogue: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each user's last `length` events before `at`: items, categories, event types, ages (days)."""
-    category = catalogue.set_index("item_id")["category"] if "category" in catalogue else None
+    """Each user's last `length` events before `at`: items, categories, event types, ages (days).
+    `catalogue`: `item_id` and `category` columns, or indexed by `item_id` (`ItemLookup.table`)."""
+    by_item = catalogue if catalogue.index.name == "item_id" else catalogue.set_index("item_id")
+    category = by_item["category"] if "category" in by_item else None
     events = pd.DataFrame({
         "user_id": history_events["user_id"].to_numpy(),
         "item_id": history_events["item_id"].to_numpy(),
@@ -87,10 +89,10 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     if spec.item:
         arrays.update(item_arrays(catalogue, features, frame["item_id"], lookup=lookup))
 
-    unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
-    history = user_histories(unique_users.astype(object), history_events, at, history_length, catalogue)
     by_item = lookup.table if lookup is not None else catalogue.drop_duplicates("item_id").set_index("item_id")
-    categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in catalogue
+    unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
+    history = user_histories(unique_users.astype(object), history_events, at, history_length, by_item)
+    categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in by_item
                   else np.full(len(frame), "", dtype=object))
     arrays["cross"] = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
                                      categories.astype(str), batch_rows)

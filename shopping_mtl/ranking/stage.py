@@ -134,12 +134,9 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
         return RankingDay(len(fit_rows), positives, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
     # A chunk's features need its users' own events only, plus every item's count.
     n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
-    chunks, owners = retrieval_examples.user_chunks(fit_rows["user_id"], n_chunks)
-    history_chunks, _ = retrieval_examples.user_chunks(before["user_id"], n_chunks, owners)
     counts = before["item_id"].value_counts()
     lookup = retrieval_examples.ItemLookup.of(catalogue)
-    for rows, history_rows in zip(retrieval_examples.chunk_rows(chunks, n_chunks),
-                                  retrieval_examples.chunk_rows(history_chunks, n_chunks)):
+    for rows, history_rows in retrieval_examples.user_chunks(fit_rows["user_id"], before["user_id"], n_chunks):
         rows = rows[np.argsort(list_id[rows], kind="stable")]  # whole lists, in list order
         part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, dataset.users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,

@@ -151,22 +151,19 @@ def event_weight(events: pd.DataFrame, event_weights: Mapping[str, float]) -> np
     return events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
 
 
-def user_chunks(user_ids, n_chunks: int, users: pd.Index | None = None) -> tuple[np.ndarray, pd.Index]:
-    """Each row's chunk number in [0, n_chunks) by its user (-1: a user outside `users`), and the
-    users (first-appearance order) that numbers them; pass them back for another table's rows."""
-    if users is None:
-        codes, users = pd.factorize(np.asarray(user_ids))
-        users = pd.Index(users)
-    else:
-        codes = users.get_indexer(np.asarray(user_ids))
-    return np.where(codes >= 0, codes % n_chunks, -1), users
+def user_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows split into `n_chunks` by user, each with the positions of its users' history
+    events: [(row positions, history positions)], both in their tables' order. History events
+    of users without rows belong to no chunk."""
+    codes, owners = pd.factorize(np.asarray(row_users))
+    history_codes = pd.Index(owners).get_indexer(np.asarray(history_users))
 
+    def split(chunk: np.ndarray) -> list[np.ndarray]:
+        order = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+        return [order[bounds[c]:bounds[c + 1]] for c in range(n_chunks)]
 
-def chunk_rows(chunks: np.ndarray, n_chunks: int) -> list[np.ndarray]:
-    """Row positions of each chunk, in row order."""
-    order = np.argsort(chunks, kind="stable")
-    bounds = np.searchsorted(chunks[order], np.arange(n_chunks + 1))
-    return [order[bounds[c]:bounds[c + 1]] for c in range(n_chunks)]
+    return list(zip(split(codes % n_chunks), split(np.where(history_codes >= 0, history_codes % n_chunks, -1))))
 
 
 def write_training_pairs(writer, events: pd.DataFrame, history_events: pd.DataFrame, sampling_events: pd.DataFrame,
@@ -177,14 +174,12 @@ def write_training_pairs(writer, events: pd.DataFrame, history_events: pd.DataFr
     to `writer` (a `shards.ShardWriter`): the (pairs, history length) arrays of the whole log
     never exist at once."""
     n_chunks = max(1, -(-len(events) // max(chunk_size, 1)))
-    chunks, owners = user_chunks(events["user_id"], n_chunks)
-    history_chunks, _ = user_chunks(history_events["user_id"], n_chunks, owners)
     weight_mean = float(event_weight(events, event_weights).mean()) if len(events) else 1.0
     counts = pd.Series(as_str(sampling_events["item_id"])).value_counts()
     item_id = features.adapted.get("item_id")
     lookup = ItemLookup.of(catalogue, set(item_id.vocabulary) if item_id is not None else None)
-    for number, (rows, history_rows) in enumerate(zip(chunk_rows(chunks, n_chunks),
-                                                       chunk_rows(history_chunks, n_chunks))):
+    for number, (rows, history_rows) in enumerate(user_chunks(events["user_id"], history_events["user_id"],
+                                                               n_chunks)):
         part = events.iloc[rows]
         arrays = training_pairs(part, history_events.iloc[history_rows], users, catalogue, features,
                                 event_weights, weight_mean, lookup)
