@@ -706,6 +706,16 @@ def fmt(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def fmt_seconds(x) -> str:
+    """Seconds to one decimal, or to two significant digits below one second: a stage that
+    takes 40 ms on a fast machine reads 0.040, not 0.0."""
+    if x is None:
+        return "-"
+    if 0 < x < 1:
+        return f"{x:.{1 - math.floor(math.log10(x))}f}"
+    return fmt(x)
+
+
 def fmt_slope(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -818,11 +828,11 @@ def render(meta: dict, rows: list[dict]) -> str:
                 target = ""
                 if name == "total" and n == TARGET_EVENTS:
                     target = f"<= {TARGET_WALL_S / 60:.0f} min, <= {TARGET_PEAK_GB:.0f} GB"
-                lines.append(f"| {n:,} | {name} | {fmt(v['wall_s'])} | {v['wall_s'] / total:.0%} | "
+                lines.append(f"| {n:,} | {name} | {fmt_seconds(v['wall_s'])} | {v['wall_s'] / total:.0%} | "
                              f"{v['peak_gb']:.2f} | {v['above_gb']:.2f} | {v['end_gb']:.2f} | {target} |")
                 if name in evals:
                     lines.append(f"| {n:,} | &nbsp;&nbsp;of which evaluation (score_lists) | "
-                                 f"{fmt(evals[name])} | {evals[name] / total:.0%} | - | - | - | |")
+                                 f"{fmt_seconds(evals[name])} | {evals[name] / total:.0%} | - | - | - | |")
         else:
             p = r["partial"]
             base = p.get("baseline_kb") or 0
@@ -830,7 +840,7 @@ def render(meta: dict, rows: list[dict]) -> str:
                 if name in p["stages"]:
                     s = p["stages"][name]
                     label = f"{name} (failed in it)" if s.get("failed") else name
-                    lines.append(f"| {n:,} | {label} | {fmt(s['wall_s'])} | - | {s['peak_kb'] * 1024 / GB:.2f} | "
+                    lines.append(f"| {n:,} | {label} | {fmt_seconds(s['wall_s'])} | - | {s['peak_kb'] * 1024 / GB:.2f} | "
                                  f"{(s['peak_kb'] - base) * 1024 / GB:.2f} | {s['rss_end_kb'] * 1024 / GB:.2f} | |")
             reached = r["child"].get("reached") or {}
             when = f"{reached.get('rss_kb', 0) * 1024 / GB:.2f} (when ended)" if reached else "-"
