@@ -14,6 +14,17 @@ _DTYPES = {"string": tf.string, "float32": tf.float32, "float64": tf.float64, "i
            "int32": tf.int32, "bool": tf.bool}
 
 
+def compiled(call):
+    """`call` (a model or layer and its arguments, as a function of one input dict) traced once
+    into a graph, for inference over many batches.
+
+    Called eagerly, a Keras model with a large id vocabulary costs about a second per batch
+    whatever the batch size (1.86M item ids: 1.0 s eager against 4 ms traced for 8,192 items),
+    which made embedding a 2.5M-item catalogue take six minutes. `reduce_retracing` lets the
+    last, shorter batch reuse the trace."""
+    return tf.function(call, reduce_retracing=True)
+
+
 def as_tensor(values: np.ndarray) -> tf.Tensor:
     """A numpy column as a tensor; object arrays of Python strings become tf.string."""
     return tf.constant(values.astype(str) if values.dtype == object else values)

@@ -8,6 +8,7 @@ from typing import Mapping
 from shopping_mtl.errors import ConfigError
 
 SOURCES = ("two_tower", "user_history", "covisit", "popularity")
+INDEXES = ("auto", "brute_force", "ivf")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class RetrievalConfig:
             "new_gt/recall@100" or "recall@100" (scored on the validation day after each epoch).
         popularity_prior: at retrieval, add this times log(1 + item count before the period) to
             the scores, putting back some of the popularity the logQ correction took out.
+        index: how the offline lists (validation and test users) are retrieved: "brute_force"
+            (exact, the exported index), "ivf" (faiss inverted file, approximate; its recall of
+            the exact top k on `ivf_check_queries` queries is a metric of the run) or "auto"
+            (ivf above `ivf_above_items` catalogue items). The export is brute force always.
+        ivf_lists, ivf_probe: the inverted file's cells (null: sqrt(items)) and cells scanned
+            per query.
     """
 
     embedding_dim: int = 64
@@ -57,10 +64,25 @@ class RetrievalConfig:
     first_touch_only: bool = False
     early_stopping: str = "new_gt/recall@100"
     popularity_prior: float = 0.0
+    index: str = "auto"
+    ivf_above_items: int = 1_000_000
+    ivf_lists: int | None = None
+    ivf_probe: int = 64
+    ivf_check_queries: int = 256
+
+    def uses_ivf(self, n_items: int) -> bool:
+        return self.index == "ivf" or (self.index == "auto" and n_items > self.ivf_above_items)
 
     def validate(self) -> None:
+        if self.index not in INDEXES:
+            raise ConfigError(f"retrieval.index is '{self.index}'; known: {', '.join(INDEXES)}")
+        if self.ivf_lists is not None and self.ivf_lists <= 0:
+            raise ConfigError(f"retrieval.ivf_lists must be positive or null, got {self.ivf_lists}")
+        if self.ivf_check_queries < 0:
+            raise ConfigError(f"retrieval.ivf_check_queries must be >= 0, got {self.ivf_check_queries}")
         positive = {"embedding_dim": self.embedding_dim, "batch_size": self.batch_size,
-                    "epochs": self.epochs, "top_k": self.top_k, "patience": self.patience}
+                    "epochs": self.epochs, "top_k": self.top_k, "patience": self.patience,
+                    "ivf_above_items": self.ivf_above_items, "ivf_probe": self.ivf_probe}
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"retrieval.{key} must be positive, got {value}")

@@ -3,11 +3,17 @@
 The index (TFRS `BruteForce`: one matmul and `top_k`, stock TensorFlow ops only, so TF Serving
 loads it) holds every catalogue item's candidate vector. Items unknown to the training
 vocabulary are embedded from their content (their id hidden, as id dropout trained for).
+
+Offline lists over a large catalogue (the validation and test users against millions of items)
+may come from an approximate index instead (faiss IVF, `ivf_top_k`): brute force costs users x
+items, which grows with the square of the log, and at 2.5M items a query's exact top 300 takes
+5-8 ms on two cores. The export stays brute force.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -16,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl.batches import as_tensor
+from shopping_mtl.batches import as_tensor, compiled
 from shopping_mtl.export import next_version, save_atomic  # noqa: F401  (the bench uses both from here)
 from shopping_mtl.features import FeatureSet
 
@@ -27,11 +33,12 @@ def embed_items(candidate_model: tf.keras.Model, arrays: Mapping[str, np.ndarray
                 batch_size: int = 8192) -> np.ndarray:
     """Candidate vectors of item-tower inputs, in batches: (n_items, dim)."""
     n = len(next(iter(arrays.values())))
+    embed = compiled(lambda batch: candidate_model(batch, training=False))
     out = []
     for start in range(0, n, batch_size):
         batch = {k: as_tensor(v[start:start + batch_size])
                  for k, v in arrays.items() if k in candidate_model.input_names}
-        out.append(candidate_model(batch, training=False).numpy())
+        out.append(embed(batch).numpy())
     return np.concatenate(out) if out else np.zeros((0, candidate_model.output_shape[-1]), np.float32)
 
 
@@ -104,19 +111,113 @@ def retrieve(index, query_model: tf.keras.Model, users: np.ndarray, arrays: Mapp
         batch_size = query_batch_size(index._candidates.shape[0])
     frames = []
     n = len(users)
+    top = compiled(lambda queries: index(queries, k=k))
     for start in range(0, n, batch_size):
         batch = {name: value[start:start + batch_size] for name, value in arrays.items()}
-        scores, ids = index(_tensors(batch, query_model.input_names), k=k)  # (batch, k) each
+        scores, ids = top(_tensors(batch, query_model.input_names))  # (batch, k) each
         scores, ids = scores.numpy(), ids.numpy().astype(str)
-        rows = len(scores)
-        frames.append(pd.DataFrame({
-            "user_id": np.repeat(users[start:start + rows], ids.shape[1]),
-            "rank": np.tile(np.arange(1, ids.shape[1] + 1), rows),
-            "item_id": ids.reshape(-1).astype(object),
-            "score": scores.reshape(-1).astype(float),
-        }))
+        frames.append(lists_frame(users[start:start + len(scores)], ids, scores))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["user_id", "rank", "item_id", "score"])
+
+
+def embed_queries(query_model: tf.keras.Model, arrays: Mapping[str, np.ndarray],
+                  batch_size: int = 8192) -> np.ndarray:
+    """Query vectors of query-tower inputs, in batches: (n_queries, dim)."""
+    embed = compiled(lambda batch: query_model(batch, training=False))
+    n = len(next(iter(arrays.values())))
+    out = [embed(_tensors({k: v[start:start + batch_size] for k, v in arrays.items()},
+                          query_model.input_names)).numpy()
+           for start in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, query_model.output_shape[-1]), np.float32)
+
+
+@dataclass(frozen=True)
+class IvfSettings:
+    """An inverted-file index (faiss `IndexIVFFlat`, inner product): the catalogue clustered into
+    `lists` cells by k-means on a sample; a query scans the `probe` nearest cells only.
+
+    Args:
+        lists: cells; None: sqrt(items), at least 1.
+        probe: cells scanned per query.
+        train_per_list: k-means sample size per cell (faiss asks for at least 39).
+        seed: k-means initialisation and sample.
+    """
+
+    lists: int | None = None
+    probe: int = 64
+    train_per_list: int = 64
+    seed: int = 0
+
+
+def ivf_top_k(query_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
+              settings: IvfSettings = IvfSettings(), batch_size: int = 4096,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top k by inner product: (scores, item positions), each (queries, k), best
+    first; a position is -1 where the probed cells held fewer than k items."""
+    import faiss  # noqa: PLC0415  (only runs that ask for it pay for the import)
+
+    items = np.ascontiguousarray(item_vectors, dtype=np.float32)
+    n_items, dim = items.shape
+    lists = settings.lists or max(1, int(round(np.sqrt(n_items))))
+    lists = min(lists, n_items)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = settings.seed
+    index.cp.max_points_per_centroid = settings.train_per_list
+    sample = min(n_items, lists * settings.train_per_list)
+    rng = np.random.default_rng(settings.seed)
+    index.train(items[np.sort(rng.choice(n_items, sample, replace=False))] if sample < n_items else items)
+    index.add(items)
+    index.nprobe = min(settings.probe, lists)
+    k = min(k, n_items)
+    queries = np.ascontiguousarray(query_vectors, dtype=np.float32)
+    scores = np.empty((len(queries), k), np.float32)
+    positions = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), batch_size):
+        scores[start:start + batch_size], positions[start:start + batch_size] = index.search(
+            queries[start:start + batch_size], k)
+    return scores, positions
+
+
+def exact_top_k(query_vectors: np.ndarray, item_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top k by inner product (TF matmul + top_k): (scores, item positions), for checking
+    an approximate index on a sample of queries."""
+    k = min(k, len(item_vectors))
+    items = tf.constant(item_vectors, tf.float32)
+    batch = query_batch_size(len(item_vectors))
+    top = compiled(lambda q: tf.math.top_k(tf.matmul(q, items, transpose_b=True), k=k))
+    found = [top(tf.constant(query_vectors[s:s + batch], tf.float32)) for s in range(0, len(query_vectors), batch)]
+    if not found:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return (np.concatenate([f.values.numpy() for f in found]),
+            np.concatenate([f.indices.numpy() for f in found]).astype(np.int64))
+
+
+def recall_of_exact(query_vectors: np.ndarray, item_vectors: np.ndarray, positions: np.ndarray) -> float:
+    """Share of the exact top k that an approximate top k (`positions`, (queries, k), -1 =
+    none) found, ties counted as found: an item whose exact score reaches the k-th best exact
+    score is as good as any other there (items with the same content share a vector)."""
+    if not len(query_vectors):
+        return 1.0
+    exact_scores, _ = exact_top_k(query_vectors, item_vectors, positions.shape[1])
+    kth = exact_scores[:, -1:]
+    scores = np.einsum("qd,qkd->qk", query_vectors, item_vectors[np.maximum(positions, 0)])
+    found = (positions >= 0) & (scores >= kth - 1e-5 * np.maximum(1.0, np.abs(kth)))
+    return float(found.sum() / exact_scores.size)
+
+
+def lists_frame(users: np.ndarray, item_ids: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """(queries, k) item ids and scores -> `user_id, rank, item_id, score`, k rows per user in
+    score order ("" ids, where an approximate index found fewer than k items, left out)."""
+    rows, k = item_ids.shape
+    frame = pd.DataFrame({
+        "user_id": np.repeat(np.asarray(users, dtype=object), k),
+        "rank": np.tile(np.arange(1, k + 1), rows),
+        "item_id": item_ids.reshape(-1).astype(object),
+        "score": scores.reshape(-1).astype(float),
+    })
+    return frame[frame["item_id"] != ""].reset_index(drop=True) if (item_ids == "").any() else frame
 
 
 class RetrievalServing(tf.Module):

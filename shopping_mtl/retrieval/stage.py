@@ -47,6 +47,9 @@ class RetrievalData:
     train: dict
     validation: dict
     config: RetrievalConfig
+    # Recall of the exact top k by the approximate index, per list set ("validation", "test"),
+    # where the offline lists came from one (`RetrievalConfig.uses_ivf`).
+    index_recall: dict = dataclasses.field(default_factory=dict)
 
     @property
     def known_ids(self) -> set | None:
@@ -98,12 +101,15 @@ def n_examples(arrays) -> int:
 
 
 def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataFrame,
-          history_events: pd.DataFrame, k: int, exclude_seen: bool = False, extra: int = 200):
+          history_events: pd.DataFrame, k: int, exclude_seen: bool = False, extra: int = 200,
+          label: str = "lists"):
     """Index `catalogue` and retrieve the top k for each query; returns (index, lists).
 
     With `exclude_seen`, items the user engaged with in `history_events` are dropped: the
     top k + `extra` are retrieved and the first k unseen kept (repeats are the user-history
-    source's job; retrieval is for discovery).
+    source's job; retrieval is for discovery). The index returned is brute force (what is
+    exported); the lists come from an approximate one where `data.config.uses_ivf` says so,
+    and its recall of the exact lists is kept in `data.index_recall[label]`.
     """
     vectors = index_lib.embed_items(
         model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
@@ -115,8 +121,11 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
     depth = min(k + (extra if exclude_seen else 0), len(catalogue))
     index = index_lib.build_index(query_model, catalogue["item_id"].to_numpy(), vectors, depth)
     arrays = examples.query_arrays(queries, history_events, data.users, catalogue, data.features)
-    lists = index_lib.retrieve(index, query_model, queries["user_id"].to_numpy(dtype=object),
-                               arrays, depth)
+    users = queries["user_id"].to_numpy(dtype=object)
+    if data.config.uses_ivf(len(catalogue)):
+        lists = _ivf_lists(data, query_model, vectors, catalogue, users, arrays, depth, label)
+    else:
+        lists = index_lib.retrieve(index, query_model, users, arrays, depth)
     if exclude_seen:
         seen = history_events[["user_id", "item_id"]].drop_duplicates().assign(_seen=True)
         lists = lists.merge(seen, on=["user_id", "item_id"], how="left")
@@ -126,20 +135,44 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
     return index, lists
 
 
+def _ivf_lists(data: RetrievalData, query_model, vectors, catalogue, users, arrays, depth: int,
+               label: str) -> pd.DataFrame:
+    """The top `depth` per query from a faiss inverted file, and its recall of the exact top
+    `depth` on the first `ivf_check_queries` queries (the users' order is fixed, so the check
+    is too)."""
+    config = data.config
+    started = time.perf_counter()
+    queries = index_lib.embed_queries(query_model, arrays)
+    settings = index_lib.IvfSettings(lists=config.ivf_lists, probe=config.ivf_probe)
+    scores, positions = index_lib.ivf_top_k(queries, vectors, depth, settings)
+    ids = catalogue["item_id"].to_numpy(dtype=object)
+    item_ids = np.where(positions >= 0, ids[np.maximum(positions, 0)], "")
+    checked = min(config.ivf_check_queries, len(queries))
+    if checked:
+        data.index_recall[label] = index_lib.recall_of_exact(queries[:checked], vectors, positions[:checked])
+    log.info("retrieval: %s lists of %d users from an inverted file over %d items in %.1fs%s",
+             label, len(users), len(catalogue), time.perf_counter() - started,
+             f"; recall of the exact top {depth} on {checked} users: {data.index_recall[label]:.3f}"
+             if checked else "")
+    return index_lib.lists_frame(users, item_ids, scores)
+
+
 def validation_lists(model, data: RetrievalData, k: int) -> tuple[pd.DataFrame, GroundTruth]:
     """Lists for validation users at the start of the validation day, from train only."""
     split = data.split
     truth = validation_truth(split)
     catalogue = examples.item_catalogue(split.train, data.items, data.features)
     queries = pd.DataFrame({"user_id": list(truth.users), "timestamp": split.validation_start})
-    _, lists = top_k(model, data, catalogue, queries, split.train, k, data.config.exclude_seen)
+    _, lists = top_k(model, data, catalogue, queries, split.train, k, data.config.exclude_seen,
+                     label="validation")
     return lists, truth
 
 
 def test_lists(model, data: RetrievalData, users, k: int):
     """Lists for test users at the start of the test period, from train + validation."""
     queries = pd.DataFrame({"user_id": list(users), "timestamp": data.split.test_start})
-    return top_k(model, data, data.catalogue, queries, data.split.history, k, data.config.exclude_seen)
+    return top_k(model, data, data.catalogue, queries, data.split.history, k, data.config.exclude_seen,
+                 label="test")
 
 
 def validation_objective(data: RetrievalData, metric: str, k: int):
@@ -194,6 +227,8 @@ def run_retrieval_stage(state) -> None:
     state.write_list(candidates, "candidates.parquet")
     state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
+    for label, recall in data.index_recall.items():
+        state.metrics[f"retrieval/index_recall_of_exact/{label}"] = recall
 
     # The candidate set the ranker scores: sources merged with quotas (own lists unfilled).
     own = dataclasses.replace(config.baselines, fill_with_popularity=False)
