@@ -200,3 +200,20 @@ class ExampleShards(Mapping):
         order = np.argsort(rank[inverse], kind="stable")
         sizes = np.bincount(rank[inverse], minlength=len(first))
         return order, np.r_[0, np.cumsum(sizes)]
+
+
+def head(arrays, columns: list[str], n: int) -> dict[str, np.ndarray]:
+    """The first `n` rows of `columns` of an example table, in memory (dict of arrays) or on
+    disk (`ExampleShards`: read from the first files only, not the whole columns)."""
+    if not isinstance(arrays, ExampleShards):
+        return {name: np.asarray(arrays[name])[:n] for name in columns}
+    parts, have = [], 0
+    for number in range(len(arrays.files)):
+        if have >= n:
+            break
+        part = arrays.read_file(number, columns)
+        parts.append(part)
+        have += len(part[columns[0]]) if columns else 0
+    if not parts:
+        return {name: np.asarray(arrays[name])[:0] for name in columns}
+    return {name: np.concatenate([p[name] for p in parts])[:n] for name in columns}

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import CSV_SPEC, T0, event_lines, run_cli, tiny_rows, write_spec
-from shopping_mtl.data.readers import read_dataset
+from shopping_mtl.data.readers import read_dataset, shared_strings
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.errors import ConfigError, DataError
 
@@ -382,3 +382,24 @@ def test_cli_config_errors(tmp_path, args, message):
     assert failed.returncode == 2, failed.stderr
     assert message in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_event_ids_share_one_str_per_distinct_value():
+    values = pd.Series(["u1", "u2", "u1", None, "u2", "u1"], dtype="string", index=[5, 4, 3, 2, 1, 0], name="user_id")
+    shared = shared_strings(values)
+    assert shared.dtype == object and shared.name == "user_id" and list(shared.index) == [5, 4, 3, 2, 1, 0]
+    assert list(shared.iloc[[0, 1, 2, 4, 5]]) == ["u1", "u2", "u1", "u2", "u1"]
+    assert pd.isna(shared.iloc[3])
+    assert shared.iloc[0] is shared.iloc[2] is shared.iloc[5] and shared.iloc[1] is shared.iloc[4]
+
+
+def test_read_events_hold_one_str_per_distinct_id(tmp_path):
+    (tmp_path / "events.csv").write_text(event_lines(tiny_rows()))
+    (tmp_path / "items.csv").write_text("item_id,category,price\na,c1,1\n")
+    events = read(write_spec(tmp_path, CSV_SPEC)).events
+    assert len(events) == len(tiny_rows())
+    for column in ("user_id", "item_id", "event"):
+        assert events[column].dtype == object
+        first = {}
+        for value in events[column]:
+            assert first.setdefault(value, value) is value  # every equal value the same object

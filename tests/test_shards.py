@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shopping_mtl import shards as shards_lib
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.config import load_config
 from shopping_mtl.data import synthetic
@@ -141,10 +142,21 @@ def test_streamed_training_pairs_are_the_in_memory_ones(trained, tmp_path):
     state = trained
     config = state.config.retrieval
     memory = retrieval_stage.prepare(state.dataset, state.split, config)
-    streamed = retrieval_stage.prepare(state.dataset, state.split, config, tmp_path / "pairs", shard_rows=700)
+    streamed = retrieval_stage.prepare(state.dataset, state.split, config, tmp_path / "pairs", shard_rows=300)
     assert isinstance(streamed.train, ExampleShards) and len(streamed.train.files) > 2
     assert set(streamed.train) == set(memory.train)
     assert _rows({k: streamed.train[k] for k in streamed.train}) == _rows(memory.train)
+    # The validation pairs on disk too, in the same order (the in-batch loss depends on it).
+    validation = streamed.validation
+    assert isinstance(validation, ExampleShards) and len(validation.files) > 1
+    assert validation.folder == tmp_path / "pairs-validation"
+    assert set(validation) == set(memory.validation)
+    for name, values in memory.validation.items():
+        assert np.array_equal(validation[name], values), name
+    first = shards_lib.head(validation, ["history_item_ids", "sample_weight"], 3)
+    assert np.array_equal(first["history_item_ids"], memory.validation["history_item_ids"][:3])
+    assert np.array_equal(shards_lib.head(memory.validation, ["sample_weight"], 3)["sample_weight"],
+                          memory.validation["sample_weight"][:3])
 
 
 def test_streamed_ranking_rows_are_the_in_memory_ones(trained):

@@ -166,20 +166,38 @@ def user_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarra
     return list(zip(split(codes % n_chunks), split(np.where(history_codes >= 0, history_codes % n_chunks, -1))))
 
 
+def ordered_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """As `user_chunks`, but each chunk a run of consecutive rows (the rows keep their order
+    across chunks; a user's rows may fall in several), with its users' history rows."""
+    codes, owners = pd.factorize(np.asarray(row_users))
+    history_codes = pd.Index(owners).get_indexer(np.asarray(history_users))
+    bounds = np.linspace(0, len(codes), n_chunks + 1).astype(np.int64)
+    chunks = []
+    for first, end in zip(bounds[:-1], bounds[1:]):
+        present = np.zeros(len(owners) + 1, bool)  # the last slot: history users without rows
+        present[codes[first:end]] = True
+        chunks.append((np.arange(first, end), np.flatnonzero(present[history_codes])))
+    return chunks
+
+
 def write_training_pairs(writer, events: pd.DataFrame, history_events: pd.DataFrame, sampling_events: pd.DataFrame,
                          users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
-                         event_weights: Mapping[str, float], chunk_size: int, progress=None) -> None:
+                         event_weights: Mapping[str, float], chunk_size: int, progress=None,
+                         keep_order: bool = False) -> None:
     """`training_pairs(...)` plus `sampling_probability` (against `sampling_events`), built one
     chunk of users at a time (a user's history only needs the user's own events) and appended
     to `writer` (a `shards.ShardWriter`): the (pairs, history length) arrays of the whole log
-    never exist at once."""
+    never exist at once. `keep_order`: chunks of consecutive events, so the pairs are written
+    in the events' order (validation pairs: the in-batch loss depends on which pairs share a
+    batch)."""
     n_chunks = max(1, -(-len(events) // max(chunk_size, 1)))
     weight_mean = float(event_weight(events, event_weights).mean()) if len(events) else 1.0
     counts = pd.Series(as_str(sampling_events["item_id"])).value_counts()
     item_id = features.adapted.get("item_id")
     lookup = ItemLookup.of(catalogue, set(item_id.vocabulary) if item_id is not None else None)
-    for number, (rows, history_rows) in enumerate(user_chunks(events["user_id"], history_events["user_id"],
-                                                               n_chunks)):
+    chunking = ordered_chunks if keep_order else user_chunks
+    for number, (rows, history_rows) in enumerate(chunking(events["user_id"], history_events["user_id"],
+                                                            n_chunks)):
         part = events.iloc[rows]
         arrays = training_pairs(part, history_events.iloc[history_rows], users, catalogue, features,
                                 event_weights, weight_mean, lookup)

@@ -181,8 +181,9 @@ def ivf_top_k(query_vectors: np.ndarray, item_vectors: np.ndarray, k: int,
 
 
 def exact_top_k(query_vectors: np.ndarray, item_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top k by inner product (TF matmul + top_k): (scores, item positions), for checking
-    an approximate index on a sample of queries."""
+    """Exact top k by inner product: (scores, item positions), each (queries, k), best first.
+    The exported `BruteForce` index's matmul and top_k (its lists, without the id gather), in
+    query batches sized by the catalogue (`query_batch_size`)."""
     k = min(k, len(item_vectors))
     items = tf.constant(item_vectors, tf.float32)
     batch = query_batch_size(len(item_vectors))

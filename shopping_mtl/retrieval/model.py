@@ -149,7 +149,7 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
         batch_size, config.epochs)
     progress = _ProgressLog(n_pairs)
     val_data = None
-    if validation is not None and len(validation["sample_weight"]) >= 2:
+    if validation is not None and len(validation["sample_weight"]) >= 2:  # (a small column: cheap from shards)
         val_data = make_dataset(validation, batch_size, shuffle=False, seed=seed)
     stopper = None
     if objective is not None:

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,13 +86,22 @@ def prepare(dataset, split: Split, config: RetrievalConfig, examples_dir=None,
             progress=lambda done, total: log.info("retrieval: training pairs, chunk %d of %d written to %s",
                                                   done, total, examples_dir))
         train = writer.close()
-    validation = examples.training_pairs(validation_events, split.history, dataset.users, catalogue,
-                                         features, config.event_weights)
-    validation["sampling_probability"] = examples.sampling_probability(
-        train_events["item_id"], validation_events["item_id"])
+    if examples_dir is None:
+        validation = examples.training_pairs(validation_events, split.history, dataset.users, catalogue,
+                                             features, config.event_weights)
+        validation["sampling_probability"] = examples.sampling_probability(
+            train_events["item_id"], validation_events["item_id"])
+    else:
+        # On disk too, in the events' order: at 10^7 events the validation pairs' history
+        # columns alone were 3.6 GB as tensors.
+        writer = shards.ShardWriter(Path(f"{examples_dir}-validation"), shard_rows)
+        examples.write_training_pairs(
+            writer, validation_events, split.history, train_events, dataset.users, catalogue, features,
+            config.event_weights, shard_rows, keep_order=True)
+        validation = writer.close()
     log.info("retrieval: %d training pairs%s, %d validation pairs, catalogue of %d items",
              n_examples(train), f" in {examples_dir}" if examples_dir is not None else "",
-             len(validation["sample_weight"]), len(catalogue))
+             n_examples(validation), len(catalogue))
     return RetrievalData(features, split, dataset.users, dataset.items, catalogue, train, validation, config)
 
 
@@ -102,14 +112,15 @@ def n_examples(arrays) -> int:
 
 def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataFrame,
           history_events: pd.DataFrame, k: int, exclude_seen: bool = False, extra: int = 200,
-          label: str = "lists"):
+          label: str = "lists", build_index: bool = True):
     """Index `catalogue` and retrieve the top k for each query; returns (index, lists).
 
     With `exclude_seen`, items the user engaged with in `history_events` are dropped: the
     top k + `extra` are retrieved and the first k unseen kept (repeats are the user-history
-    source's job; retrieval is for discovery). The index returned is brute force (what is
-    exported); the lists come from an approximate one where `data.config.uses_ivf` says so,
-    and its recall of the exact lists is kept in `data.index_recall[label]`.
+    source's job; retrieval is for discovery). The index returned (None unless `build_index`)
+    is the brute-force `BruteForce` layer that is exported; the lists are its lists (the same
+    matmul and top_k), or an approximate index's where `data.config.uses_ivf` says so, whose
+    recall of the exact lists is kept in `data.index_recall[label]`.
     """
     vectors = index_lib.embed_items(
         model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
@@ -119,42 +130,56 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
         query_model, vectors = index_lib.with_popularity_prior(
             query_model, vectors, counts, data.config.popularity_prior, data.config.temperature)
     depth = min(k + (extra if exclude_seen else 0), len(catalogue))
-    index = index_lib.build_index(query_model, catalogue["item_id"].to_numpy(), vectors, depth)
+    index = index_lib.build_index(query_model, catalogue["item_id"].to_numpy(), vectors, depth) if build_index else None
     arrays = examples.query_arrays(queries, history_events, data.users, catalogue, data.features)
     users = queries["user_id"].to_numpy(dtype=object)
+    query_vectors = index_lib.embed_queries(query_model, arrays)
+    del arrays
     if data.config.uses_ivf(len(catalogue)):
-        lists = _ivf_lists(data, query_model, vectors, catalogue, users, arrays, depth, label)
+        scores, positions = _ivf_top_k(data, query_vectors, vectors, depth, label)
     else:
-        lists = index_lib.retrieve(index, query_model, users, arrays, depth)
+        scores, positions = index_lib.exact_top_k(query_vectors, vectors, depth)
+    item_index = pd.Index(catalogue["item_id"].to_numpy(dtype=object))
     if exclude_seen:
-        seen = history_events[["user_id", "item_id"]].drop_duplicates().assign(_seen=True)
-        lists = lists.merge(seen, on=["user_id", "item_id"], how="left")
-        lists = lists[lists["_seen"].isna()].drop(columns="_seen")
-    lists = lists.groupby("user_id", sort=False).head(k)
-    lists = lists.assign(rank=lists.groupby("user_id", sort=False).cumcount() + 1).reset_index(drop=True)
-    return index, lists
+        positions = np.where(_seen(users, positions, history_events, item_index), -1, positions)
+    # The first k found (and unseen) of each row, in score order.
+    order = np.argsort(positions < 0, axis=1, kind="stable")[:, :k]
+    positions = np.take_along_axis(positions, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    ids = item_index.to_numpy()
+    item_ids = np.where(positions >= 0, ids[np.maximum(positions, 0)], "")
+    return index, index_lib.lists_frame(users, item_ids, scores)
 
 
-def _ivf_lists(data: RetrievalData, query_model, vectors, catalogue, users, arrays, depth: int,
-               label: str) -> pd.DataFrame:
+def _seen(users: np.ndarray, positions: np.ndarray, history_events: pd.DataFrame, item_index: pd.Index) -> np.ndarray:
+    """(queries, depth) bool: the item at each position is one the row's user engaged with in
+    `history_events`; compared as integer (user, item) keys, not as string pairs."""
+    codes, owners = pd.factorize(users)
+    owner = pd.Index(owners).get_indexer(history_events["user_id"].to_numpy(dtype=object))
+    mine = owner >= 0
+    item = item_index.get_indexer(history_events["item_id"].to_numpy(dtype=object)[mine])
+    n_items = np.int64(len(item_index) + 1)
+    seen_keys = np.unique(owner[mine].astype(np.int64) * n_items + item)  # item -1 (not indexed): never matches
+    keys = codes.astype(np.int64)[:, None] * n_items + positions
+    return np.isin(keys, seen_keys) & (positions >= 0)
+
+
+def _ivf_top_k(data: RetrievalData, query_vectors, vectors, depth: int, label: str):
     """The top `depth` per query from a faiss inverted file, and its recall of the exact top
     `depth` on the first `ivf_check_queries` queries (the users' order is fixed, so the check
     is too)."""
     config = data.config
     started = time.perf_counter()
-    queries = index_lib.embed_queries(query_model, arrays)
     settings = index_lib.IvfSettings(lists=config.ivf_lists, probe=config.ivf_probe)
-    scores, positions = index_lib.ivf_top_k(queries, vectors, depth, settings)
-    ids = catalogue["item_id"].to_numpy(dtype=object)
-    item_ids = np.where(positions >= 0, ids[np.maximum(positions, 0)], "")
-    checked = min(config.ivf_check_queries, len(queries))
+    scores, positions = index_lib.ivf_top_k(query_vectors, vectors, depth, settings)
+    checked = min(config.ivf_check_queries, len(query_vectors))
     if checked:
-        data.index_recall[label] = index_lib.recall_of_exact(queries[:checked], vectors, positions[:checked])
+        data.index_recall[label] = index_lib.recall_of_exact(query_vectors[:checked], vectors, positions[:checked])
     log.info("retrieval: %s lists of %d users from an inverted file over %d items in %.1fs%s",
-             label, len(users), len(catalogue), time.perf_counter() - started,
+             label, len(query_vectors), len(vectors), time.perf_counter() - started,
              f"; recall of the exact top {depth} on {checked} users: {data.index_recall[label]:.3f}"
              if checked else "")
-    return index_lib.lists_frame(users, item_ids, scores)
+    return scores, positions
 
 
 def validation_lists(model, data: RetrievalData, k: int) -> tuple[pd.DataFrame, GroundTruth]:
@@ -164,7 +189,7 @@ def validation_lists(model, data: RetrievalData, k: int) -> tuple[pd.DataFrame, 
     catalogue = examples.item_catalogue(split.train, data.items, data.features)
     queries = pd.DataFrame({"user_id": list(truth.users), "timestamp": split.validation_start})
     _, lists = top_k(model, data, catalogue, queries, split.train, k, data.config.exclude_seen,
-                     label="validation")
+                     label="validation", build_index=False)
     return lists, truth
 
 
@@ -247,7 +272,7 @@ def run_retrieval_stage(state) -> None:
 
     module = index_lib.RetrievalServing(index, data.features, model.query_model.input_names, k, rconfig.exclude_seen)
     # Warmup requests: real validation rows (the query state before a validation-day event).
-    warmup = {name: data.validation[name] for name in module.signature}
+    warmup = shards.head(data.validation, list(module.signature), config.export.warmup_requests)
     target = export_lib.publish(module, config.export_base, "retrieval", warmup, config.export.warmup_requests,
                                 config.export.keep_versions, config.export.server_base)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
