@@ -8,6 +8,7 @@ users, and leaves in the run folder: `config.yaml` (the resolved configuration),
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -286,6 +287,8 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
             tracker.end("KILLED")
         raise
     shutil.rmtree(run_dir / ".examples", ignore_errors=True)  # rebuilt by any later run
+    with contextlib.suppress(OSError):  # each fit removed its own backup; an empty folder goes too
+        (run_dir / ".backup").rmdir()
     state.info["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
     state.info["wall_s"] = round(time.perf_counter() - started, 3)
     write_atomic(run_dir / "metrics.json", json.dumps(state.metrics, indent=1, sort_keys=True))

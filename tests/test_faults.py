@@ -199,6 +199,6 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from the backup" in rerun.stderr and "ranker at epoch 3" in rerun.stderr
     assert (killed / "metrics.json").read_bytes() == (first / "metrics.json").read_bytes()
-    assert not (killed / ".backup" / "ranker").exists() and not (killed / ".examples").exists()
+    assert not (killed / ".backup").exists() and not (killed / ".examples").exists()
     for name in ("candidates.parquet", "recommendations.parquet"):  # the lists behind the figures
         pd.testing.assert_frame_equal(pd.read_parquet(killed / name), pd.read_parquet(first / name))
