@@ -122,3 +122,24 @@ def test_empty_log():
     events = random_log(10, seed=0).iloc[:0]
     assert_same(baselines.covisitation_counts(events), reference_counts(events))
     assert_same(baselines.covisit(events, ["u1"], 5), reference_covisit(events, ["u1"], 5))
+
+
+@pytest.mark.parametrize("max_pairs", [1, 7, 100, 10**9])
+def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
+    """Counted one range of source items at a time (one item per range at max_pairs=1), the
+    table is the one counted at once, and `covisitation_counts` keeps the merge's order."""
+    events = random_log(3_000, seed=5)
+    whole = baselines._build_covisit_table(events, 6, max_pairs=10**12)
+    ranged = baselines._build_covisit_table(events, 6, max_pairs=max_pairs)
+    for name in ("indptr", "target", "count", "appearance"):
+        np.testing.assert_array_equal(getattr(ranged, name), getattr(whole, name), err_msg=name)
+    assert len(whole.target) > 1000 and whole.count.max() > 1
+    baselines._LAST_TABLE.clear()
+    original = baselines.COVISIT_PAIRS_PER_PASS
+    try:
+        baselines.COVISIT_PAIRS_PER_PASS = max_pairs
+        got = baselines.covisitation_counts(events, 6)
+    finally:
+        baselines.COVISIT_PAIRS_PER_PASS = original
+        baselines._LAST_TABLE.clear()
+    assert_same(got, reference_counts(events, 6))
