@@ -222,20 +222,26 @@ def _build_covisit_table(events: pd.DataFrame, max_session_items: int,
 COVISIT_PAIRS_PER_PASS = 2**24
 
 
-def _source_ranges(item: np.ndarray, width: np.ndarray, max_pairs: int) -> list[np.ndarray]:
-    """Rows (ascending) grouped by ranges of their item code, each range holding at most
-    `max_pairs` pairs (rows x partners) unless a single item has more."""
-    if not len(item):
+def _code_ranges(codes: np.ndarray, load: np.ndarray, max_load: int) -> list[np.ndarray]:
+    """Rows (positions, ascending) grouped by ranges of their code, each range's rows adding up
+    to at most `max_load` (`load`: each row's) unless a single code has more."""
+    if not len(codes):
         return []
-    reach = np.cumsum(np.bincount(item, weights=width).astype(np.int64))  # pairs of sources <= code
+    reach = np.cumsum(np.bincount(codes, weights=load).astype(np.int64))  # load of codes <= c
     bounds = [0]
     while bounds[-1] < len(reach):
         start = bounds[-1]
         before = reach[start - 1] if start else 0
-        bounds.append(max(start + 1, int(np.searchsorted(reach, before + max_pairs, side="right"))))
-    by_item = np.argsort(item, kind="stable")
-    ends = np.searchsorted(item[by_item], bounds)
-    return [np.sort(by_item[a:b]) for a, b in zip(ends[:-1], ends[1:]) if b > a]
+        bounds.append(max(start + 1, int(np.searchsorted(reach, before + max_load, side="right"))))
+    by_code = np.argsort(codes, kind="stable")
+    ends = np.searchsorted(codes[by_code], bounds)
+    return [np.sort(by_code[a:b]) for a, b in zip(ends[:-1], ends[1:]) if b > a]
+
+
+def _source_ranges(item: np.ndarray, width: np.ndarray, max_pairs: int) -> list[np.ndarray]:
+    """Rows grouped by ranges of their item code, at most `max_pairs` pairs (rows x partners)
+    a range."""
+    return _code_ranges(item, width, max_pairs)
 
 
 # The last table built (about 12 bytes an event and 12 a pair): the baselines and retrieval
@@ -291,16 +297,35 @@ def covisit(events: pd.DataFrame, users: Sequence[str], k: int, recent_items: in
     recent = nth < recent_items
     seed_user, seed_item, nth = seed_user[recent], seed_item[recent], nth[recent]
     weight = decay ** nth
-    # Each seed's neighbours, seeds in order (a merge's order: the sums below add in seed order).
-    width = table.indptr[seed_item + 1] - table.indptr[seed_item]  # (n_seeds,)
-    seed = np.repeat(np.arange(len(seed_item)), width)  # (n_joined,)
-    if len(seed) == 0:
+    width = table.indptr[seed_item + 1] - table.indptr[seed_item]  # (n_seeds,) neighbours of each
+    # Users a range of codes at a time, at most COVISIT_PAIRS_PER_PASS (seed, neighbour) rows
+    # at once (65k users at 10^7 events joined ~10^9 rows); a user's seeds stay together and
+    # in order, so the sums and lists are those of one pass.
+    parts = [_best_neighbours(table, seed_user[rows], seed_item[rows], weight[rows], width[rows], k)
+             for rows in _code_ranges(seed_user, width, COVISIT_PAIRS_PER_PASS)]
+    if not parts or not sum(len(p[0]) for p in parts):
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                              [("user_id", object), ("rank", "int64"), ("item_id", object), ("score", float)]})
+    user, item, score, rank = (np.concatenate(column) for column in zip(*parts))
+    return pd.DataFrame({
+        "user_id": pd.array(table.users[user], dtype=events["user_id"].dtype),
+        "rank": rank.astype(np.int64),
+        "item_id": table.items[item].astype(object),
+        "score": score.astype(float),
+    })
+
+
+def _best_neighbours(table: _CovisitTable, seed_user, seed_item, weight, width, k: int):
+    """(user, item, score, rank) of each user's best k items by sum of weight x count over the
+    seeds' neighbours, by user code then rank."""
+    n_items = max(len(table.items), 1)
+    # Each seed's neighbours, seeds in order (a merge's order: the sums below add in seed order).
+    seed = np.repeat(np.arange(len(seed_item)), width)  # (n_joined,)
     position = np.repeat(table.indptr[seed_item] - (np.cumsum(width) - width), width)  # (n_joined,)
     position += np.arange(len(position))  # the pair's row in the table
     score = weight[seed] * table.count[position]
     key = seed_user[seed] * n_items + table.target[position]
+    del seed, position
     # Sums in seed order (pandas' compensated sum, as before); groups come out by (user, item).
     summed = pd.Series(score).groupby(key, sort=True).sum()
     key, score = summed.index.to_numpy(), summed.to_numpy()
@@ -312,12 +337,7 @@ def covisit(events: pd.DataFrame, users: Sequence[str], k: int, recent_items: in
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)])) + 1
     best = rank <= k
-    return pd.DataFrame({
-        "user_id": pd.array(table.users[user[best]], dtype=events["user_id"].dtype),
-        "rank": rank[best].astype(np.int64),
-        "item_id": table.items[item[best]].astype(object),
-        "score": score[best].astype(float),
-    })
+    return user[best], item[best], score[best], rank[best]
 
 
 def run_baseline(name: str, events: pd.DataFrame, users: Sequence[str], k: int,

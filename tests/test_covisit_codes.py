@@ -127,7 +127,8 @@ def test_empty_log():
 @pytest.mark.parametrize("max_pairs", [1, 7, 100, 10**9])
 def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
     """Counted one range of source items at a time (one item per range at max_pairs=1), the
-    table is the one counted at once, and `covisitation_counts` keeps the merge's order."""
+    table is the one counted at once, `covisitation_counts` keeps the merge's order, and the
+    lists scored a range of users at a time are the string merge's."""
     events = random_log(3_000, seed=5)
     whole = baselines._build_covisit_table(events, 6, max_pairs=10**12)
     ranged = baselines._build_covisit_table(events, 6, max_pairs=max_pairs)
@@ -139,7 +140,12 @@ def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
     try:
         baselines.COVISIT_PAIRS_PER_PASS = max_pairs
         got = baselines.covisitation_counts(events, 6)
+        users = [f"u{i}" for i in range(0, 40, 3)]
+        # The lists too: users scored a range of codes at a time (one user a pass at 1).
+        lists = baselines.covisit(events, users, 15, recent_items=5, max_session_items=6)
     finally:
         baselines.COVISIT_PAIRS_PER_PASS = original
         baselines._LAST_TABLE.clear()
     assert_same(got, reference_counts(events, 6))
+    assert_same(lists, reference_covisit(events, users, 15, recent_items=5, max_session_items=6))
+    assert lists["user_id"].nunique() > 5
