@@ -186,7 +186,7 @@ def _build_covisit_table(events: pd.DataFrame, max_session_items: int,
     numbers = np.int32 if n_all < 2**31 else np.int64
     targets, counts, firsts = [], [], []
     per_source = np.zeros(len(items), np.int64)
-    for rows in _source_ranges(item, width, max_pairs):
+    for rows in _code_ranges(item, width, max_pairs):  # ranges of source items
         w = width[rows]
         offset = np.arange(w.sum()) - np.repeat(np.cumsum(w) - w, w)  # (pairs,) j within the row
         source = np.repeat(item[rows], w)
@@ -236,12 +236,6 @@ def _code_ranges(codes: np.ndarray, load: np.ndarray, max_load: int) -> list[np.
     by_code = np.argsort(codes, kind="stable")
     ends = np.searchsorted(codes[by_code], bounds)
     return [np.sort(by_code[a:b]) for a, b in zip(ends[:-1], ends[1:]) if b > a]
-
-
-def _source_ranges(item: np.ndarray, width: np.ndarray, max_pairs: int) -> list[np.ndarray]:
-    """Rows grouped by ranges of their item code, at most `max_pairs` pairs (rows x partners)
-    a range."""
-    return _code_ranges(item, width, max_pairs)
 
 
 # The last table built (about 12 bytes an event and 12 a pair): the baselines and retrieval

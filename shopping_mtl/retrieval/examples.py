@@ -151,12 +151,18 @@ def event_weight(events: pd.DataFrame, event_weights: Mapping[str, float]) -> np
     return events["event"].map(dict(event_weights)).fillna(1.0).to_numpy(np.float32)
 
 
+def _user_codes(row_users, history_users) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's user as a code, and each history event's user as the same code (-1: a user
+    without rows)."""
+    codes, owners = pd.factorize(np.asarray(row_users))
+    return codes, pd.Index(owners).get_indexer(np.asarray(history_users))
+
+
 def user_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The rows split into `n_chunks` by user, each with the positions of its users' history
     events: [(row positions, history positions)], both in their tables' order. History events
     of users without rows belong to no chunk."""
-    codes, owners = pd.factorize(np.asarray(row_users))
-    history_codes = pd.Index(owners).get_indexer(np.asarray(history_users))
+    codes, history_codes = _user_codes(row_users, history_users)
 
     def split(chunk: np.ndarray) -> list[np.ndarray]:
         order = np.argsort(chunk, kind="stable")
@@ -169,12 +175,11 @@ def user_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarra
 def ordered_chunks(row_users, history_users, n_chunks: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """As `user_chunks`, but each chunk a run of consecutive rows (the rows keep their order
     across chunks; a user's rows may fall in several), with its users' history rows."""
-    codes, owners = pd.factorize(np.asarray(row_users))
-    history_codes = pd.Index(owners).get_indexer(np.asarray(history_users))
+    codes, history_codes = _user_codes(row_users, history_users)
     bounds = np.linspace(0, len(codes), n_chunks + 1).astype(np.int64)
     chunks = []
     for first, end in zip(bounds[:-1], bounds[1:]):
-        present = np.zeros(len(owners) + 1, bool)  # the last slot: history users without rows
+        present = np.zeros(codes.max(initial=-1) + 2, bool)  # the last slot: history users without rows
         present[codes[first:end]] = True
         chunks.append((np.arange(first, end), np.flatnonzero(present[history_codes])))
     return chunks

@@ -32,14 +32,18 @@ log = logging.getLogger(__name__)
 def embed_items(candidate_model: tf.keras.Model, arrays: Mapping[str, np.ndarray],
                 batch_size: int = 8192) -> np.ndarray:
     """Candidate vectors of item-tower inputs, in batches: (n_items, dim)."""
+    return _embed(candidate_model, arrays, batch_size)
+
+
+def _embed(tower: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+    """A tower's vectors of the rows of `arrays` (the tower's inputs taken, others ignored), in
+    batches through one traced call: (rows, dim)."""
+    embed = compiled(lambda batch: tower(batch, training=False))
+    names = [k for k in arrays if k in tower.input_names]
     n = len(next(iter(arrays.values())))
-    embed = compiled(lambda batch: candidate_model(batch, training=False))
-    out = []
-    for start in range(0, n, batch_size):
-        batch = {k: as_tensor(v[start:start + batch_size])
-                 for k, v in arrays.items() if k in candidate_model.input_names}
-        out.append(embed(batch).numpy())
-    return np.concatenate(out) if out else np.zeros((0, candidate_model.output_shape[-1]), np.float32)
+    out = [embed({k: as_tensor(arrays[k][start:start + batch_size]) for k in names}).numpy()
+           for start in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, tower.output_shape[-1]), np.float32)
 
 
 class AppendConstant(tf.keras.layers.Layer):
@@ -124,12 +128,7 @@ def retrieve(index, query_model: tf.keras.Model, users: np.ndarray, arrays: Mapp
 def embed_queries(query_model: tf.keras.Model, arrays: Mapping[str, np.ndarray],
                   batch_size: int = 8192) -> np.ndarray:
     """Query vectors of query-tower inputs, in batches: (n_queries, dim)."""
-    embed = compiled(lambda batch: query_model(batch, training=False))
-    n = len(next(iter(arrays.values())))
-    out = [embed(_tensors({k: v[start:start + batch_size] for k, v in arrays.items()},
-                          query_model.input_names)).numpy()
-           for start in range(0, n, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, query_model.output_shape[-1]), np.float32)
+    return _embed(query_model, arrays, batch_size)
 
 
 @dataclass(frozen=True)
