@@ -14,6 +14,7 @@ from shopping_mtl import shards as shards_lib
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.config import load_config
 from shopping_mtl.data import synthetic
+from shopping_mtl.errors import ConfigError
 from shopping_mtl.pipeline import RunState, run_data
 from shopping_mtl.ranking.stage import prepare_ranking
 from shopping_mtl.retrieval import stage as retrieval_stage
@@ -183,3 +184,34 @@ def test_streamed_ranking_rows_are_the_in_memory_ones(trained):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
         else:
             assert np.array_equal(a, b), name
+
+
+def test_training_list_cap_keeps_a_sample_of_recent_users_and_the_whole_holdout(trained):
+    state = trained
+    full = prepare_ranking(state)
+    assert full.n_days == 3 and full.n_fit_lists > 60
+    ranking = state.config.ranking
+
+    def capped(cap):
+        return prepare_ranking(state, dataclasses.replace(ranking, max_training_lists=cap))
+
+    # Fewer places than the validation day has fitting users: that day only, `cap` lists.
+    first_day = capped(10)
+    assert first_day.n_days == 1 and first_day.n_fit_lists == 10
+    fit_lists = pd.Series(first_day.fit_inputs["list_id"]).nunique()
+    assert fit_lists == 10 and (first_day.fit_inputs["list_id"] < 10_000_000).all()
+    # Held-out users are not counted and all kept: the first day's holdout as without the cap.
+    day0 = [u for u in full.holdout_truth.users if u.endswith("@0")]
+    assert list(first_day.holdout_truth.users) == day0
+    assert _rows(first_day.holdout_inputs) == _rows(
+        {k: v[full.holdout_rows["user_id"].str.endswith("@0").to_numpy()] for k, v in full.holdout_inputs.items()})
+    # The same sample on a rerun (by hash, not by order of arrival).
+    assert _rows(capped(10).fit_inputs) == _rows(first_day.fit_inputs)
+    # A cap the days do not reach changes nothing.
+    assert _rows(capped(full.n_fit_lists).fit_inputs) == _rows(full.fit_inputs)
+    # A cap between: the validation day whole, then part of the day before; the third not built.
+    day0_lists = pd.Series(full.fit_inputs["list_id"][full.fit_inputs["list_id"] < 10_000_000]).nunique()
+    some = capped(day0_lists + 5)
+    assert some.n_fit_lists == day0_lists + 5 and some.n_days == 2
+    with pytest.raises(ConfigError, match="ranking.max_training_lists"):
+        dataclasses.replace(ranking, max_training_lists=0).validate()

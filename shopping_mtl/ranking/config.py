@@ -55,6 +55,14 @@ class RankingConfig:
             positive" (held-out NDCG@10 0.355 with them, 0.365 without; NOTES.md).
         extra_days: also learn from this many train days before the validation day (candidates
             and features from the events before each day; no two-tower source there).
+        max_training_lists: at most this many training lists (user-days) over all ranking days,
+            taken from the validation day backwards: when a day has more fitting users than
+            places left, a fixed pseudo-random sample of them (by hash) is kept, and days with
+            no place left are not built (their candidate sources never computed). Held-out
+            users are not counted. Bounds the ranker's rows and its preparation on large logs
+            (the bundled datasets have about 2,700 training lists, so the cap leaves them as they
+            were); calibration is fitted on the held-out users' full lists, so it is unaffected.
+            None: no cap.
         listwise_weight: weight of a softmax loss over each user's candidates on the click
             logit, beside the pointwise losses (0: pointwise only).
         list_features: give the model each candidate's user-item features, popularity and
@@ -87,6 +95,7 @@ class RankingConfig:
     exclude_features: tuple[str, ...] = ()
     add_missed_positives: bool = False
     extra_days: int = 4
+    max_training_lists: int | None = 25_000
     listwise_weight: float = 1.0
     list_features: bool = False
 
@@ -114,6 +123,9 @@ class RankingConfig:
             raise ConfigError(f"ranking.dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.holdout_share < 1:
             raise ConfigError(f"ranking.holdout_share must be in (0, 1), got {self.holdout_share}")
+        if self.max_training_lists is not None and self.max_training_lists < 1:
+            raise ConfigError(f"ranking.max_training_lists must be positive (or null: no cap), "
+                              f"got {self.max_training_lists}")
         if self.holdout_max_users is not None and self.holdout_max_users < 1:
             raise ConfigError(f"ranking.holdout_max_users must be positive (or null: no cap), "
                               f"got {self.holdout_max_users}")

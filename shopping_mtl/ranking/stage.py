@@ -70,6 +70,7 @@ class RankingDay:
     fitting rows' inputs None when they went to a `shards.ShardWriter`)."""
 
     n_fit_rows: int
+    n_fit_lists: int
     fit_positives: dict  # task -> positive fitting rows
     fit_inputs: dict | None
     holdout_rows: pd.DataFrame
@@ -78,14 +79,16 @@ class RankingDay:
 
 
 def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | None = None,
-                chunk_rows: int = 200_000) -> RankingDay | None:
+                chunk_rows: int = 200_000, max_lists: int | None = None) -> RankingDay | None:
     """Rows for the day `days_back` days before the validation day (0: the validation day).
 
     Candidates and features come from the events before that day only: the user's own items,
     co-visitation, popularity and, on the validation day, the two-tower model's lists (it was
     trained on the earlier days' events, so it is no source for them; its score is 0 there).
     With `writer`, the fitting rows' inputs are built about `chunk_rows` rows (whole users) at
-    a time and written there, never all held at once.
+    a time and written there, never all held at once. With `max_lists`, at most that many
+    fitting users (a fixed sample by hash, different each day) and the held-out users are
+    kept; the others' candidates are never computed.
     """
     config, split, dataset = state.config, state.split, state.dataset
     rconfig = config.ranking
@@ -97,6 +100,13 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     else:
         day = split.train[(split.train["timestamp"] >= start) & (split.train["timestamp"] < start + pd.Timedelta(days=1))]
     truth = truth_for(before, before, day)
+    fitting = np.asarray([u for u in truth.users if u not in held], dtype=object)
+    if max_lists is not None and len(fitting) > max_lists:
+        kept = set(fitting[examples.split_users(fitting, 1.0, config.seed + 1 + days_back, max_lists)])
+        day = day[day["user_id"].isin(kept | held)]
+        truth = truth_for(before, before, day)
+        log.info("ranking: day -%d, %d of its %d fitting users kept (ranking.max_training_lists)",
+                 days_back, len(kept), len(fitting))
     if not truth.users:
         return None
     own = dataclasses.replace(config.baselines, fill_with_popularity=False)
@@ -104,7 +114,8 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     for name, quota in config.candidates.quotas.items():
         if name == "two_tower":
             if days_back == 0:
-                sources[name] = state.retrieval["validation_lists"]
+                lists = state.retrieval["validation_lists"]
+                sources[name] = lists[lists["user_id"].isin(truth.users)]
             continue
         sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
     candidates = merge_sources(sources, config.candidates.quotas)
@@ -128,10 +139,11 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     list_id = pd.factorize(fit_rows["user_id"])[0].astype(np.int64) + days_back * 10_000_000
     holdout_inputs["list_id"] = pd.factorize(holdout_rows["user_id"])[0].astype(np.int64)
     positives = {t: float(fit_rows[t].sum()) for t in TASKS}
+    n_lists = int(fit_rows["user_id"].nunique())
     if writer is None:
         fit_inputs = inputs(fit_rows)
         fit_inputs["list_id"] = list_id
-        return RankingDay(len(fit_rows), positives, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
+        return RankingDay(len(fit_rows), n_lists, positives, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
     # A chunk's features need its users' own events only, plus every item's count.
     n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
     counts = before["item_id"].value_counts()
@@ -144,7 +156,7 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
         part["list_id"] = list_id[rows]
         writer.write(part)
     log.info("ranking: day -%d, %d training rows written in %d chunks", days_back, len(fit_rows), n_chunks)
-    return RankingDay(len(fit_rows), positives, None, holdout_rows, holdout_inputs, holdout_truth)
+    return RankingDay(len(fit_rows), n_lists, positives, None, holdout_rows, holdout_inputs, holdout_truth)
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -157,6 +169,7 @@ class RankingData:
     search reuses them for every trial)."""
 
     n_fit_rows: int
+    n_fit_lists: int  # user-days
     fit_positive_rates: dict  # task -> share of positive fitting rows
     fit_inputs: dict | shards.ExampleShards
     holdout_rows: pd.DataFrame
@@ -176,11 +189,20 @@ def prepare_ranking(state, rconfig=None) -> RankingData:
                                                  rconfig.holdout_max_users)])
     folder = state.examples_dir("ranker")
     writer = shards.ShardWriter(folder, config.data.shard_rows, "list_id") if folder is not None else None
-    days = [d for d in (ranking_day(state, back, held, writer, config.data.shard_rows)
-                        for back in range(rconfig.extra_days + 1)) if d]
+    days, places = [], rconfig.max_training_lists
+    for back in range(rconfig.extra_days + 1):
+        if places is not None and places <= 0:
+            log.info("ranking: %d training lists reached (ranking.max_training_lists); days -%d..-%d not built",
+                     rconfig.max_training_lists, back, rconfig.extra_days)
+            break
+        day = ranking_day(state, back, held, writer, config.data.shard_rows, max_lists=places)
+        if day is not None:
+            days.append(day)
+            places = None if places is None else places - day.n_fit_lists
     n_fit = sum(d.n_fit_rows for d in days)
     data = RankingData(
         n_fit_rows=n_fit,
+        n_fit_lists=sum(d.n_fit_lists for d in days),
         fit_positive_rates={t: sum(d.fit_positives[t] for d in days) / max(n_fit, 1) for t in TASKS},
         fit_inputs=writer.close() if writer is not None else _concat([d.fit_inputs for d in days]),
         holdout_rows=pd.concat([d.holdout_rows for d in days], ignore_index=True),
@@ -190,8 +212,9 @@ def prepare_ranking(state, rconfig=None) -> RankingData:
             {g: {u: v for d in days for u, v in d.holdout_truth.items[g].items()} for g in ("any", "save", "purchase")},
             {u: v for d in days for u, v in d.holdout_truth.seen.items()}),
         n_days=len(days))
-    log.info("ranking: %d days, %d training rows, %d holdout rows (%d held-out user-days); positive rates %s",
-             data.n_days, data.n_fit_rows, len(data.holdout_rows), len(data.holdout_truth.users),
+    log.info("ranking: %d days, %d training rows (%d lists), %d holdout rows (%d held-out user-days); "
+             "positive rates %s", data.n_days, data.n_fit_rows, data.n_fit_lists, len(data.holdout_rows),
+             len(data.holdout_truth.users),
              {t: round(rate, 4) for t, rate in data.fit_positive_rates.items()})
     return data
 
@@ -284,6 +307,8 @@ def run_ranking_stage(state) -> None:
         state.metrics["ranker/best_epoch"] = float(np.nanargmax(watched) + 1)
     state.metrics["ranker/holdout_mean_auc"] = fitted.holdout_mean_auc
     state.metrics["ranker/training_rows"] = float(ranking.n_fit_rows)
+    state.metrics["ranker/training_lists"] = float(ranking.n_fit_lists)
+    state.metrics["ranker/ranking_days"] = float(ranking.n_days)
     state.metrics["ranker/holdout_ndcg@10"] = fitted.holdout_ndcg
     # The held-out lists ordered by the user-item engagement feature alone: what the model has
     # to beat (it is close to the user-history baseline's score).
