@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from shopping_mtl.shards import ExampleShards
+from shopping_mtl.shards import ExampleShards, arrow_columns
 from shopping_mtl.training import EpochClock
 
 _DTYPES = {"string": tf.string, "float32": tf.float32, "float64": tf.float64, "int64": tf.int64,
@@ -105,23 +105,42 @@ def _stream(shards: ExampleShards, batch_size: int, seed: int, clock: EpochClock
     index, count = shard if shard is not None else (0, 1)
     units = shards.lists if whole_lists else shards.rows
     steps = (units // batch_size if drop_remainder else -(-units // batch_size)) // count
-    signature = {name: tf.TensorSpec([None] if info["width"] is None else [None, info["width"]],
-                                     _DTYPES[info["dtype"]]) for name, info in shards.columns.items()}
+    signature = {}
+    for name, info in shards.columns.items():
+        if info["dtype"] == "string":  # bytes run together and offsets (`shards.arrow_columns`)
+            signature[name] = tf.TensorSpec([], tf.string)
+            signature[f"{name}#offsets"] = tf.TensorSpec([None], tf.int64)
+        else:
+            signature[name] = tf.TensorSpec([None] if info["width"] is None else [None, info["width"]],
+                                            _DTYPES[info["dtype"]])
 
     def batches(epoch):
         for number, batch in enumerate(shards.epoch_batches(int(epoch), seed, batch_size, shuffle, drop_remainder,
-                                                            whole_lists=whole_lists)):
+                                                            whole_lists=whole_lists, arrow=True)):
             if number >= steps * count:
                 return
             if number % count == index:
-                yield batch
+                yield arrow_columns(batch, shards.columns)
 
     def one_epoch(epoch):
         return tf.data.Dataset.from_generator(batches, args=(epoch,), output_signature=signature)
 
+    def decode(number, batch):
+        out = {}
+        for name, info in shards.columns.items():
+            out[name] = batch[name] if info["dtype"] != "string" else \
+                strings_from_arrow(batch[name], batch[f"{name}#offsets"], info["width"])
+        return _hide_ids(out, number, seed, id_dropout)
+
     rows = _over_epochs(one_epoch, steps, clock, epochs if shuffle else None).enumerate()
-    return rows.map(lambda number, batch: _hide_ids(batch, number, seed, id_dropout),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return rows.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def strings_from_arrow(data: tf.Tensor, offsets: tf.Tensor, width: int | None) -> tf.Tensor:
+    """The tf.string column of `shards.arrow_columns`'s (bytes, offsets): value i is
+    data[offsets[i]:offsets[i + 1]]; with `width`, shaped (rows, width)."""
+    values = tf.strings.substr(data, offsets[:-1], offsets[1:] - offsets[:-1])
+    return values if width is None else tf.reshape(values, [-1, width])
 
 
 def make_list_dataset(arrays: Mapping[str, np.ndarray], list_ids: np.ndarray | None, batch_size: int,

@@ -115,6 +115,33 @@ def test_two_workers_read_disjoint_batches_the_same_number_each(tmp_path):
     assert not set(rows[0]) & set(rows[1])
 
 
+@pytest.mark.parametrize("whole_lists", [False, True])
+def test_streamed_batches_hold_the_shards_values_strings_included(tmp_path, whole_lists):
+    """The tf.data input cuts strings out of Arrow's buffers (no Python str per value): the
+    values, empty and non-ASCII strings included, and the batch order are epoch_batches'."""
+    table = _table(n_lists=60)
+    table["item_id"][::7] = ""
+    table["history"][1::5, 0] = "été ☕"
+    shards = _write(tmp_path / "s", table, max_rows=20, list_column="list_id")
+    if whole_lists:
+        streamed = make_list_dataset(shards, None, 16, seed=3, epochs=2)
+        per_batch = max(1, int(round(16 * shards.lists / shards.rows)))
+    else:
+        streamed = make_dataset(shards, 16, shuffle=True, seed=3, epochs=2)
+        per_batch = 16
+    expected = [b for epoch in range(2)
+                for b in shards.epoch_batches(epoch, 3, per_batch, whole_lists=whole_lists)]
+    got = list(streamed)
+    assert len(got) == len(expected) > 4
+    for mine, theirs in zip(got, expected):
+        assert set(mine) == set(theirs)
+        for name, values in theirs.items():
+            back = mine[name].numpy()
+            if values.dtype == object:
+                back = np.vectorize(lambda v: v.decode("utf-8"), otypes=[object])(back)
+            assert back.shape == values.shape and np.array_equal(back, values), name
+
+
 def _rows(arrays) -> list[tuple]:
     """Every example as one hashable row, for comparing example tables as multisets."""
     columns = {k: (v if v.ndim == 1 else ["|".join(map(str, r)) for r in v]) for k, v in arrays.items()}
