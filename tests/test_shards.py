@@ -16,7 +16,9 @@ from shopping_mtl.config import load_config
 from shopping_mtl.data import synthetic
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.pipeline import RunState, run_data
-from shopping_mtl.ranking.stage import prepare_ranking
+from shopping_mtl.ranking.config import TASKS
+from shopping_mtl.ranking.examples import label_rows
+from shopping_mtl.ranking.stage import fit_ranker, predict_rows, prepare_ranking
 from shopping_mtl.retrieval import stage as retrieval_stage
 from shopping_mtl.shards import MANIFEST, ExampleShards, ShardWriter
 from shopping_mtl.training import EpochClock
@@ -242,3 +244,22 @@ def test_training_list_cap_keeps_a_sample_of_recent_users_and_the_whole_holdout(
     assert some.n_fit_lists == day0_lists + 5 and some.n_days == 2
     with pytest.raises(ConfigError, match="ranking.max_training_lists"):
         dataclasses.replace(ranking, max_training_lists=0).validate()
+
+
+def test_test_candidates_scored_a_chunk_of_users_at_a_time_as_all_at_once(trained, caplog):
+    state = trained
+    rconfig = dataclasses.replace(state.config.ranking, epochs=1, compare_single_task=False)
+    fitted = fit_ranker(state.retrieval["data"].features, prepare_ranking(state, rconfig), rconfig, seed=0)
+    rows = label_rows(state.candidate_set, state.split.test, add_missed=False)
+    whole, whole_labels = predict_rows(state, rows, {"ranker": fitted.model.scorer})
+    assert len(rows) > 1000 and sum(whole_labels["click"]) > 0
+    data = dataclasses.replace(state.config.data, stream_above_events=0, shard_rows=len(rows) // 20)
+    streaming = dataclasses.replace(state, config=dataclasses.replace(state.config, data=data))
+    with caplog.at_level("INFO", logger="shopping_mtl.ranking.stage"):
+        parts, labels = predict_rows(streaming, rows, {"ranker": fitted.model.scorer, "again": fitted.model.scorer})
+    n = -(-len(rows) // (4 * data.shard_rows))
+    assert n >= 5 and f"chunk {n} of {n}" in caplog.text
+    for task in TASKS:
+        assert np.array_equal(labels[task], whole_labels[task])
+        for name in ("ranker", "again"):  # same rows, same order; the cross features' float sums
+            np.testing.assert_allclose(parts[name][task], whole["ranker"][task], rtol=1e-5, atol=1e-6)

@@ -317,18 +317,24 @@ def run_ranking_stage(state) -> None:
     for task in TASKS:
         state.metrics[f"ranker/value_weight/{task}"] = float(weights.get(task, 0.0))
 
+    singles = {}
+    if rconfig.compare_single_task:
+        for task in TASKS:
+            singles[task], _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed,
+                                                      tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
+
     # Test: the retrieval stage's merged candidates, features from train + validation.
     test_rows = examples.label_rows(state.candidate_set, split.test, add_missed=False)
-    test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users,
-                                          data.catalogue, features, rconfig.history_length, rconfig.list_features)
-    raw = model_lib.predict(model.scorer, test_inputs)
+    predicted, test_labels = predict_rows(state, test_rows, {"ranker": model.scorer,
+                                                             **{t: m.scorer for t, m in singles.items()}})
+    raw = predicted["ranker"]
     calibrated = calibrate(raw, platt, ordered)
     users = test_rows["user_id"].to_numpy()
     for task in TASKS:
-        labels = test_inputs[f"label_{task}"]
+        labels = test_labels[task]
         state.metrics.update(head_metrics(calibrated[task], labels, users, f"ranker/{task}"))
         state.metrics[f"ranker/{task}/ece_uncalibrated"] = head_metrics(raw[task], labels, users, "x")["x/ece"]
-    write_reports(state, model.scorer, {t: (calibrated[t], test_inputs[f"label_{t}"]) for t in TASKS})
+    write_reports(state, model.scorer, {t: (calibrated[t], test_labels[t]) for t in TASKS})
     recommendations = _lists(users, test_rows["item_id"].to_numpy(), value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
     state.write_list(recommendations, "recommendations.parquet")
@@ -340,15 +346,46 @@ def run_ranking_stage(state) -> None:
 
     export_serving_models(state, model.scorer, platt, weights)
 
-    if rconfig.compare_single_task:
-        for task in TASKS:
-            single, _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed,
-                                               tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
-            p = model_lib.predict(single.scorer, test_inputs)[task]
-            state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
-                                  head_metrics(p, test_inputs[f"label_{task}"], users, "single").items()
-                                  if k.endswith(("/auc", "/gauc"))})
+    for task in singles:
+        state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
+                              head_metrics(predicted[task][task], test_labels[task], users, "single").items()
+                              if k.endswith(("/auc", "/gauc"))})
     state.timings["ranking_fit"] = time.perf_counter() - started
+
+
+def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
+    """Each scorer's probabilities ({name: {task: array}}) and the labels ({task: array}) of the
+    test candidates `rows`, in their order, features from the events before the test period.
+    When the run streams (`data.stream_above_events`), the inputs are built and scored about
+    four shards' rows (whole users) at a time, never all held at once (at 10^7 events the
+    test candidates are ~20M rows, ~0.5 KB each as model inputs)."""
+    config, split, dataset = state.config, state.split, state.dataset
+    rconfig, data = config.ranking, state.retrieval["data"]
+
+    def inputs(part, history, **kwargs):
+        return examples.ranking_inputs(part, history, split.test_start, dataset.users, data.catalogue,
+                                       data.features, rconfig.history_length, rconfig.list_features, **kwargs)
+
+    chunk_rows = 4 * config.data.shard_rows
+    if state.examples_dir("ranker") is None or len(rows) <= chunk_rows:
+        arrays = inputs(rows, split.history)
+        return ({name: model_lib.predict(scorer, arrays) for name, scorer in scorers.items()},
+                {t: arrays[f"label_{t}"] for t in TASKS})
+    predicted = {name: {t: np.zeros(len(rows), np.float32) for t in TASKS} for name in scorers}
+    labels = {t: np.zeros(len(rows), np.float32) for t in TASKS}
+    history = split.history
+    counts = history["item_id"].value_counts()
+    lookup = retrieval_examples.ItemLookup.of(data.catalogue)
+    chunks = retrieval_examples.user_chunks(rows["user_id"], history["user_id"], -(-len(rows) // chunk_rows))
+    for number, (positions, history_rows) in enumerate(chunks):
+        arrays = inputs(rows.iloc[positions], history.iloc[history_rows], item_counts=counts, lookup=lookup)
+        for name, scorer in scorers.items():
+            for task, values in model_lib.predict(scorer, arrays).items():
+                predicted[name][task][positions] = values
+        for task in TASKS:
+            labels[task][positions] = arrays[f"label_{task}"]
+        log.info("ranking: test candidates scored, chunk %d of %d", number + 1, len(chunks))
+    return predicted, labels
 
 
 def serving_graph(state, scorer, platt, weights) -> tuple[serving.RankerGraph, serving.CatalogueSnapshot]:
