@@ -56,7 +56,7 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
     events = pd.DataFrame({
         "user_id": history_events["user_id"].to_numpy(),
         "item_id": history_events["item_id"].to_numpy(),
-        "timestamp": history_events["timestamp"].to_numpy(),
+        "timestamp": history_events["timestamp"].array,  # not one Timestamp object per row
         "category": (category.reindex(history_events["item_id"]).to_numpy() if category is not None
                      else np.full(len(history_events), "", dtype=object)),
         "event": history_events["event"].to_numpy(),
