@@ -46,7 +46,14 @@ def to_unix_seconds(values) -> np.ndarray:
 
 
 def as_str(values) -> np.ndarray:
-    """Values as an object array of Python str, missing (None/NaN) as ""."""
+    """Values as an object array of Python str, missing (None/NaN) as "" (a new array).
+
+    Values that already are all str are copied as they are: the general path goes through
+    pandas' Arrow string dtype and back, a new Python str per value."""
+    values = values.to_numpy(dtype=object) if isinstance(values, (pd.Series, pd.Index)) else \
+        np.asarray(values, dtype=object)
+    if values.ndim == 1 and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.copy()
     return pd.Series(values).astype("str").fillna(PAD).to_numpy(dtype=object)
 
 

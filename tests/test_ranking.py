@@ -227,3 +227,22 @@ def test_early_stopping_restores_the_epoch_with_the_best_holdout_ndcg(tiny_featu
 def test_unknown_early_stopping_is_a_config_error():
     with pytest.raises(ConfigError, match=r"ranking.early_stopping is 'ndcg'; known: holdout_ndcg@10, val_mean_auc"):
         load_config(overrides={"ranking": {"early_stopping": "ndcg"}})
+
+
+def test_labels_by_integer_keys_equal_the_left_merge_row_for_row():
+    rng = np.random.default_rng(4)
+    users, items = [f"u{i}" for i in range(30)], [f"i{i}" for i in range(50)]
+    candidates = pd.DataFrame({"user_id": rng.choice(users, 400), "item_id": rng.choice(items, 400),
+                               "source": rng.choice(["two_tower", "popularity"], 400), "score": rng.random(400)})
+    candidates = candidates.drop_duplicates(["user_id", "item_id"])
+    target = pd.DataFrame({"user_id": rng.choice(users + ["new"], 300), "item_id": rng.choice(items + ["x"], 300),
+                           "event": rng.choice(["view", "cart", "save", "purchase"], 300)})
+    rows = examples.label_rows(candidates, target, add_missed=False)
+    expected = candidates[["user_id", "item_id"]].merge(
+        target.assign(click=1.0, save=(target["event"] == "save") * 1.0, purchase=(target["event"] == "purchase") * 1.0)
+        .groupby(["user_id", "item_id"])[["click", "save", "purchase"]].max().reset_index(),
+        on=["user_id", "item_id"], how="left").fillna(0.0)
+    assert rows[["user_id", "item_id"]].values.tolist() == candidates[["user_id", "item_id"]].values.tolist()
+    for task in ("click", "save", "purchase"):
+        assert rows[task].dtype == np.float32 and np.array_equal(rows[task].to_numpy(), expected[task].to_numpy())
+    assert rows["click"].sum() > 10 and rows["purchase"].sum() > 0

@@ -38,9 +38,21 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
     labels = pd.DataFrame({"user_id": engaged["user_id"], "item_id": engaged["item_id"],
                            "click": 1.0, "save": (engaged["event"] == "save").astype(float),
                            "purchase": (engaged["event"] == "purchase").astype(float)})
+    if not add_missed:  # each row's labels looked up by integer (user, item) keys, rows kept in order
+        users, user_ids = pd.factorize(rows["user_id"])
+        items, item_ids = pd.factorize(rows["item_id"])
+        user_of = pd.Index(user_ids).get_indexer(labels["user_id"])
+        item_of = pd.Index(item_ids).get_indexer(labels["item_id"])
+        found = (user_of >= 0) & (item_of >= 0)
+        width = max(len(item_ids), 1)
+        per_key = labels[found].drop(columns=["user_id", "item_id"]).groupby(
+            user_of[found].astype(np.int64) * width + item_of[found]).max()
+        at = per_key.index.get_indexer(users.astype(np.int64) * width + items)
+        for task in TASKS:
+            rows[task] = np.where(at >= 0, per_key[task].to_numpy()[at], 0.0).astype(np.float32)
+        return rows.reset_index(drop=True)
     labels = labels.groupby(["user_id", "item_id"], sort=False).max().reset_index()
-    how = "outer" if add_missed else "left"
-    rows = rows.merge(labels, on=["user_id", "item_id"], how=how)
+    rows = rows.merge(labels, on=["user_id", "item_id"], how="outer")
     rows["two_tower_score"] = rows["two_tower_score"].fillna(0.0).astype(np.float32)
     for task in TASKS:
         rows[task] = rows[task].fillna(0.0).astype(np.float32)

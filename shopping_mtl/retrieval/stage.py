@@ -262,12 +262,14 @@ def run_retrieval_stage(state) -> None:
         sources[name] = deep if name == "two_tower" else run_baseline(
             name, split.history, state.truth.users, max(quota, 1), own, now=split.test_start)
     merged = merge_sources(sources, config.candidates.quotas)
+    names = list(sources)
+    del sources, deep  # tens of millions of rows at 10^7 events; the merged set is what stays
     state.candidate_set = merged
     state.write_list(merged, "candidate_set.parquet")
     state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, config.candidates.size),
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
     state.metrics["candidate_set/mean_size"] = float(merged.groupby("user_id").size().mean())
-    for name in sources:
+    for name in names:
         state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
 
     module = index_lib.RetrievalServing(index, data.features, model.query_model.input_names, k, rconfig.exclude_seen)
