@@ -246,3 +246,19 @@ def test_labels_by_integer_keys_equal_the_left_merge_row_for_row():
     for task in ("click", "save", "purchase"):
         assert rows[task].dtype == np.float32 and np.array_equal(rows[task].to_numpy(), expected[task].to_numpy())
     assert rows["click"].sum() > 10 and rows["purchase"].sum() > 0
+
+
+def test_final_lists_on_codes_equal_the_string_sort():
+    from shopping_mtl.ranking.stage import _lists
+    rng = np.random.default_rng(5)
+    n = 3000
+    users = rng.choice([f"u{i}" for i in range(80)] + ["", "é"], n).astype(object)
+    items = rng.choice([f"i{i}" for i in range(400)], n).astype(object)
+    score = rng.integers(0, 6, n).astype(np.float32) / 5  # many ties, broken by item id, then row order
+    probabilities = {t: rng.random(n).astype(np.float32) for t in ("click", "save", "purchase")}
+    frame = pd.DataFrame({"user_id": users, "item_id": items, "score": score,
+                          **{f"p_{t}": v for t, v in probabilities.items()}})
+    frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    frame = frame.groupby("user_id", sort=False).head(10)
+    frame.insert(1, "rank", frame.groupby("user_id", sort=False).cumcount() + 1)
+    pd.testing.assert_frame_equal(_lists(users, items, score, probabilities, 10), frame.reset_index(drop=True))

@@ -39,12 +39,21 @@ def _subset(arrays: dict, mask: np.ndarray) -> dict:
 
 
 def _lists(users, items, score, probabilities, k: int) -> pd.DataFrame:
-    frame = pd.DataFrame({"user_id": users, "item_id": items, "score": score,
-                          **{f"p_{t}": probabilities[t] for t in TASKS}})
-    frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    frame = frame.groupby("user_id", sort=False).head(k)
-    frame.insert(1, "rank", frame.groupby("user_id", sort=False).cumcount() + 1)
-    return frame.reset_index(drop=True)
+    """Each user's top `k` rows by `score` (ties by item id), users in id order: `user_id, rank,
+    item_id, score, p_click, p_save, p_purchase`. Ordered on integer codes (ids coded in sorted
+    order, so the order is the string sort's) and only the kept rows built into a frame: the
+    test candidates are ~20M rows at 10^7 events."""
+    user_codes = pd.factorize(np.asarray(users), sort=True)[0]
+    item_codes = pd.factorize(np.asarray(items), sort=True)[0]
+    score = np.asarray(score)
+    order = np.lexsort((item_codes, -score, user_codes))  # stable: full ties keep the rows' order
+    sorted_users = user_codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+    keep = order[rank <= k]
+    return pd.DataFrame({"user_id": np.asarray(users)[keep], "rank": rank[rank <= k],
+                         "item_id": np.asarray(items)[keep], "score": score[keep],
+                         **{f"p_{t}": np.asarray(probabilities[t])[keep] for t in TASKS}})
 
 
 def value_score(probabilities: dict, weights) -> np.ndarray:
