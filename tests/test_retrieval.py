@@ -157,3 +157,18 @@ def test_no_test_period_event_reaches_training_pairs_or_query_history(synthetic_
     after = examples.query_arrays(queries, replanted.history, again.users, again.catalogue, again.features)
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+def test_seen_items_found_by_integer_keys_as_by_sets():
+    from shopping_mtl.retrieval.stage import _seen
+    rng = np.random.default_rng(3)
+    catalogue = pd.Index([f"i{i}" for i in range(50)], dtype=object)
+    users = np.array([f"u{u}" for u in range(12)], dtype=object)
+    history = pd.DataFrame({"user_id": rng.choice(list(users[:10]) + ["other"], 200),
+                            "item_id": rng.choice(list(catalogue) + ["gone"], 200)})
+    positions = rng.integers(-1, 50, (12, 30))
+    got = _seen(users, positions, history, catalogue)
+    sets = history.groupby("user_id")["item_id"].agg(set)
+    expected = np.array([[p >= 0 and catalogue[p] in sets.get(u, set()) for p in row] for u, row in zip(users, positions)])
+    assert got.any() and np.array_equal(got, expected)
+    assert not _seen(users, positions, history.iloc[:0], catalogue).any()
