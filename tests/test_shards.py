@@ -263,3 +263,11 @@ def test_test_candidates_scored_a_chunk_of_users_at_a_time_as_all_at_once(traine
         assert np.array_equal(labels[task], whole_labels[task])
         for name in ("ranker", "again"):  # same rows, same order; the cross features' float sums
             np.testing.assert_allclose(parts[name][task], whole["ranker"][task], rtol=1e-5, atol=1e-6)
+
+
+def test_catalogue_vectors_built_a_slice_at_a_time_are_the_whole_catalogues(trained):
+    data, model = trained.retrieval["data"], trained.retrieval["model"]
+    whole = retrieval_stage.catalogue_vectors(model, data, data.catalogue, rows=10 ** 9)
+    sliced = retrieval_stage.catalogue_vectors(model, data, data.catalogue, rows=len(data.catalogue) // 7)
+    assert whole.shape == (len(data.catalogue), sliced.shape[1]) and len(data.catalogue) > 1000
+    np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)

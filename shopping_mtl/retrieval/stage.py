@@ -122,8 +122,7 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
     matmul and top_k), or an approximate index's where `data.config.uses_ivf` says so, whose
     recall of the exact lists is kept in `data.index_recall[label]`.
     """
-    vectors = index_lib.embed_items(
-        model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
+    vectors = catalogue_vectors(model, data, catalogue)
     query_model = model.query_model
     if data.config.popularity_prior:
         counts = history_events["item_id"].value_counts().reindex(catalogue["item_id"]).fillna(0).to_numpy()
@@ -149,6 +148,19 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
     ids = item_index.to_numpy()
     item_ids = np.where(positions >= 0, ids[np.maximum(positions, 0)], "")
     return index, index_lib.lists_frame(users, item_ids, scores)
+
+
+def catalogue_vectors(model, data: RetrievalData, catalogue: pd.DataFrame, rows: int = 32 * 8192) -> np.ndarray:
+    """The candidate tower's vector of every catalogue item, in catalogue order, `rows` items'
+    inputs built at a time (a multiple of the embedding batch, so the batches, and the vectors,
+    are those of one pass over the whole catalogue; its inputs at once were ~1 GB at 10^7)."""
+    lookup = examples.ItemLookup.of(catalogue, data.known_ids)
+    ids = catalogue["item_id"].to_numpy()
+    parts = [index_lib.embed_items(model.candidate_model,
+                                   examples.item_arrays(catalogue, data.features, ids[start:start + rows], lookup=lookup))
+             for start in range(0, len(ids), rows)]
+    return np.concatenate(parts) if parts else index_lib.embed_items(
+        model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
 
 
 def _seen(users: np.ndarray, positions: np.ndarray, history_events: pd.DataFrame, item_index: pd.Index) -> np.ndarray:
