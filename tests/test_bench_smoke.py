@@ -262,3 +262,17 @@ def test_make_benchmarks_quick_writes_every_section(tmp_path):
     for name, body in before.items():
         assert text.split(f"<!-- section:{name} ")[1].split(f"<!-- /section:{name} -->")[0] == body
     assert not list(tmp_path.glob(".BENCHMARKS.md.tmp*"))  # written atomically, nothing left over
+
+
+def test_lists_curve_quick_run_writes_its_table(tmp_path):
+    """`bench/lists_curve.py`: the ranker fitted under each training-list cap; a row per cap,
+    the capped one with exactly that many lists."""
+    out = tmp_path / "curve.md"
+    done = run_cli(str(ROOT / "bench" / "lists_curve.py"), "--max-events", "3000", "--caps", "15,none",
+                   "--out", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.read_text().strip() in done.stdout
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["15", "none"]
+    assert int(rows[0][2].replace(",", "")) == 15 < int(rows[1][2].replace(",", ""))
+    assert all(0.0 <= float(r[6]) <= 1.0 for r in rows)
