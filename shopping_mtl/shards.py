@@ -3,7 +3,7 @@
 Above `data.stream_above_events` events a run does not hold its training examples (the
 two-tower pairs, the ranker's rows) in memory: they are built one user chunk at a time and
 written here, and `batches.make_dataset` / `make_list_dataset` stream them through `tf.data`
-(`ExampleShards.epoch_rows`), `mix` shards at a time. Small data stays in numpy arrays.
+(`ExampleShards.epoch_batches`), `mix` shards at a time. Small data stays in numpy arrays.
 
 A folder holds `part-<n>.parquet` files and `manifest.json` (columns, rows and lists per file).
 Each file and the manifest are written under a temporary name and renamed into place; the
@@ -109,7 +109,7 @@ class ShardWriter:
 class ExampleShards(Mapping):
     """Example arrays stored as Parquet shards. A read-only mapping of column name -> the
     whole column (read from every file: meant for small columns such as weights or labels);
-    the rows stream through `epoch_rows`."""
+    the rows stream through `epoch_batches`."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
