@@ -23,7 +23,7 @@ from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
-from shopping_mtl.ranking.calibration import Platt, calibrate, head_metrics
+from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.retrieval import examples as retrieval_examples
@@ -339,10 +339,13 @@ def run_ranking_stage(state) -> None:
     raw = predicted["ranker"]
     calibrated = calibrate(raw, platt, ordered)
     users = test_rows["user_id"].to_numpy()
+    # The per-user AUCs group by user: integer codes, coded once (not per head and model).
+    user_codes = pd.factorize(users)[0]
+    groups = user_codes if (user_codes >= 0).all() else users
     for task in TASKS:
         labels = test_labels[task]
-        state.metrics.update(head_metrics(calibrated[task], labels, users, f"ranker/{task}"))
-        state.metrics[f"ranker/{task}/ece_uncalibrated"] = head_metrics(raw[task], labels, users, "x")["x/ece"]
+        state.metrics.update(head_metrics(calibrated[task], labels, groups, f"ranker/{task}"))
+        state.metrics[f"ranker/{task}/ece_uncalibrated"] = expected_calibration_error(raw[task], labels)
     write_reports(state, model.scorer, {t: (calibrated[t], test_labels[t]) for t in TASKS})
     recommendations = _lists(users, test_rows["item_id"].to_numpy(), value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
@@ -357,7 +360,7 @@ def run_ranking_stage(state) -> None:
 
     for task in singles:
         state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
-                              head_metrics(predicted[task][task], test_labels[task], users, "single").items()
+                              head_metrics(predicted[task][task], test_labels[task], groups, "single").items()
                               if k.endswith(("/auc", "/gauc"))})
     state.timings["ranking_fit"] = time.perf_counter() - started
 
