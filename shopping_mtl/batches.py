@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Mapping
 
 import numpy as np
@@ -23,6 +24,21 @@ def compiled(call):
     which made embedding a 2.5M-item catalogue take six minutes. `reduce_retracing` lets the
     last, shorter batch reuse the trace."""
     return tf.function(call, reduce_retracing=True)
+
+
+_TRACED: "weakref.WeakKeyDictionary[tf.keras.Model, object]" = weakref.WeakKeyDictionary()
+
+
+def inference(model: tf.keras.Model):
+    """`model(batch, training=False)` traced once per model (`compiled`) and the trace kept
+    for the model's later calls: callers that score a chunk at a time (test candidates, the
+    catalogue a slice at a time, the holdout every epoch) would otherwise trace it again each
+    time, seconds and a kept graph each. The trace holds the model by a weak reference."""
+    call = _TRACED.get(model)
+    if call is None:
+        ref = weakref.ref(model)
+        call = _TRACED[model] = compiled(lambda batch: ref()(batch, training=False))
+    return call
 
 
 def as_tensor(values: np.ndarray) -> tf.Tensor:

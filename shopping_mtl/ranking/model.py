@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import weakref
 import zlib
 from pathlib import Path
 from typing import Mapping
@@ -26,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl import distribute, training
-from shopping_mtl.batches import compiled, make_dataset, make_list_dataset
+from shopping_mtl.batches import inference, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
@@ -166,18 +165,10 @@ def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
     return -tf.reduce_sum(positive * (logits - tf.gather(log_norm, segment))) / tf.maximum(tf.reduce_sum(positive), 1.0)
 
 
-_TRACED: "weakref.WeakKeyDictionary[tf.keras.Model, object]" = weakref.WeakKeyDictionary()
-
-
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Probabilities per task for every row of `arrays`. The scorer is traced once and the trace
-    kept for its later calls (the test candidates are scored a chunk at a time, the holdout
-    every epoch: a new trace per call cost seconds and kept its graph)."""
+    """Probabilities per task for every row of `arrays` (the scorer traced once, `inference`)."""
     out = {task: [] for task in TASKS}
-    score = _TRACED.get(scorer)
-    if score is None:
-        model = weakref.ref(scorer)  # the trace must not keep the model alive
-        score = _TRACED[scorer] = compiled(lambda batch: model()(batch, training=False))
+    score = inference(scorer)
     for batch in make_dataset({k: v for k, v in arrays.items() if k in scorer.input_names},
                               batch_size, shuffle=False, seed=0):
         predictions = score(batch)

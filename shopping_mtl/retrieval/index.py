@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl.batches import as_tensor, compiled
+from shopping_mtl.batches import as_tensor, compiled, inference
 from shopping_mtl.export import next_version, save_atomic  # noqa: F401  (the bench uses both from here)
 from shopping_mtl.features import FeatureSet
 
@@ -38,7 +38,7 @@ def embed_items(candidate_model: tf.keras.Model, arrays: Mapping[str, np.ndarray
 def _embed(tower: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
     """A tower's vectors of the rows of `arrays` (the tower's inputs taken, others ignored), in
     batches through one traced call: (rows, dim)."""
-    embed = compiled(lambda batch: tower(batch, training=False))
+    embed = inference(tower)
     names = [k for k in arrays if k in tower.input_names]
     n = len(next(iter(arrays.values())))
     out = [embed({k: as_tensor(arrays[k][start:start + batch_size]) for k in names}).numpy()
