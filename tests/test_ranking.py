@@ -246,6 +246,9 @@ def test_labels_by_integer_keys_equal_the_left_merge_row_for_row():
     for task in ("click", "save", "purchase"):
         assert rows[task].dtype == np.float32 and np.array_equal(rows[task].to_numpy(), expected[task].to_numpy())
     assert rows["click"].sum() > 10 and rows["purchase"].sum() > 0
+    # No engagement with any candidate: every label 0, no row lost.
+    none = examples.label_rows(candidates, target.assign(item_id="x"), add_missed=False)
+    assert len(none) == len(candidates) and not none[["click", "save", "purchase"]].to_numpy().any()
 
 
 def test_final_lists_on_codes_equal_the_string_sort():

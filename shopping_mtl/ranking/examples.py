@@ -48,8 +48,8 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
         per_key = labels[found].drop(columns=["user_id", "item_id"]).groupby(
             user_of[found].astype(np.int64) * width + item_of[found]).max()
         at = per_key.index.get_indexer(users.astype(np.int64) * width + items)
-        for task in TASKS:
-            rows[task] = np.where(at >= 0, per_key[task].to_numpy()[at], 0.0).astype(np.float32)
+        for task in TASKS:  # a row without labels (at == -1) takes the 0 appended last
+            rows[task] = np.r_[per_key[task].to_numpy(dtype=np.float64), 0.0][at].astype(np.float32)
         return rows.reset_index(drop=True)
     labels = labels.groupby(["user_id", "item_id"], sort=False).max().reset_index()
     rows = rows.merge(labels, on=["user_id", "item_id"], how="outer")
