@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
@@ -44,6 +45,10 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     log.info("stage %s: start", name)
     started = time.perf_counter()
     yield
+    # Keras fits and traced functions leave reference cycles that hold their tensors (a trace
+    # captures the catalogue's vectors); the collector would free them only when the count of
+    # new objects next says so, however large the tensors.
+    gc.collect()
     timings[name] = time.perf_counter() - started
     log.info("stage %s: done in %.1fs", name, timings[name])
 

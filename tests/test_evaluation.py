@@ -91,3 +91,33 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_mean():
     assert high - low == pytest.approx(0.051, abs=0.008)
     assert bootstrap_interval(np.ones(10), 100) == (1.0, 1.0)
     assert all(math.isnan(v) for v in bootstrap_interval(np.array([]), 100))
+
+
+def test_scoring_only_the_rows_that_count_changes_no_figure(monkeypatch):
+    """Long lists (the test candidate set) are cut to the rows a metric can reach before they
+    become Python lists: every figure equals the one from the whole frame, duplicates, seen
+    items, users outside the truth and unsorted rows included."""
+    from shopping_mtl import evaluation
+
+    rng = np.random.default_rng(3)
+    users = [f"u{i}" for i in range(60)]
+    items = [f"i{i}" for i in range(300)]
+    rows = []
+    for user in users + ["stranger"]:
+        length = int(rng.integers(1, 250))
+        listed = rng.choice(items, length)  # with repeats
+        rows += [(user, rank, item, float(-rank)) for rank, item in enumerate(listed, 1)]
+    frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"]).sample(frac=1, random_state=0)
+    truth_users = tuple(sorted(users[:50]))
+    seen = {u: frozenset(rng.choice(items, int(rng.integers(0, 120)))) for u in truth_users}
+    any_items = {u: frozenset(rng.choice(items, int(rng.integers(1, 30)))) for u in truth_users}
+    truth = GroundTruth(truth_users, {"any": any_items,
+                                      "save": {u: frozenset(list(v)[:3]) for u, v in any_items.items()},
+                                      "purchase": {u: frozenset(list(v)[:1]) for u, v in any_items.items()}},
+                        seen)
+    cut = score_lists(frame, truth, "x", (10, 50), n_resamples=20)
+    assert len(evaluation.rows_that_count(frame, truth, 50)) < len(frame) / 2
+    monkeypatch.setattr(evaluation, "rows_that_count", lambda frame, truth, deepest: frame)
+    whole = score_lists(frame, truth, "x", (10, 50), n_resamples=20)
+    assert cut.keys() == whole.keys() and len(cut) > 50
+    assert all(cut[k] == whole[k] or (math.isnan(cut[k]) and math.isnan(whole[k])) for k in cut)

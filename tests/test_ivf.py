@@ -28,7 +28,7 @@ def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
 def test_scanning_every_cell_is_exact_and_few_cells_come_close():
     items, queries = clustered(20_000, 16, 50, seed=0), clustered(200, 16, 50, seed=1)
     exact_scores, exact = index_lib.exact_top_k(queries, items, 100)
-    every = index_lib.IvfSettings(lists=64, probe=64)
+    every = index_lib.IvfSettings(lists=64, probe=64, fp16=False)
     scores, positions = index_lib.ivf_top_k(queries, items, 100, every)
     # Same items; ties aside, the same order (scores from the same inner products).
     np.testing.assert_array_equal(np.sort(positions, axis=1), np.sort(exact, axis=1))
@@ -36,7 +36,7 @@ def test_scanning_every_cell_is_exact_and_few_cells_come_close():
     assert index_lib.recall_of_exact(queries, items, positions) == 1.0
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
-    few = index_lib.IvfSettings(lists=141, probe=16)  # sqrt(20k) cells, 11% of them scanned
+    few = index_lib.IvfSettings(lists=141, probe=16, fp16=False)  # sqrt(20k) cells, 11% scanned
     _, approx = index_lib.ivf_top_k(queries, items, 100, few)
     recall = np.mean([len(np.intersect1d(a, b)) / 100 for a, b in zip(approx, exact)])
     assert 0.9 <= recall < 1.0
@@ -44,6 +44,24 @@ def test_scanning_every_cell_is_exact_and_few_cells_come_close():
     assert recall <= index_lib.recall_of_exact(queries, items, approx) <= recall + 0.002
     # Reproducible: the k-means sample and initialisation follow the seed.
     np.testing.assert_array_equal(index_lib.ivf_top_k(queries, items, 100, few)[1], approx)
+
+
+def test_16_bit_cells_find_the_float_cells_items_scored_exactly():
+    items, queries = clustered(20_000, 16, 50, seed=0), clustered(200, 16, 50, seed=1)
+    settings = index_lib.IvfSettings(lists=141, probe=16)
+    assert settings.fp16  # the default
+    scores, positions = index_lib.ivf_top_k(queries, items, 100, settings)
+    _, full = index_lib.ivf_top_k(queries, items, 100, dataclasses.replace(settings, fp16=False))
+    # Scores are the float32 inner products of the items found, best first.
+    exact = np.einsum("qd,qkd->qk", queries, items[positions])
+    np.testing.assert_allclose(scores, exact, rtol=1e-6, atol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    # The same cells scanned at half precision: the same items but for near-ties at the cut.
+    same = np.mean([len(np.intersect1d(a, b)) / 100 for a, b in zip(positions, full)])
+    assert same >= 0.99
+    assert abs(index_lib.recall_of_exact(queries, items, positions)
+               - index_lib.recall_of_exact(queries, items, full)) <= 0.005
+    np.testing.assert_array_equal(index_lib.ivf_top_k(queries, items, 100, settings)[1], positions)
 
 
 def test_fewer_items_in_the_probed_cells_than_k_are_marked_and_left_out_of_lists():
@@ -72,8 +90,8 @@ def test_config_names_a_bad_index_setting():
 
 
 def test_stage_lists_from_an_inverted_file_match_brute_force(tmp_path):
-    """Through the stage's `test_lists`: with every cell scanned the inverted file's lists are
-    the brute-force lists (the exported index's), and the recall check says 1.0."""
+    """Through the stage's `test_lists`: with every cell scanned (float32 cells) the inverted
+    file's lists are the brute-force lists (the exported index's), and the recall check says 1.0."""
     spec = synthetic.generate(tmp_path / "data", 8_000, seed=3)
     config = load_config(overrides={"run_dir": str(tmp_path / "run"), "data": {"dataset": str(spec)}})
     state = RunState(config=config, run_dir=tmp_path / "run")
@@ -92,7 +110,7 @@ def test_stage_lists_from_an_inverted_file_match_brute_force(tmp_path):
 
     brute, brute_data = lists(index="brute_force")
     n_items = len(brute_data.catalogue)
-    ivf, ivf_data = lists(index="ivf", ivf_lists=16, ivf_probe=16)
+    ivf, ivf_data = lists(index="ivf", ivf_lists=16, ivf_probe=16, ivf_fp16=False)
     assert brute_data.index_recall == {} and ivf_data.index_recall == {"test": pytest.approx(1.0)}
     assert n_items > 16
     assert list(ivf.columns) == list(brute.columns)

@@ -264,4 +264,8 @@ def test_final_lists_on_codes_equal_the_string_sort():
     frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
     frame = frame.groupby("user_id", sort=False).head(10)
     frame.insert(1, "rank", frame.groupby("user_id", sort=False).cumcount() + 1)
-    pd.testing.assert_frame_equal(_lists(users, items, score, probabilities, 10), frame.reset_index(drop=True))
+    expected = frame.reset_index(drop=True)
+    pd.testing.assert_frame_equal(_lists(users, items, score, probabilities, 10), expected)
+    # The candidate frames' columns (Arrow strings) give the same frame, coded without Python strs.
+    as_series = _lists(pd.Series(users, dtype="str"), pd.Series(items, dtype="str"), score, probabilities, 10)
+    pd.testing.assert_frame_equal(as_series, expected)

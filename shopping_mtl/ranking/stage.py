@@ -11,6 +11,7 @@ combined into one list per user: `recommendations.parquet`.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import time
@@ -42,18 +43,25 @@ def _lists(users, items, score, probabilities, k: int) -> pd.DataFrame:
     """Each user's top `k` rows by `score` (ties by item id), users in id order: `user_id, rank,
     item_id, score, p_click, p_save, p_purchase`. Ordered on integer codes (ids coded in sorted
     order, so the order is the string sort's) and only the kept rows built into a frame: the
-    test candidates are ~20M rows at 10^7 events."""
-    user_codes = pd.factorize(np.asarray(users), sort=True)[0]
-    item_codes = pd.factorize(np.asarray(items), sort=True)[0]
+    test candidates are ~20M rows at 10^7 events. `users` and `items` may be Series of Arrow
+    strings (the candidate frames' columns), coded without a Python str per row."""
+    user_codes, user_ids = pd.factorize(users if isinstance(users, pd.Series) else np.asarray(users), sort=True)
+    item_codes, item_ids = pd.factorize(items if isinstance(items, pd.Series) else np.asarray(items), sort=True)
     score = np.asarray(score)
     order = np.lexsort((item_codes, -score, user_codes))  # stable: full ties keep the rows' order
     sorted_users = user_codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
     keep = order[rank <= k]
-    return pd.DataFrame({"user_id": np.asarray(users)[keep], "rank": rank[rank <= k],
-                         "item_id": np.asarray(items)[keep], "score": score[keep],
+    return pd.DataFrame({"user_id": _take(user_ids, user_codes[keep]), "rank": rank[rank <= k],
+                         "item_id": _take(item_ids, item_codes[keep]), "score": score[keep],
                          **{f"p_{t}": np.asarray(probabilities[t])[keep] for t in TASKS}})
+
+
+def _take(uniques, codes: np.ndarray):
+    """`pd.factorize`'s uniques at `codes`: an array of the uniques' own kind (Arrow strings stay
+    Arrow strings)."""
+    return uniques.take(codes) if isinstance(uniques, np.ndarray) else uniques.take(codes).array
 
 
 def value_score(probabilities: dict, weights) -> np.ndarray:
@@ -128,7 +136,10 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
             continue
         sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
     candidates = merge_sources(sources, config.candidates.quotas)
-    catalogue = retrieval_examples.item_catalogue(before, dataset.items, features)
+    if len(before) == len(split.train):  # the validation day: every train event is before it
+        catalogue = state.retrieval["data"].train_catalogue()
+    else:
+        catalogue = retrieval_examples.item_catalogue(before, dataset.items, features)
     is_held = candidates["user_id"].isin(held)
 
     def inputs(rows):
@@ -304,8 +315,12 @@ def run_ranking_stage(state) -> None:
     started = time.perf_counter()
 
     ranking = prepare_ranking(state)
+    # The validation lists were the validation day's two-tower source; from here on only the
+    # warmup requests read them (~20M rows at 10^7 events, held to the end otherwise).
+    retrieval["validation_lists"] = warmup_lists(retrieval["validation_lists"], config.export.warmup_requests)
     fit_inputs, holdout_inputs = ranking.fit_inputs, ranking.holdout_inputs
     fitted = fit_ranker(features, ranking, rconfig, config.seed, backup_dir=state.backup_dir("ranker"))
+    gc.collect()  # the fit's datasets and traces, in reference cycles
     model, platt, weights = fitted.model, fitted.platt, fitted.weights
     ordered = rconfig.architecture == "esmm"
     state.histories["ranker"] = fitted.history
@@ -338,16 +353,17 @@ def run_ranking_stage(state) -> None:
                                                              **{t: m.scorer for t, m in singles.items()}})
     raw = predicted["ranker"]
     calibrated = calibrate(raw, platt, ordered)
-    users = test_rows["user_id"].to_numpy()
-    # The per-user AUCs group by user: integer codes, coded once (not per head and model).
+    # The per-user AUCs group by user: integer codes, coded once (not per head and model), from
+    # the Arrow strings without a Python str per row (~20M rows at 10^7 events).
+    users = test_rows["user_id"]
     user_codes = pd.factorize(users)[0]
-    groups = user_codes if (user_codes >= 0).all() else users
+    groups = user_codes if (user_codes >= 0).all() else users.to_numpy()
     for task in TASKS:
         labels = test_labels[task]
         state.metrics.update(head_metrics(calibrated[task], labels, groups, f"ranker/{task}"))
         state.metrics[f"ranker/{task}/ece_uncalibrated"] = expected_calibration_error(raw[task], labels)
     write_reports(state, model.scorer, {t: (calibrated[t], test_labels[t]) for t in TASKS})
-    recommendations = _lists(users, test_rows["item_id"].to_numpy(), value_score(calibrated, weights),
+    recommendations = _lists(users, test_rows["item_id"], value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
     state.write_list(recommendations, "recommendations.parquet")
     state.metrics.update(score_lists(recommendations, state.truth, "pipeline", ev.ks,
@@ -421,13 +437,20 @@ def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.Rec
         config.ranking.list_size, config.baselines.covisit_recent_items, config.baselines.covisit_decay)
 
 
+def warmup_lists(lists: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The rows of the first `n` (at least one) users, by id, of the two-tower validation lists:
+    the users of the warmup requests."""
+    users = sorted(set(lists["user_id"]))[:max(n, 1)]
+    return lists[lists["user_id"].isin(users)].reset_index(drop=True)
+
+
 def warmup_requests(state, n: int) -> tuple[dict, dict]:
     """Real validation rows as serving requests: up to `n` validation-day users with their
     history before that day (`recommend`), plus their two-tower validation candidates
     (`ranker`, 100 per user)."""
     split, data = state.split, state.retrieval["data"]
-    lists = state.retrieval["validation_lists"]
-    users = sorted(set(lists["user_id"]))[:max(n, 1)]
+    lists = warmup_lists(state.retrieval["validation_lists"], n)
+    users = sorted(set(lists["user_id"]))
     request = serving.requests_for(users, split.train, split.validation_start, state.dataset.users,
                                    data.features, state.config.ranking.history_length)
     width = 100

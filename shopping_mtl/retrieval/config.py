@@ -44,6 +44,8 @@ class RetrievalConfig:
             (ivf above `ivf_above_items` catalogue items). The export is brute force always.
         ivf_lists, ivf_probe: the inverted file's cells (null: sqrt(items)) and cells scanned
             per query.
+        ivf_fp16: the cells hold 16-bit vectors (half the bytes to scan); the items found are
+            scored exactly (float32) and ordered by that score.
     """
 
     embedding_dim: int = 64
@@ -68,6 +70,7 @@ class RetrievalConfig:
     ivf_above_items: int = 1_000_000
     ivf_lists: int | None = None
     ivf_probe: int = 64
+    ivf_fp16: bool = True
     ivf_check_queries: int = 256
 
     def uses_ivf(self, n_items: int) -> bool:

@@ -6,6 +6,7 @@ Split into steps so that tuning trials and benchmarks reuse the same preparation
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -51,6 +52,14 @@ class RetrievalData:
     # Recall of the exact top k by the approximate index, per list set ("validation", "test"),
     # where the offline lists came from one (`RetrievalConfig.uses_ivf`).
     index_recall: dict = dataclasses.field(default_factory=dict)
+    _train_catalogue: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
+
+    def train_catalogue(self) -> pd.DataFrame:
+        """The items known before the validation day (train events + item table), built once:
+        the validation lists and the ranker's validation day both list from it."""
+        if self._train_catalogue is None:
+            self._train_catalogue = examples.item_catalogue(self.split.train, self.items, self.features)
+        return self._train_catalogue
 
     @property
     def known_ids(self) -> set | None:
@@ -147,7 +156,9 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
     scores = np.take_along_axis(scores, order, axis=1)
     ids = item_index.to_numpy()
     item_ids = np.where(positions >= 0, ids[np.maximum(positions, 0)], "")
-    return index, index_lib.lists_frame(users, item_ids, scores)
+    lists = index_lib.lists_frame(users, item_ids, scores)
+    gc.collect()  # the traced scoring functions' cycles hold the catalogue's vectors
+    return index, lists
 
 
 def catalogue_vectors(model, data: RetrievalData, catalogue: pd.DataFrame, rows: int = 32 * 8192) -> np.ndarray:
@@ -187,7 +198,7 @@ def _ivf_top_k(data: RetrievalData, query_vectors, vectors, depth: int, label: s
     is too)."""
     config = data.config
     started = time.perf_counter()
-    settings = index_lib.IvfSettings(lists=config.ivf_lists, probe=config.ivf_probe)
+    settings = index_lib.IvfSettings(lists=config.ivf_lists, probe=config.ivf_probe, fp16=config.ivf_fp16)
     scores, positions = index_lib.ivf_top_k(query_vectors, vectors, depth, settings)
     checked = min(config.ivf_check_queries, len(query_vectors))
     if checked:
@@ -203,7 +214,7 @@ def validation_lists(model, data: RetrievalData, k: int) -> tuple[pd.DataFrame, 
     """Lists for validation users at the start of the validation day, from train only."""
     split = data.split
     truth = validation_truth(split)
-    catalogue = examples.item_catalogue(split.train, data.items, data.features)
+    catalogue = data.train_catalogue()
     queries = pd.DataFrame({"user_id": list(truth.users), "timestamp": split.validation_start})
     _, lists = top_k(model, data, catalogue, queries, split.train, k, data.config.exclude_seen,
                      label="validation", build_index=False)
@@ -243,6 +254,7 @@ def run_retrieval_stage(state) -> None:
     started = time.perf_counter()
     model, fitted = fit(data, rconfig, config.seed, backup_dir=state.backup_dir("retrieval"))
     state.timings["retrieval_fit"] = time.perf_counter() - started
+    gc.collect()  # the fit's datasets and traces, in reference cycles
     # A speed, not a figure of the model: beside the timings, so metrics.json is reproducible.
     state.info["retrieval_pairs_per_s"] = float(np.median(fitted["pairs_per_s"]))
     history = fitted["history"]
