@@ -93,7 +93,7 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     `item_counts`: every item's events before `at` (for `item_popularity`), when
     `history_events` holds only the rows' users' events (one chunk of users); `lookup`:
     `ItemLookup.of(catalogue)`, made once for all the chunks."""
-    history_events = history_events[history_events["timestamp"] < at]
+    before = (history_events["timestamp"] < at).to_numpy()
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
     frame["item_id"] = as_str(rows["item_id"])
@@ -103,12 +103,15 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
 
     by_item = lookup.table if lookup is not None else catalogue.drop_duplicates("item_id").set_index("item_id")
     unique_users, user_pos = np.unique(frame["user_id"].to_numpy(dtype=str), return_inverse=True)
-    history = user_histories(unique_users.astype(object), history_events, at, history_length, by_item)
+    # The rows' users' events only: the held-out users' rows are given every train event (8M
+    # at 10^7 events), and their histories would turn each into Python strings.
+    theirs = before & history_events["user_id"].isin(unique_users).to_numpy()
+    history = user_histories(unique_users.astype(object), history_events[theirs], at, history_length, by_item)
     categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in by_item
                   else np.full(len(frame), "", dtype=object))
     arrays["cross"] = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
                                      categories.astype(str), batch_rows)
-    counts = history_events["item_id"].value_counts() if item_counts is None else item_counts
+    counts = history_events.loc[before, "item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
     if list_features:  # only when the model reads them (`ranking.list_features`)
