@@ -16,6 +16,7 @@ it averages.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Iterable, Mapping
 
@@ -29,6 +30,8 @@ LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
 NDCG_K = 10
 # 1 / log2(position + 1) for positions 1..1000: the binary-relevance discount.
 _DISCOUNT = 1.0 / np.log2(np.arange(2, 1002))
+# The ideal DCG@10 of a user with n relevant items (n = 0..10).
+_IDEAL_DCG = [float(_DISCOUNT[:n].sum()) for n in range(NDCG_K + 1)]
 
 
 def metric_prefix(prefix: str, variant: str, gt_type: str) -> str:
@@ -60,22 +63,21 @@ def user_metrics(ranked: Mapping[str, list], truth: Mapping[str, frozenset],
     ndcg = np.zeros(len(users))
     for row, user in enumerate(users):
         relevant = truth[user]
-        items = ranked.get(user, ())
-        hits = np.zeros(deepest, dtype=bool)
-        counted = set()
-        for position, item in enumerate(items[:deepest]):
+        # Positions of the hits, in order, in plain Python: most users have none, and a numpy
+        # array per user cost more than the metrics (~1M users' lists in a ranking stage).
+        found, counted = [], set()
+        for position, item in enumerate(ranked.get(user, ())[:deepest]):
             # An item listed twice is a hit once.
             if item in relevant and item not in counted:
-                hits[position] = True
+                found.append(position)
                 counted.add(item)
-        cumulative = np.cumsum(hits)
         for k in ks:
-            found = cumulative[k - 1]
-            recall[k][row] = found / len(relevant)
-            hit[k][row] = float(found > 0)
-        dcg = float(_DISCOUNT[:NDCG_K][hits[:NDCG_K]].sum())
-        ideal = float(_DISCOUNT[: min(len(relevant), NDCG_K)].sum())
-        ndcg[row] = dcg / ideal
+            within = bisect.bisect_left(found, k)
+            recall[k][row] = within / len(relevant)
+            hit[k][row] = float(within > 0)
+        top = bisect.bisect_left(found, NDCG_K)
+        dcg = float(_DISCOUNT[found[:top]].sum()) if top else 0.0  # one array summed, as before
+        ndcg[row] = dcg / _IDEAL_DCG[min(len(relevant), NDCG_K)]
     out = {f"recall@{k}": recall[k] for k in ks}
     out.update({f"hitrate@{k}": hit[k] for k in ks})
     out[f"ndcg@{NDCG_K}"] = ndcg
