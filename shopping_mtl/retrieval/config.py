@@ -28,6 +28,9 @@ class RetrievalConfig:
         event_weights: sample weight per event type (purchase above save above click).
         batch_size, epochs, learning_rate: training; Adam that updates only the embedding rows a
             batch touches (shopping_mtl.optimizers.LazyAdam).
+        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`):
+            a step of 1,024 pairs takes ~20 ms, and Keras's own work between calls about as
+            much again. The weights are those of one step per call (same ops, same order).
         patience: epochs without validation-loss improvement before stopping (best weights kept).
         top_k: candidates per user.
         exclude_seen: leave the user's own items out of the retrieved list: retrieval is for
@@ -60,6 +63,7 @@ class RetrievalConfig:
     batch_size: int = 1024
     epochs: int = 20
     learning_rate: float = 0.003
+    steps_per_execution: int = 8
     patience: int = 2
     top_k: int = 100
     exclude_seen: bool = True
@@ -85,7 +89,8 @@ class RetrievalConfig:
             raise ConfigError(f"retrieval.ivf_check_queries must be >= 0, got {self.ivf_check_queries}")
         positive = {"embedding_dim": self.embedding_dim, "batch_size": self.batch_size,
                     "epochs": self.epochs, "top_k": self.top_k, "patience": self.patience,
-                    "ivf_above_items": self.ivf_above_items, "ivf_probe": self.ivf_probe}
+                    "ivf_above_items": self.ivf_above_items, "ivf_probe": self.ivf_probe,
+                    "steps_per_execution": self.steps_per_execution}
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"retrieval.{key} must be positive, got {value}")

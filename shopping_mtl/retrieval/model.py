@@ -137,7 +137,7 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     with distribute.strategy().scope():
         query_model, candidate_model = build_towers(features, config)
         model = TwoTowerModel(query_model, candidate_model, config)
-        model.compile(optimizer=LazyAdam(config.learning_rate))
+        model.compile(optimizer=LazyAdam(config.learning_rate), steps_per_execution=config.steps_per_execution)
     n_pairs = len(train["sample_weight"])
     batch_size = min(config.batch_size, n_pairs)
     clock = training.EpochClock()
