@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from shopping_mtl.groups import positions_in_runs
+
 BASELINES = ("popularity", "user_history", "covisit")
 DEFAULT_EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
 
@@ -328,8 +330,7 @@ def _best_neighbours(table: _CovisitTable, seed_user, seed_item, weight, width, 
     # like ids), as the string sort did.
     order = np.lexsort((-score, user))
     user, item, score = user[order], item[order], score[order]
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-    rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)])) + 1
+    rank = positions_in_runs(user) + 1
     best = rank <= k
     return user[best], item[best], score[best], rank[best]
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.data.split import GT_TYPES, GroundTruth
+from shopping_mtl.groups import positions_in_runs, run_starts
 
 VARIANTS = ("all", "excl_seen", "new_gt")
 LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
@@ -133,9 +134,9 @@ def rows_that_count(frame: pd.DataFrame, truth: GroundTruth, deepest: int) -> pd
     # Each row's position in its user's list (by rank, ties in row order), all rows and unseen ones.
     order = np.lexsort((frame["rank"].to_numpy(), user_codes))
     sorted_users = user_codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    starts = run_starts(sorted_users)
     sizes = np.diff(np.r_[starts, len(order)])
-    position = np.arange(len(order)) - np.repeat(starts, sizes)
+    position = positions_in_runs(sorted_users)
     unseen = ~seen[order]
     unseen_before = np.cumsum(unseen) - unseen
     unseen_position = unseen_before - np.repeat(unseen_before[starts], sizes)

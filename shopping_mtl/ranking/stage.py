@@ -23,6 +23,7 @@ from shopping_mtl import export as export_lib, shards
 from shopping_mtl.baselines import run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
+from shopping_mtl.groups import positions_in_runs
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
@@ -49,9 +50,7 @@ def _lists(users, items, score, probabilities, k: int) -> pd.DataFrame:
     item_codes, item_ids = pd.factorize(items if isinstance(items, pd.Series) else np.asarray(items), sort=True)
     score = np.asarray(score)
     order = np.lexsort((item_codes, -score, user_codes))  # stable: full ties keep the rows' order
-    sorted_users = user_codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+    rank = positions_in_runs(user_codes[order]) + 1
     keep = order[rank <= k]
     return pd.DataFrame({"user_id": _take(user_ids, user_codes[keep]), "rank": rank[rank <= k],
                          "item_id": _take(item_ids, item_codes[keep]), "score": score[keep],

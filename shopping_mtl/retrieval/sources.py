@@ -14,6 +14,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from shopping_mtl.groups import positions_in_runs
+
+
 def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]) -> pd.DataFrame:
     """Merge ranked lists into one candidate set per user.
 
@@ -52,8 +55,7 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
     keep = order[first]
     del order, first
     kept_users = users[keep]
-    starts = np.flatnonzero(np.r_[True, kept_users[1:] != kept_users[:-1]])
-    rank = np.arange(len(keep)) - np.repeat(starts, np.diff(np.r_[starts, len(keep)])) + 1
+    rank = positions_in_runs(kept_users) + 1
     return pd.DataFrame({
         "user_id": user_ids.to_numpy()[kept_users], "rank": rank, "item_id": item_ids.to_numpy()[items[keep]],
         "score": score[keep], "source": np.asarray(names, dtype=object)[priority[keep]],

@@ -167,11 +167,10 @@ def catalogue_vectors(model, data: RetrievalData, catalogue: pd.DataFrame, rows:
     are those of one pass over the whole catalogue; its inputs at once were ~1 GB at 10^7)."""
     lookup = examples.ItemLookup.of(catalogue, data.known_ids)
     ids = catalogue["item_id"].to_numpy()
-    parts = [index_lib.embed_items(model.candidate_model,
-                                   examples.item_arrays(catalogue, data.features, ids[start:start + rows], lookup=lookup))
-             for start in range(0, len(ids), rows)]
-    return np.concatenate(parts) if parts else index_lib.embed_items(
-        model.candidate_model, examples.item_arrays(catalogue, data.features, known_ids=data.known_ids))
+    return np.concatenate([  # an empty catalogue: one empty slice, (0, dim) vectors
+        index_lib.embed_items(model.candidate_model,
+                              examples.item_arrays(catalogue, data.features, ids[start:start + rows], lookup=lookup))
+        for start in range(0, max(len(ids), 1), rows)])
 
 
 def _seen(users: np.ndarray, positions: np.ndarray, history_events: pd.DataFrame, item_index: pd.Index) -> np.ndarray:

@@ -1,0 +1,21 @@
+"""Runs of equal keys in sorted rows: a user's list is the run of its user's code once rows are
+sorted by (user, rank) or (user, score). Ranks and cut-offs within lists come from here."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """The index of the first row of each run of equal keys (none for no rows)."""
+    sorted_keys = np.asarray(sorted_keys)
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+def positions_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Each row's position (0-based) within its run of equal keys."""
+    starts = run_starts(sorted_keys)
+    sizes = np.diff(np.r_[starts, len(sorted_keys)])
+    return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
