@@ -85,6 +85,24 @@ def test_every_architecture_builds_and_trains_a_step(tiny_features, architecture
         assert (p["save"] <= p["click"] + 1e-7).all() and (p["purchase"] <= p["click"] + 1e-7).all()
 
 
+def test_steps_per_call_change_neither_weights_nor_the_epoch_loss(tiny_features):
+    """Several steps per call into TensorFlow (`steps_per_execution`) run the same steps: the
+    same weights, and the same epoch losses in the history (the mean over the epoch's batches,
+    kept in the graph since Python no longer sees every batch)."""
+    features, events, items = tiny_features
+    arrays = _inputs(features, events, items, n_rows=600)
+    fits = {}
+    for steps in (1, 4):
+        config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=2, batch_size=64,
+                               steps_per_execution=steps, listwise_weight=0.0)
+        model, fitted = model_lib.train_ranker(features, arrays, arrays, config, seed=0)
+        fits[steps] = ([w.numpy() for w in model.scorer.weights], fitted["history"])
+    (one, one_history), (four, four_history) = fits[1], fits[4]
+    assert len(one) == len(four) and all(np.array_equal(a, b) for a, b in zip(one, four))
+    assert one_history["loss"] == four_history["loss"] and len(one_history["loss"]) == 2
+    assert "epoch_loss" not in one_history and "val_epoch_loss" not in one_history
+
+
 def test_labels_and_missed_positives():
     candidates = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "source": ["two_tower", "covisit"],
                                "score": [0.7, 3.0]})

@@ -32,6 +32,8 @@ class RankingConfig:
         loss_weighting: "fixed", or "uncertainty" (learned per-task weights, Kendall et al.).
         batch_size, epochs, learning_rate, patience: training (patience: epochs without
             improvement of `early_stopping` before stopping; the best epoch's weights are kept).
+        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`);
+            the weights are those of one step per call.
         early_stopping: what stops training: "holdout_ndcg@10" (default; the held-out user-days'
             lists ordered by the model, scored after each epoch: what the final list is judged
             on) or "val_mean_auc" (the holdout's mean AUC over the heads; it peaks later than
@@ -87,6 +89,7 @@ class RankingConfig:
     batch_size: int = 1024
     epochs: int = 10
     learning_rate: float = 0.002
+    steps_per_execution: int = 8
     patience: int = 2
     early_stopping: str = "holdout_ndcg@10"
     holdout_share: float = 0.2
@@ -118,7 +121,8 @@ class RankingConfig:
                     raise ConfigError(f"ranking.{where} has unknown key '{task}'; known: {', '.join(TASKS)}")
         if self.extra_days < 0:
             raise ConfigError(f"ranking.extra_days must be >= 0, got {self.extra_days}")
-        for key in ("experts", "batch_size", "epochs", "patience", "history_length", "list_size"):
+        for key in ("experts", "batch_size", "epochs", "patience", "history_length", "list_size",
+                    "steps_per_execution"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"ranking.{key} must be positive, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:

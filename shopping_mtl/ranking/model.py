@@ -125,6 +125,9 @@ class MultiTaskRanker(tfrs.models.Model):
             )
             for task in self.task_names
         }
+        # The epoch's mean training loss (a TFRS train_step reports the batch's): kept in the
+        # graph, so several steps run per call and no step waits for Python to read its loss.
+        self.epoch_loss = tf.keras.metrics.Mean(name="epoch_loss")
         # Uncertainty weighting learns log-variances s_t: loss = sum exp(-s_t) * L_t + s_t.
         self.log_variances = self.add_weight(
             name="log_variances", shape=(len(self.task_names),), initializer="zeros",
@@ -132,6 +135,12 @@ class MultiTaskRanker(tfrs.models.Model):
 
     def call(self, features, training=False):
         return self.scorer({k: features[k] for k in self.scorer.input_names}, training=training)
+
+    def train_step(self, inputs):
+        logs = super().train_step(inputs)
+        self.epoch_loss.update_state(logs["loss"])
+        logs["epoch_loss"] = self.epoch_loss.result()
+        return logs
 
     def compute_loss(self, features, training=False):
         predictions = self(features, training=training)
@@ -194,21 +203,16 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
         model = MultiTaskRanker(build_scorer(features, config), config, tasks)
         if initial_weights is not None:
             model.scorer.set_weights(initial_weights)
-        model.compile(optimizer=LazyAdam(config.learning_rate))
+        model.compile(optimizer=LazyAdam(config.learning_rate), steps_per_execution=config.steps_per_execution)
     monitor = [f"val_{task}_auc" for task in tasks]
 
     class MeanAuc(tf.keras.callbacks.Callback):
         # A TFRS model's train_step returns the batch's loss, so Keras's epoch "loss" is the
-        # last batch's; the epoch mean is kept here instead.
-        def on_epoch_begin(self, epoch, logs=None):
-            self.batch_losses = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batch_losses.append(float(logs["loss"]))
-
+        # last batch's; the epoch's mean (`MultiTaskRanker.epoch_loss`) replaces it.
         def on_epoch_end(self, epoch, logs=None):
             logs["val_mean_auc"] = float(np.mean([logs.get(m, 0.0) for m in monitor]))
-            logs["loss"] = float(np.mean(self.batch_losses)) if self.batch_losses else float("nan")
+            logs.pop("val_epoch_loss", None)  # the evaluation's reset copy: no figure
+            logs["loss"] = float(logs.pop("epoch_loss", float("nan")))
             log.info("ranker epoch %d: mean training loss %.4f, holdout mean AUC %.4f", epoch + 1,
                      logs["loss"], logs["val_mean_auc"])
 
