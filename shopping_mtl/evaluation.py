@@ -149,8 +149,16 @@ def lists_by_user(frame: pd.DataFrame) -> dict[str, list]:
     missing = [c for c in LIST_COLUMNS[:3] if c not in frame.columns]
     if missing:
         raise ValueError(f"list frame lacks columns {missing}; a list has {list(LIST_COLUMNS)}")
-    ordered = frame.sort_values(["user_id", "rank"], kind="stable")
-    return {user: list(items) for user, items in ordered.groupby("user_id", sort=False)["item_id"]}
+    # Ordered on integer user codes, and the item ids turned into Python strings once, not per
+    # user through pandas' groups (the test candidate set is ~20M rows at 10^7 events).
+    codes, user_ids = pd.factorize(frame["user_id"], sort=True)
+    order = np.lexsort((frame["rank"].to_numpy(), codes))  # stable: equal ranks keep row order
+    order = order[codes[order] >= 0]  # rows without a user id belong to no list
+    sorted_codes = codes[order]
+    starts = run_starts(sorted_codes)
+    ends = np.r_[starts[1:], len(order)]
+    items = frame["item_id"].to_numpy(dtype=object)[order].tolist()
+    return {user_ids[sorted_codes[start]]: items[start:end] for start, end in zip(starts.tolist(), ends.tolist())}
 
 
 def score_lists(frame: pd.DataFrame, truth: GroundTruth, prefix: str, ks: Iterable[int] = (10, 50, 100),
