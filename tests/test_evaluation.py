@@ -121,3 +121,22 @@ def test_scoring_only_the_rows_that_count_changes_no_figure(monkeypatch):
     whole = score_lists(frame, truth, "x", (10, 50), n_resamples=20)
     assert cut.keys() == whole.keys() and len(cut) > 50
     assert all(cut[k] == whole[k] or (math.isnan(cut[k]) and math.isnan(whole[k])) for k in cut)
+
+
+def test_lists_by_user_equal_the_sorted_groups():
+    """Lists built on integer codes are pandas' (user, rank) sort and groups: same users in the
+    same order, same items, ties in row order, a row without a user in no list."""
+    from shopping_mtl.evaluation import lists_by_user
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    frame = pd.DataFrame({"user_id": rng.choice([f"u{i}" for i in range(90)] + ["é", ""], n),
+                          "rank": rng.integers(1, 30, n),  # repeated ranks: ties
+                          "item_id": rng.choice([f"i{i}" for i in range(400)], n), "score": rng.random(n)})
+    frame.loc[5, "user_id"] = None
+    for given in (frame, frame.astype({"user_id": object, "item_id": object}), frame.iloc[:0]):
+        ordered = given.sort_values(["user_id", "rank"], kind="stable")
+        expected = {user: list(items) for user, items in ordered.groupby("user_id", sort=False)["item_id"]}
+        got = lists_by_user(given)
+        assert got == expected and list(got) == list(expected)
+    assert len(got) == 0 and len(lists_by_user(frame)) == 92
