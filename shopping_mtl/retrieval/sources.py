@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from shopping_mtl.groups import positions_in_runs
+from shopping_mtl.groups import codes_in, positions_in_runs
 
 
 def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]) -> pd.DataFrame:
@@ -45,8 +45,8 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
                         dtype=object).sort_values()
     item_ids = pd.Index(pd.unique(np.concatenate([np.asarray(pd.unique(p["item_id"]), dtype=object) for p in parts])),
                         dtype=object)
-    users = np.concatenate([user_ids.get_indexer(p["user_id"]) for p in parts]).astype(np.int64)
-    items = np.concatenate([item_ids.get_indexer(p["item_id"]) for p in parts]).astype(np.int64)
+    users = np.concatenate([codes_in(user_ids, p["user_id"]) for p in parts]).astype(np.int64)
+    items = np.concatenate([codes_in(item_ids, p["item_id"]) for p in parts]).astype(np.int64)
     priority = np.repeat(np.arange(len(parts), dtype=np.int8), [len(p) for p in parts])
     source_rank = np.concatenate([p["rank"].to_numpy(dtype=np.int64) for p in parts])
     score = np.concatenate([p["score"].to_numpy() for p in parts])

@@ -21,6 +21,7 @@ from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.features import FeatureSet, FeatureSpec
+from shopping_mtl.groups import codes_in
 from shopping_mtl.retrieval import examples, index as index_lib, model as model_lib
 from shopping_mtl.retrieval.config import RetrievalConfig
 from shopping_mtl.retrieval.sources import merge_sources
@@ -177,9 +178,9 @@ def _seen(users: np.ndarray, positions: np.ndarray, history_events: pd.DataFrame
     """(queries, depth) bool: the item at each position is one the row's user engaged with in
     `history_events`; compared as integer (user, item) keys, not as string pairs."""
     codes, owners = pd.factorize(users)
-    owner = pd.Index(owners).get_indexer(history_events["user_id"].to_numpy(dtype=object))
+    owner = codes_in(pd.Index(owners), history_events["user_id"])
     mine = owner >= 0
-    item = item_index.get_indexer(history_events["item_id"].to_numpy(dtype=object)[mine])
+    item = codes_in(item_index, history_events["item_id"][mine])
     n_items = np.int64(len(item_index) + 1)
     seen_keys = np.unique(owner[mine].astype(np.int64) * n_items + item)  # item -1 (not indexed): never matches
     keys = codes.astype(np.int64)[:, None] * n_items + positions
