@@ -149,24 +149,33 @@ class _CovisitTable:
     def describes(self, events: pd.DataFrame, max_session_items: int) -> bool:
         """Whether `events` has exactly this table's (user, day, item) sequence (all the counts
         and seeds depend on), so the table is theirs whatever frame object they come in."""
-        return (self.max_session_items == max_session_items and len(self.user_codes) == len(events)
-                and np.array_equal(self.days[self.day_codes], _session_days(events))
-                and np.array_equal(self.users[self.user_codes], events["user_id"].to_numpy(dtype=object))
-                and np.array_equal(self.items[self.item_codes], events["item_id"].to_numpy(dtype=object)))
+        if self.max_session_items != max_session_items or len(self.user_codes) != len(events):
+            return False
+        if not np.array_equal(self.days[self.day_codes], _session_days(events)):
+            return False
+        # A column equals ids[codes] when its sorted distinct values are the ids and its codes
+        # the codes (compared so, no Python str is made per event).
+        for ids, codes, column in ((self.users, self.user_codes, "user_id"), (self.items, self.item_codes, "item_id")):
+            given_codes, given_ids = pd.factorize(events[column], sort=True)
+            if not (np.array_equal(np.asarray(given_ids, dtype=object), ids) and np.array_equal(given_codes, codes)):
+                return False
+        return True
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _factorize(values, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of `values` in sorted order and the sorted distinct values (as `dtype`); a column
+    of Arrow strings is coded by Arrow, no Python str per value."""
     codes, uniques = pd.factorize(values, sort=True)
     if len(codes) and codes.min() < 0:
         raise ValueError("co-visitation needs events without missing user_id, item_id or timestamp")
-    return codes, np.asarray(uniques, dtype=values.dtype)
+    return codes, np.asarray(uniques, dtype=dtype)
 
 
 def _build_covisit_table(events: pd.DataFrame, max_session_items: int,
                          max_pairs: int | None = None) -> _CovisitTable:
-    user_codes, users = _factorize(events["user_id"].to_numpy(dtype=object))
-    item_codes, items = _factorize(events["item_id"].to_numpy(dtype=object))
-    day_codes, days = _factorize(_session_days(events))
+    user_codes, users = _factorize(events["user_id"], object)
+    item_codes, items = _factorize(events["item_id"], object)
+    day_codes, days = _factorize(_session_days(events), "datetime64[ns]")
     n_items = max(len(items), 1)
     session = pd.factorize(user_codes * max(len(days), 1) + day_codes)[0]  # (user, day) -> one code
     # The last N distinct items of each session (events arrive in time order).
@@ -244,6 +253,12 @@ def _code_ranges(codes: np.ndarray, load: np.ndarray, max_load: int) -> list[np.
 # stages both ask for the events before the test day, one after the other, each through its own
 # copy of split.history (a new frame on every access), so identity cannot tell they are the same.
 _LAST_TABLE: list[_CovisitTable] = []
+
+
+def forget_covisit_table() -> None:
+    """Free the kept co-visitation table (~2 GB at 10^7 events) once no caller will ask for the
+    same events' table again."""
+    _LAST_TABLE.clear()
 
 
 def _covisit_table(events: pd.DataFrame, max_session_items: int) -> _CovisitTable:

@@ -116,6 +116,10 @@ def test_table_reused_only_for_the_same_sessions():
     baselines._covisit_table(changed, 50)
     changed.loc[8, "user_id"] = "u-new"
     assert_same(baselines.covisitation_counts(changed, 50), reference_counts(changed, 50))
+    # Forgotten (the stages do once no one asks again): built anew.
+    kept = baselines._covisit_table(events, 50)
+    baselines.forget_covisit_table()
+    assert not baselines._LAST_TABLE and baselines._covisit_table(events, 50) is not kept
 
 
 def test_empty_log():

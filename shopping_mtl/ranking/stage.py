@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl import export as export_lib, shards
-from shopping_mtl.baselines import run_baseline
+from shopping_mtl.baselines import forget_covisit_table, run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.groups import positions_in_runs
@@ -314,6 +314,7 @@ def run_ranking_stage(state) -> None:
     started = time.perf_counter()
 
     ranking = prepare_ranking(state)
+    forget_covisit_table()  # its last day's; the test candidates came from the retrieval stage
     # The validation lists were the validation day's two-tower source; from here on only the
     # warmup requests read them (~20M rows at 10^7 events, held to the end otherwise).
     retrieval["validation_lists"] = warmup_lists(retrieval["validation_lists"], config.export.warmup_requests)

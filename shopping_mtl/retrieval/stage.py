@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl import export as export_lib, shards
-from shopping_mtl.baselines import run_baseline
+from shopping_mtl.baselines import forget_covisit_table, run_baseline
 from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.evaluation import score_lists
@@ -291,6 +291,7 @@ def run_retrieval_stage(state) -> None:
         sources[name] = deep if name == "two_tower" else run_baseline(
             name, split.history, state.truth.users, max(quota, 1), own, now=split.test_start)
     merged = merge_sources(sources, config.candidates.quotas)
+    forget_covisit_table()  # the ranking stage's days count from other events
     names = list(sources)
     del sources, deep  # tens of millions of rows at 10^7 events; the merged set is what stays
     state.candidate_set = merged
