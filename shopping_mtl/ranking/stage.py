@@ -315,6 +315,7 @@ def run_ranking_stage(state) -> None:
 
     ranking = prepare_ranking(state)
     forget_covisit_table()  # its last day's; the test candidates came from the retrieval stage
+    data.forget_train_catalogue()
     # The validation lists were the validation day's two-tower source; from here on only the
     # warmup requests read them (~20M rows at 10^7 events, held to the end otherwise).
     retrieval["validation_lists"] = warmup_lists(retrieval["validation_lists"], config.export.warmup_requests)

@@ -62,6 +62,10 @@ class RetrievalData:
             self._train_catalogue = examples.item_catalogue(self.split.train, self.items, self.features)
         return self._train_catalogue
 
+    def forget_train_catalogue(self) -> None:
+        """Free it once both have listed (built again if asked)."""
+        self._train_catalogue = None
+
     @property
     def known_ids(self) -> set | None:
         item_id = self.features.adapted.get("item_id")
