@@ -117,16 +117,22 @@ def rows_that_count(frame: pd.DataFrame, truth: GroundTruth, deepest: int) -> pd
     if frame.empty or "user_id" not in frame or "rank" not in frame or "item_id" not in frame:
         return frame
     user_codes, user_ids = pd.factorize(frame["user_id"])
-    item_codes, item_ids = pd.factorize(frame["item_id"])
-    user_ids, item_ids = pd.Index(user_ids), pd.Index(item_ids)
+    user_ids = pd.Index(user_ids)
     in_truth = np.r_[user_ids.isin(truth.users), False]  # code -1 (no id) is never a truth user
+    sizes = np.bincount(user_codes[user_codes >= 0], minlength=len(user_ids))
+    # Only a list longer than `deepest` can lose rows; the seen items are looked up for those.
+    long = np.r_[in_truth[:-1] & (sizes > deepest), False]
+    if not long.any():
+        return frame if in_truth[user_codes].all() else frame[in_truth[user_codes]]
+    item_codes, item_ids = pd.factorize(frame["item_id"])
+    item_ids = pd.Index(item_ids)
     seen_users, seen_items = [], []
-    for code, user in enumerate(user_ids):
-        items = truth.seen.get(user, ()) if in_truth[code] else ()
+    for code in np.flatnonzero(long):
+        items = truth.seen.get(user_ids[code], ())
         seen_users.append(np.full(len(items), code, np.int64))
-        seen_items.append(list(items))
+        seen_items.extend(items)
     width = np.int64(len(item_ids) + 1)
-    seen_item_codes = item_ids.get_indexer(pd.Index([i for part in seen_items for i in part], dtype=object))
+    seen_item_codes = item_ids.get_indexer(pd.Index(seen_items, dtype=object))
     seen_keys = np.unique(np.concatenate(seen_users + [np.zeros(0, np.int64)]) * width + seen_item_codes)
     keys = user_codes.astype(np.int64) * width + item_codes
     at = np.minimum(np.searchsorted(seen_keys, keys), max(len(seen_keys) - 1, 0))
@@ -135,11 +141,10 @@ def rows_that_count(frame: pd.DataFrame, truth: GroundTruth, deepest: int) -> pd
     order = np.lexsort((frame["rank"].to_numpy(), user_codes))
     sorted_users = user_codes[order]
     starts = run_starts(sorted_users)
-    sizes = np.diff(np.r_[starts, len(order)])
     position = positions_in_runs(sorted_users)
     unseen = ~seen[order]
     unseen_before = np.cumsum(unseen) - unseen
-    unseen_position = unseen_before - np.repeat(unseen_before[starts], sizes)
+    unseen_position = unseen_before - np.repeat(unseen_before[starts], np.diff(np.r_[starts, len(order)]))
     counts = in_truth[sorted_users] & ((position < deepest) | (unseen & (unseen_position < deepest)))
     return frame.iloc[np.sort(order[counts])]
 

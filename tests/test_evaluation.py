@@ -117,6 +117,9 @@ def test_scoring_only_the_rows_that_count_changes_no_figure(monkeypatch):
                         seen)
     cut = score_lists(frame, truth, "x", (10, 50), n_resamples=20)
     assert len(evaluation.rows_that_count(frame, truth, 50)) < len(frame) / 2
+    # No list longer than the cut-off: every truth user's row stays, in order.
+    whole_lists = evaluation.rows_that_count(frame, truth, 1000)
+    pd.testing.assert_frame_equal(whole_lists, frame[frame["user_id"].isin(truth_users)])
     monkeypatch.setattr(evaluation, "rows_that_count", lambda frame, truth, deepest: frame)
     whole = score_lists(frame, truth, "x", (10, 50), n_resamples=20)
     assert cut.keys() == whole.keys() and len(cut) > 50
