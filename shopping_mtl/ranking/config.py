@@ -33,7 +33,7 @@ class RankingConfig:
         batch_size, epochs, learning_rate, patience: training (patience: epochs without
             improvement of `early_stopping` before stopping; the best epoch's weights are kept).
         steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`);
-            the weights are those of one step per call.
+            the weights are those of one step per call. Under several workers (`TF_CONFIG`): 1.
         early_stopping: what stops training: "holdout_ndcg@10" (default; the held-out user-days'
             lists ordered by the model, scored after each epoch: what the final list is judged
             on) or "val_mean_auc" (the holdout's mean AUC over the heads; it peaks later than

@@ -203,7 +203,10 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
         model = MultiTaskRanker(build_scorer(features, config), config, tasks)
         if initial_weights is not None:
             model.scorer.set_weights(initial_weights)
-        model.compile(optimizer=LazyAdam(config.learning_rate), steps_per_execution=config.steps_per_execution)
+        # One step per call under several workers: the ranker's loop of steps failed there
+        # (InvalidArgumentError at a CollectiveGatherV2 inside the loop; tests/test_distributed.py).
+        steps_per_execution = 1 if distribute.cluster().multi_worker else config.steps_per_execution
+        model.compile(optimizer=LazyAdam(config.learning_rate), steps_per_execution=steps_per_execution)
     monitor = [f"val_{task}_auc" for task in tasks]
 
     class MeanAuc(tf.keras.callbacks.Callback):
