@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.data.split import GT_TYPES, GroundTruth
-from shopping_mtl.groups import positions_in_runs, run_starts
+from shopping_mtl.groups import in_sorted, positions_in_runs, run_starts
 
 VARIANTS = ("all", "excl_seen", "new_gt")
 LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
@@ -134,9 +134,7 @@ def rows_that_count(frame: pd.DataFrame, truth: GroundTruth, deepest: int) -> pd
     width = np.int64(len(item_ids) + 1)
     seen_item_codes = item_ids.get_indexer(pd.Index(seen_items, dtype=object))
     seen_keys = np.unique(np.concatenate(seen_users + [np.zeros(0, np.int64)]) * width + seen_item_codes)
-    keys = user_codes.astype(np.int64) * width + item_codes
-    at = np.minimum(np.searchsorted(seen_keys, keys), max(len(seen_keys) - 1, 0))
-    seen = (seen_keys[at] == keys) if len(seen_keys) else np.zeros(len(keys), bool)
+    seen = in_sorted(user_codes.astype(np.int64) * width + item_codes, seen_keys)
     # Each row's position in its user's list (by rank, ties in row order), all rows and unseen ones.
     order = np.lexsort((frame["rank"].to_numpy(), user_codes))
     sorted_users = user_codes[order]

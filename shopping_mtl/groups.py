@@ -16,6 +16,16 @@ def codes_in(index: pd.Index, column) -> np.ndarray:
     return np.r_[index.get_indexer(uniques), -1][codes]
 
 
+def in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Whether each of `keys` (any shape) is one of `sorted_keys` (sorted, unique), by binary
+    search: `np.isin` sorts the keys along with them (~1 GB for 32M keys at 10^7 events)."""
+    keys = np.asarray(keys)
+    if not len(sorted_keys):
+        return np.zeros(keys.shape, bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
 def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """The index of the first row of each run of equal keys (none for no rows)."""
     sorted_keys = np.asarray(sorted_keys)

@@ -21,7 +21,7 @@ from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.features import FeatureSet, FeatureSpec
-from shopping_mtl.groups import codes_in
+from shopping_mtl.groups import codes_in, in_sorted
 from shopping_mtl.retrieval import examples, index as index_lib, model as model_lib
 from shopping_mtl.retrieval.config import RetrievalConfig
 from shopping_mtl.retrieval.sources import merge_sources
@@ -188,12 +188,7 @@ def _seen(users: np.ndarray, positions: np.ndarray, history_events: pd.DataFrame
     n_items = np.int64(len(item_index) + 1)
     seen_keys = np.unique(owner[mine].astype(np.int64) * n_items + item)  # item -1 (not indexed): never matches
     keys = codes.astype(np.int64)[:, None] * n_items + positions
-    if not len(seen_keys):
-        return np.zeros(positions.shape, bool)
-    # Binary search in the sorted seen keys: np.isin sorts the (queries x depth) keys with them,
-    # ~1 GB at 10^7 events.
-    at = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
-    return (seen_keys[at] == keys) & (positions >= 0)
+    return in_sorted(keys, seen_keys) & (positions >= 0)
 
 
 def _ivf_top_k(data: RetrievalData, query_vectors, vectors, depth: int, label: str):
