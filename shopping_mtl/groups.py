@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 def codes_in(index: pd.Index, column) -> np.ndarray:
@@ -39,3 +40,11 @@ def positions_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     starts = run_starts(sorted_keys)
     sizes = np.diff(np.r_[starts, len(sorted_keys)])
     return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
+
+
+def strings_at(ids, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """`ids[codes]` as a column of pandas' `str` dtype, gathered by Arrow's `take`: an object
+    array of 20M ids (the candidate set at 10^7 events) costs a pointer per row on top of the
+    strings it is converted to."""
+    table = pa.array(np.asarray(ids, dtype=object), type=pa.large_string())
+    return pd.array(table.take(pa.array(np.asarray(codes))), dtype="str")

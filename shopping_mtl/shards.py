@@ -265,3 +265,31 @@ def head(arrays, columns: list[str], n: int) -> dict[str, np.ndarray]:
     if not parts:
         return {name: np.asarray(arrays[name])[:0] for name in columns}
     return {name: np.concatenate([p[name] for p in parts])[:n] for name in columns}
+
+
+class FrameOnDisk:
+    """A list frame written to Parquet and dropped from memory, read back whole or for some
+    users. A streaming run (`data.stream_above_events`) keeps its two largest frames this way
+    between the stages that build and read them: the two-tower validation lists (~20M rows at
+    10^7 events) and the merged test candidate set (~21M rows)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows = pq.ParquetFile(self.path).metadata.num_rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def read(self, columns: list[str] | None = None, users=None):
+        """The frame (its rows in written order), or only the rows of `users`."""
+        filters = None if users is None else [("user_id", "in", list(users))]
+        return pq.read_table(self.path, columns=columns, filters=filters).to_pandas()
+
+
+def held(frame, columns: list[str] | None = None, users=None):
+    """A frame or a `FrameOnDisk` as a frame: `users`' rows only, when given (the row order
+    and the index kept; a frame read from disk is indexed from 0)."""
+    if isinstance(frame, FrameOnDisk):
+        return frame.read(columns, users)
+    frame = frame if users is None else frame[frame["user_id"].isin(set(users))]
+    return frame if columns is None else frame[columns]

@@ -143,3 +143,48 @@ def test_lists_by_user_equal_the_sorted_groups():
         got = lists_by_user(given)
         assert got == expected and list(got) == list(expected)
     assert len(got) == 0 and len(lists_by_user(frame)) == 92
+
+
+def test_lists_scored_on_codes_equal_the_per_user_python_lists():
+    """`score_lists` scores integer codes; every figure, intervals included, equals scoring the
+    {user: items} lists with `user_metrics`: repeats, seen items, ties in rank, rows without
+    ids, users without lists or outside the truth, and lists with 9 or 10 hits in their top 10
+    (where numpy's pairwise sum differs from adding in order)."""
+    from shopping_mtl import evaluation
+
+    rng = np.random.default_rng(7)
+    users = [f"u{i}" for i in range(80)]
+    items = [f"i{i}" for i in range(120)]
+    truth_users = tuple(sorted(users[:70]))
+    any_items = {u: frozenset(rng.choice(items, int(rng.integers(1, 40)))) for u in truth_users}
+    seen = {u: frozenset(rng.choice(items, int(rng.integers(0, 30)))) for u in truth_users[5:]}
+    rows = []
+    for number, user in enumerate(users[10:] + ["stranger"]):
+        if number % 7 == 0 and user in any_items:  # a list led by its truth: many top-10 hits
+            listed = list(any_items[user])[:10] + list(rng.choice(items, 30))
+        else:
+            listed = list(rng.choice(items, int(rng.integers(1, 160))))
+        rows += [(user, int(rank) if rng.random() > 0.1 else 3, item, 0.0) for rank, item in enumerate(listed, 1)]
+    frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"]).sample(frac=1, random_state=1)
+    frame.loc[frame.index[:3], "item_id"] = None
+    frame.loc[frame.index[3], "user_id"] = None
+    truth = GroundTruth(truth_users, {"any": any_items,
+                                      "save": {u: frozenset(sorted(v)[:4]) for u, v in any_items.items()},
+                                      "purchase": {u: frozenset(sorted(v)[:1]) for u, v in any_items.items()}}, seen)
+    assert max(len(set(listed[:10]) & any_items.get(u, set()))
+               for u, listed in evaluation.lists_by_user(frame).items()) >= 9
+    got = score_lists(frame, truth, "x", (5, 10, 50), n_resamples=30, seed=4)
+
+    ranked = evaluation.lists_by_user(frame)
+    unseen = {u: [i for i in items if i not in seen.get(u, frozenset())] for u, items in ranked.items()}
+    expected = {}
+    for variant in evaluation.VARIANTS:
+        for gt_type in ("any", "save", "purchase"):
+            relevant = truth.for_variant(gt_type, variant)
+            name = evaluation.metric_prefix("x", variant, gt_type)
+            expected[f"{name}/users"] = float(len(relevant))
+            for metric, values in user_metrics(ranked if variant == "all" else unseen, relevant, (5, 10, 50)).items():
+                expected[f"{name}/{metric}"] = float(values.mean())
+                low, high = bootstrap_interval(values, 30, 4)
+                expected[f"{name}/{metric}/ci95_low"], expected[f"{name}/{metric}/ci95_high"] = low, high
+    assert got == expected

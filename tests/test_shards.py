@@ -271,3 +271,30 @@ def test_catalogue_vectors_built_a_slice_at_a_time_are_the_whole_catalogues(trai
     sliced = retrieval_stage.catalogue_vectors(model, data, data.catalogue, rows=len(data.catalogue) // 7)
     assert whole.shape == (len(data.catalogue), sliced.shape[1]) and len(data.catalogue) > 1000
     np.testing.assert_allclose(sliced, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frame_on_disk_reads_back_as_the_frame_it_was(trained, tmp_path):
+    """A streaming run keeps the validation lists and the candidate set on disk between the
+    stages: read back whole, for some users, or some columns, they are the frames in memory,
+    and the ranking day built from the lists on disk is the one built from memory."""
+    from shopping_mtl.pipeline import write_parquet_atomic
+    from shopping_mtl.ranking.stage import ranking_day, warmup_lists
+
+    state = trained
+    lists = state.retrieval["validation_lists"]
+    write_parquet_atomic(lists, tmp_path / "lists.parquet")
+    on_disk = shards_lib.FrameOnDisk(tmp_path / "lists.parquet")
+    assert len(on_disk) == len(lists) > 1000
+    pd.testing.assert_frame_equal(shards_lib.held(on_disk), lists)
+    users = sorted(set(lists["user_id"]))[3:40:2] + ["nobody"]
+    expected = lists[lists["user_id"].isin(users)]
+    pd.testing.assert_frame_equal(shards_lib.held(lists, users=users), expected)
+    pd.testing.assert_frame_equal(shards_lib.held(on_disk, users=users), expected.reset_index(drop=True))
+    pd.testing.assert_frame_equal(shards_lib.held(on_disk, ["item_id", "rank"]), lists[["item_id", "rank"]])
+    pd.testing.assert_frame_equal(warmup_lists(on_disk, 7), warmup_lists(lists, 7))
+    assert warmup_lists(lists, 7)["user_id"].nunique() == 7
+
+    spilled = dataclasses.replace(state, retrieval={**state.retrieval, "validation_lists": on_disk})
+    memory, disk = ranking_day(state, 0, set()), ranking_day(spilled, 0, set())
+    assert memory.n_fit_rows == disk.n_fit_rows > 0
+    assert _rows(memory.fit_inputs) == _rows(disk.fit_inputs)

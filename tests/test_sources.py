@@ -56,3 +56,15 @@ def test_merge_equals_the_string_sort_and_dedup(seed):
     # A source with quota 0 gives nothing; all-empty sources give the empty frame.
     assert "popularity" not in set(merge_sources(sources, {**quotas, "popularity": 0})["source"])
     assert list(merge_sources({"a": sources["empty"]}, {"a": 3}).columns) == list(expected.columns)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 1_000_000])
+def test_first_of_each_pair_in_slices_equals_one_pass(rows):
+    from shopping_mtl.retrieval.sources import _first_of_each_pair
+
+    rng = np.random.default_rng(rows)
+    users = rng.integers(0, 6, 200).astype(np.int32)
+    items = rng.integers(0, 9, 200).astype(np.int32)
+    order = np.argsort(users, kind="stable")
+    expected = order[~pd.Series(users[order].astype(np.int64) * 9 + items[order]).duplicated().to_numpy()]
+    np.testing.assert_array_equal(_first_of_each_pair(order, users, items, rows=rows), expected)

@@ -27,7 +27,7 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
     Click is any engagement (a save or purchase implies the user engaged), so save and purchase
     rows are a subset of click rows, as the ESMM chain assumes.
     """
-    rows = candidates[["user_id", "item_id"]].copy()
+    rows = candidates[["user_id", "item_id"]]  # copy-on-write: the id columns are shared, not copied
     is_tower = candidates["source"].eq("two_tower") if "source" in candidates else False
     rows["two_tower_score"] = np.where(is_tower, candidates["score"], 0.0).astype(np.float32)
     if target is None:

@@ -130,8 +130,7 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     for name, quota in config.candidates.quotas.items():
         if name == "two_tower":
             if days_back == 0:
-                lists = state.retrieval["validation_lists"]
-                sources[name] = lists[lists["user_id"].isin(truth.users)]
+                sources[name] = shards.held(state.retrieval["validation_lists"], users=truth.users)
             continue
         sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
     candidates = merge_sources(sources, config.candidates.quotas)
@@ -349,7 +348,8 @@ def run_ranking_stage(state) -> None:
                                                       tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
 
     # Test: the retrieval stage's merged candidates, features from train + validation.
-    test_rows = examples.label_rows(state.candidate_set, split.test, add_missed=False)
+    test_rows = examples.label_rows(shards.held(state.candidate_set, ["user_id", "item_id", "source", "score"]),
+                                    split.test, add_missed=False)
     predicted, test_labels = predict_rows(state, test_rows, {"ranker": model.scorer,
                                                              **{t: m.scorer for t, m in singles.items()}})
     raw = predicted["ranker"]
@@ -370,7 +370,8 @@ def run_ranking_stage(state) -> None:
     state.metrics.update(score_lists(recommendations, state.truth, "pipeline", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
     # The candidate set in retrieval order, for the table: what ranking adds.
-    state.metrics.update(score_lists(state.candidate_set, state.truth, "retrieval_order", ev.ks,
+    state.metrics.update(score_lists(shards.held(state.candidate_set, ["user_id", "rank", "item_id"]),
+                                     state.truth, "retrieval_order", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
 
     export_serving_models(state, model.scorer, platt, weights)
@@ -441,8 +442,8 @@ def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.Rec
 def warmup_lists(lists: pd.DataFrame, n: int) -> pd.DataFrame:
     """The rows of the first `n` (at least one) users, by id, of the two-tower validation lists:
     the users of the warmup requests."""
-    users = sorted(set(lists["user_id"]))[:max(n, 1)]
-    return lists[lists["user_id"].isin(users)].reset_index(drop=True)
+    users = sorted(pd.unique(shards.held(lists, ["user_id"])["user_id"]))[:max(n, 1)]
+    return shards.held(lists, users=users).reset_index(drop=True)
 
 
 def warmup_requests(state, n: int) -> tuple[dict, dict]:

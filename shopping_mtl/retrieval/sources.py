@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from shopping_mtl.groups import codes_in, positions_in_runs
+from shopping_mtl.groups import codes_in, positions_in_runs, run_starts, strings_at
 
 
 def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]) -> pd.DataFrame:
@@ -29,34 +29,58 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
         (sources in priority order, each in its own order); `score` is the source's score.
     """
     columns = ["user_id", "rank", "item_id", "score", "source", "source_rank"]
-    names, parts = [], []
+    names, frames, taken = [], [], []
     for name, frame in sources.items():
         quota = int(quotas.get(name, 0))
-        if quota <= 0 or frame.empty:
-            continue
-        parts.append(frame.loc[frame["rank"] <= quota, ["user_id", "item_id", "score", "rank"]])
-        names.append(name)
-    if not parts:
+        rows = np.flatnonzero(frame["rank"].to_numpy() <= quota) if quota > 0 and not frame.empty else []
+        if len(rows):
+            names.append(name)
+            frames.append(frame)
+            taken.append(rows)
+    if not frames:
         return pd.DataFrame(columns=columns)
-    # On integer codes, one source at a time: at 10^7 events the sources are ~45M rows, and
-    # concatenating, sorting and de-duplicating them by their string columns passed 12 GB.
-    # Users are coded in sorted order, so the set comes out ordered as a string sort orders it.
-    user_ids = pd.Index(pd.unique(np.concatenate([np.asarray(pd.unique(p["user_id"]), dtype=object) for p in parts])),
-                        dtype=object).sort_values()
-    item_ids = pd.Index(pd.unique(np.concatenate([np.asarray(pd.unique(p["item_id"]), dtype=object) for p in parts])),
+    # On integer codes, one source at a time, and never a copy of a source's rows: at 10^7
+    # events the sources are ~45M rows. Users are coded in sorted order, so the set comes out
+    # ordered as a string sort orders it.
+    def ids_of(column):
+        return pd.Index(pd.unique(np.concatenate([np.asarray(pd.unique(f[column]), dtype=object) for f in frames])),
                         dtype=object)
-    users = np.concatenate([codes_in(user_ids, p["user_id"]) for p in parts]).astype(np.int64)
-    items = np.concatenate([codes_in(item_ids, p["item_id"]) for p in parts]).astype(np.int64)
-    priority = np.repeat(np.arange(len(parts), dtype=np.int8), [len(p) for p in parts])
-    source_rank = np.concatenate([p["rank"].to_numpy(dtype=np.int64) for p in parts])
-    score = np.concatenate([p["score"].to_numpy() for p in parts])
-    order = np.lexsort((source_rank, priority, users))  # stable: ties keep the sources' order
-    first = ~pd.Series(users[order] * max(len(item_ids), 1) + items[order]).duplicated(keep="first").to_numpy()
-    keep = order[first]
-    del order, first
+    user_ids, item_ids = ids_of("user_id").sort_values(), ids_of("item_id")
+    users = np.concatenate([codes_in(user_ids, f["user_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
+    items = np.concatenate([codes_in(item_ids, f["item_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
+    source_rank = np.concatenate([f["rank"].to_numpy()[t] for f, t in zip(frames, taken)])
+    offsets = np.cumsum([0] + [len(t) for t in taken])
+    # Rows by (user, source priority, source rank), ties in row order: one key, one stable sort.
+    low = int(source_rank.min())
+    key = users.astype(np.int64) * len(frames) + np.repeat(np.arange(len(frames)), np.diff(offsets))
+    key = key * (int(source_rank.max()) - low + 1) + (source_rank - low)
+    order = np.argsort(key, kind="stable")
+    del key
+    keep = _first_of_each_pair(order, users, items)
+    del order
+    part = np.searchsorted(offsets, keep, side="right") - 1  # the source of each kept row
+    score = np.empty(len(keep), np.concatenate([f["score"].to_numpy()[:0] for f in frames]).dtype)
+    for number, frame in enumerate(frames):
+        here = part == number
+        score[here] = frame["score"].to_numpy()[taken[number][keep[here] - offsets[number]]]
     kept_users = users[keep]
-    rank = positions_in_runs(kept_users) + 1
     return pd.DataFrame({
-        "user_id": user_ids.to_numpy()[kept_users], "rank": rank, "item_id": item_ids.to_numpy()[items[keep]],
-        "score": score[keep], "source": np.asarray(names, dtype=object)[priority[keep]],
-        "source_rank": source_rank[keep]})
+        "user_id": strings_at(user_ids, kept_users), "rank": positions_in_runs(kept_users) + 1,
+        "item_id": strings_at(item_ids, items[keep]), "score": score,
+        "source": strings_at(names, part), "source_rank": source_rank[keep].astype(np.int64)})
+
+
+def _first_of_each_pair(order: np.ndarray, users: np.ndarray, items: np.ndarray, rows: int = 4_000_000) -> np.ndarray:
+    """The rows of `order` (sorted by user first) whose (user, item) pair has not come earlier,
+    in `order`'s order; found in slices of about `rows` rows cut at user boundaries, so the
+    pair keys of all ~45M rows are never sorted at once."""
+    sorted_users = users[order]
+    starts = np.r_[run_starts(sorted_users), len(order)]
+    bounds = np.unique(np.r_[0, starts[np.searchsorted(starts, np.arange(rows, len(order), rows))], len(order)])
+    width = np.int64(int(items.max()) + 1)
+    kept = []
+    for begin, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        here = order[begin:end]
+        _, first = np.unique(sorted_users[begin:end].astype(np.int64) * width + items[here], return_index=True)
+        kept.append(here[np.sort(first)])  # np.unique's index is each pair's first position
+    return np.concatenate(kept)

@@ -273,6 +273,11 @@ def run_retrieval_stage(state) -> None:
     if vtruth.users:
         state.metrics.update(score_lists(vlists[vlists["rank"] <= k], vtruth, "retrieval/validation",
                                          ev.ks, n_resamples=0))
+    spill = state.examples_dir("retrieval") is not None
+    if spill:  # read back by the ranking stage, its validation day's users only
+        state.retrieval["validation_lists"] = shards.FrameOnDisk(
+            state.write_list(vlists, ".examples/validation_lists.parquet"))
+        del vlists
 
     index, deep = test_lists(model, data, state.truth.users, depth)
     state.retrieval["index"] = index
@@ -293,13 +298,15 @@ def run_retrieval_stage(state) -> None:
     forget_covisit_table()  # the ranking stage's days count from other events
     names = list(sources)
     del sources, deep  # tens of millions of rows at 10^7 events; the merged set is what stays
-    state.candidate_set = merged
-    state.write_list(merged, "candidate_set.parquet")
+    path = state.write_list(merged, "candidate_set.parquet")
     state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, config.candidates.size),
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
     state.metrics["candidate_set/mean_size"] = float(merged.groupby("user_id").size().mean())
     for name in names:
         state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
+    # A streaming run reads it back from its file when the ranking stage scores it.
+    state.candidate_set = shards.FrameOnDisk(path) if spill else merged
+    del merged
 
     module = index_lib.RetrievalServing(index, data.features, model.query_model.input_names, k, rconfig.exclude_seen)
     # Warmup requests: real validation rows (the query state before a validation-day event).
