@@ -56,6 +56,31 @@ def test_quantile_split_never_cuts_through_one_timestamp():
     assert not set(split.validation["timestamp"]) & set(split.test["timestamp"])
 
 
+@pytest.mark.parametrize("short", [False, True])
+def test_sorted_events_are_split_into_slices_that_share_the_log(short):
+    """Periods of a time-sorted log are slices of it (its columns shared, no copy), equal to the
+    filtered periods; train + validation is a slice too. An unsorted log is filtered."""
+    step = 60 if short else 8 * 3600
+    rows = [(f"u{i % 7}", f"i{i % 11}", "pv" if i % 3 else "buy", T0 + step * i) for i in range(40)]
+    events = events_of(rows).astype({"user_id": "str", "item_id": "str"})
+    split = split_events(events)
+    assert split.method == ("quantile" if short else "calendar_day")
+    time = events["timestamp"]
+    filtered = {"train": events[time < split.validation_start],
+                "validation": events[(time >= split.validation_start) & (time < split.test_start)],
+                "test": events[time >= split.test_start]}
+    for name, expected in filtered.items():
+        pd.testing.assert_frame_equal(getattr(split, name), expected.reset_index(drop=True))
+    pd.testing.assert_frame_equal(split.history, pd.concat([filtered["train"], filtered["validation"]],
+                                                           ignore_index=True))
+    assert split.history["user_id"].array._pa_array.chunks[0].buffers()[2].address == \
+        events["user_id"].array._pa_array.chunks[0].buffers()[2].address  # the log's bytes
+    shuffled = split_events(events.sample(frac=1, random_state=0))
+    assert shuffled.events is None
+    pd.testing.assert_frame_equal(shuffled.history.sort_values(["timestamp", "item_id"]).reset_index(drop=True),
+                                  split.history.sort_values(["timestamp", "item_id"]).reset_index(drop=True))
+
+
 def test_popularity_weights_and_ties():
     rows = [("u1", "a", "pv", T0), ("u2", "b", "fav", T0), ("u3", "c", "buy", T0),
             ("u1", "d", "pv", T0), ("u2", "d", "pv", T0)]

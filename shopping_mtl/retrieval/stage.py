@@ -285,6 +285,7 @@ def run_retrieval_stage(state) -> None:
     state.write_list(candidates, "candidates.parquet")
     state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
+    del candidates  # on disk; the deep lists are the two-tower source of the set
     for label, recall in data.index_recall.items():
         state.metrics[f"retrieval/index_recall_of_exact/{label}"] = recall
 
