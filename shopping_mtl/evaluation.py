@@ -212,11 +212,13 @@ class _CodedLists:
         order = np.lexsort((frame["rank"].to_numpy(), user_codes))  # stable: equal ranks keep row order
         order = order[user_codes[order] >= 0]  # rows without a user id belong to no list
         self.user_ids, self.item_ids = pd.Index(user_ids), pd.Index(item_ids)
-        self.users, self.items = user_codes[order].astype(np.int64), item_codes[order].astype(np.int64)
-        self.width = np.int64(len(item_ids) + 1)
-        self.keys = self.users * self.width + self.items  # item -1 (no id): never a truth item
-        seen = in_sorted(self.keys, self._keys_of({u: truth.seen.get(u, ()) for u in user_ids}))
-        self.rows = {False: self._positions(np.ones(len(order), bool)), True: self._positions(~seen)}
+        self.width = np.int64(len(item_ids) + 1)  # item code -1 (no id) keys as no truth item can
+        users = user_codes[order]
+        keys = users.astype(np.int64) * self.width + item_codes[order]
+        del order
+        seen = in_sorted(keys, self._keys_of({u: truth.seen.get(u, ()) for u in user_ids}))
+        self.firsts = {False: self._firsts(users, keys, np.ones(len(keys), bool)),
+                       True: self._firsts(users, keys, ~seen)}
 
     def _keys_of(self, sets: Mapping[str, Iterable[str]]) -> np.ndarray:
         """Sorted unique (user, item) keys of {user: items} over this frame's users and items."""
@@ -226,37 +228,41 @@ class _CodedLists:
         keys = np.repeat(owners.astype(np.int64), sizes) * self.width + items
         return np.unique(keys[(np.repeat(owners, sizes) >= 0) & (items >= 0)])
 
-    def _positions(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The kept rows that can hit: (row, position in the user's kept list) of each kept
-        row that is its (user, item)'s first kept row."""
+    @staticmethod
+    def _firsts(users: np.ndarray, keys: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows' distinct (user, item) keys, sorted, and the position of each one's
+        first kept row in its user's kept list (the position a hit on it counts at)."""
         rows = np.flatnonzero(kept)
-        position = positions_in_runs(self.users[rows])
-        _, first = np.unique(self.keys[rows], return_index=True)  # the first row of each pair
-        first = np.sort(first)
-        return rows[first], position[first]
+        position = positions_in_runs(users[rows])
+        distinct, first = np.unique(keys[rows], return_index=True)
+        return distinct, position[first]
 
     def user_metrics(self, relevant: Mapping[str, frozenset], ks: tuple[int, ...], unseen: bool) -> dict[str, np.ndarray]:
         """`user_metrics(lists, relevant, ks)` of these lists (`unseen`: seen items removed)."""
-        rows, position = self.rows[unseen]
-        deepest = max(max(ks), NDCG_K)
-        hit = in_sorted(self.keys[rows], self._keys_of(relevant)) & (position < deepest)
-        rows, position = rows[hit], position[hit]
-        # Each hit's user as its place in `relevant` (the order of the returned arrays).
-        place = np.full(len(self.user_ids) + 1, -1, np.int64)
+        keys, positions = self.firsts[unseen]
+        wanted = self._keys_of(relevant)
+        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool)
+        hit, position = wanted[found], positions[at[found]]
+        # Each hit's user as its place in `relevant` (the order of the returned arrays), hits
+        # by user and then position: each list's order.
+        place = np.full(len(self.user_ids), -1, np.int64)
         codes = self.user_ids.get_indexer(pd.Index(list(relevant), dtype=object))
         place[codes[codes >= 0]] = np.flatnonzero(codes >= 0)
-        user = place[self.users[rows]]
+        user = place[hit // self.width]
+        order = np.lexsort((position, user))
+        user, position = user[order], position[order]
         sizes = np.fromiter((len(items) for items in relevant.values()), np.int64, len(relevant))
         out = {}
         for k in ks:
-            within = np.bincount(user[position < k], minlength=len(relevant))
-            out[f"recall@{k}"] = within / sizes
+            out[f"recall@{k}"] = np.bincount(user[position < k], minlength=len(relevant)) / sizes
         for k in ks:
             out[f"hitrate@{k}"] = (np.bincount(user[position < k], minlength=len(relevant)) > 0).astype(float)
         ndcg = np.zeros(len(relevant))
         top = position < NDCG_K
-        user, position = user[top], position[top]  # by user, then position: the lists' order
-        for start, end in zip(run_starts(user).tolist(), np.r_[run_starts(user)[1:], len(user)].tolist()):
+        user, position = user[top], position[top]
+        starts = run_starts(user)
+        for start, end in zip(starts.tolist(), np.r_[starts[1:], len(user)].tolist()):
             dcg = float(_DISCOUNT[position[start:end]].sum())  # summed as `user_metrics` sums it
             ndcg[user[start]] = dcg / _IDEAL_DCG[min(int(sizes[user[start]]), NDCG_K)]
         out[f"ndcg@{NDCG_K}"] = ndcg

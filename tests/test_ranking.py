@@ -103,6 +103,27 @@ def test_steps_per_call_change_neither_weights_nor_the_epoch_loss(tiny_features)
     assert "epoch_loss" not in one_history and "val_epoch_loss" not in one_history
 
 
+@pytest.mark.xfail(strict=True, reason="known defect (NOTES.md, Next): the heads' outputs are (rows,), so "
+                   "Keras's summed cross-entropy is already the batch mean, and compute_loss divides it "
+                   "by the rows again; fixing it changes every trained ranker, so it waits for a "
+                   "change that re-measures both datasets")
+def test_the_loss_is_each_heads_mean_cross_entropy_per_row_weighted(tiny_features):
+    """A head's loss is its binary cross-entropy averaged over the batch's rows, weighted."""
+    features, events, items = tiny_features
+    arrays = _inputs(features, events, items, n_rows=200)
+    weights = {"click": 1.0, "save": 2.0, "purchase": 4.0}
+    config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=1, batch_size=64,
+                           listwise_weight=0.0, loss_weights=weights)
+    model, _ = model_lib.train_ranker(features, arrays, arrays, config, seed=0)
+    batch = {k: tf.constant(v) for k, v in arrays.items()}
+    predicted = {t: np.clip(v.numpy().astype(np.float64), 1e-7, 1 - 1e-7) for t, v in model(batch).items()}
+    expected = sum(w * np.mean(-(arrays[f"label_{t}"] * np.log(predicted[t])
+                                 + (1 - arrays[f"label_{t}"]) * np.log(1 - predicted[t])))
+                   for t, w in weights.items())
+    assert float(model.compute_loss(batch)) == pytest.approx(expected, rel=1e-4)
+    assert expected > 0.5  # three heads' entropies, weighted: not a rounding error
+
+
 def test_labels_and_missed_positives():
     candidates = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "source": ["two_tower", "covisit"],
                                "score": [0.7, 3.0]})

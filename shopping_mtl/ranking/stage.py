@@ -136,6 +136,7 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
                 sources[name] = shards.held(state.retrieval["validation_lists"], users=truth.users)
             continue
         sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
+    forget_covisit_table()  # ~2 GB at 10^7 events; no other day counts from these events
     candidates = merge_sources(sources, config.candidates.quotas)
     if before is split.train:  # the validation day
         catalogue = state.retrieval["data"].train_catalogue()
@@ -316,7 +317,6 @@ def run_ranking_stage(state) -> None:
     started = time.perf_counter()
 
     ranking = prepare_ranking(state)
-    forget_covisit_table()  # its last day's; the test candidates came from the retrieval stage
     data.forget_train_catalogue()
     # The validation lists were the validation day's two-tower source; from here on only the
     # warmup requests read them (~20M rows at 10^7 events, held to the end otherwise).
@@ -370,6 +370,14 @@ def run_ranking_stage(state) -> None:
     recommendations = _lists(users, test_rows["item_id"], value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
     state.write_list(recommendations, "recommendations.parquet")
+    for task in singles:
+        state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
+                              head_metrics(predicted[task][task], test_labels[task], groups, "single").items()
+                              if k.endswith(("/auc", "/gauc"))})
+    # The test rows and their scores (~20M rows at 10^7 events) are done with: freed before the
+    # lists are scored and the candidate set is read back.
+    del test_rows, users, user_codes, groups, predicted, test_labels, labels, raw, calibrated
+    gc.collect()
     state.metrics.update(score_lists(recommendations, state.truth, "pipeline", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
     # The candidate set in retrieval order, for the table: what ranking adds.
@@ -378,11 +386,6 @@ def run_ranking_stage(state) -> None:
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
 
     export_serving_models(state, model.scorer, platt, weights)
-
-    for task in singles:
-        state.metrics.update({k.replace("single", f"ranker/single_task/{task}"): v for k, v in
-                              head_metrics(predicted[task][task], test_labels[task], groups, "single").items()
-                              if k.endswith(("/auc", "/gauc"))})
     state.timings["ranking_fit"] = time.perf_counter() - started
 
 

@@ -50,10 +50,15 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
     items = np.concatenate([codes_in(item_ids, f["item_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
     source_rank = np.concatenate([f["rank"].to_numpy()[t] for f, t in zip(frames, taken)])
     offsets = np.cumsum([0] + [len(t) for t in taken])
-    # Rows by (user, source priority, source rank), ties in row order: one key, one stable sort.
+    # Rows by (user, source priority, source rank), ties in row order: one key, one stable sort
+    # (the key built in place: each temporary is ~360 MB at 45M rows).
     low = int(source_rank.min())
-    key = users.astype(np.int64) * len(frames) + np.repeat(np.arange(len(frames)), np.diff(offsets))
-    key = key * (int(source_rank.max()) - low + 1) + (source_rank - low)
+    key = users.astype(np.int64)
+    key *= len(frames)
+    key += np.repeat(np.arange(len(frames), dtype=np.int8), np.diff(offsets))
+    key *= int(source_rank.max()) - low + 1
+    key += source_rank
+    key -= low
     order = np.argsort(key, kind="stable")
     del key
     keep = _first_of_each_pair(order, users, items)
