@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.data.split import GT_TYPES, GroundTruth
-from shopping_mtl.groups import in_sorted, positions_in_runs, run_starts
+from shopping_mtl.groups import find_sorted, in_sorted, positions_in_runs, run_starts
 
 VARIANTS = ("all", "excl_seen", "new_gt")
 LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
@@ -241,9 +241,8 @@ class _CodedLists:
         """`user_metrics(lists, relevant, ks)` of these lists (`unseen`: seen items removed)."""
         keys, positions = self.firsts[unseen]
         wanted = self._keys_of(relevant)
-        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-        found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool)
-        hit, position = wanted[found], positions[at[found]]
+        at = find_sorted(wanted, keys)
+        hit, position = wanted[at >= 0], positions[at[at >= 0]]
         # Each hit's user as its place in `relevant` (the order of the returned arrays), hits
         # by user and then position: each list's order.
         place = np.full(len(self.user_ids), -1, np.int64)
@@ -253,11 +252,9 @@ class _CodedLists:
         order = np.lexsort((position, user))
         user, position = user[order], position[order]
         sizes = np.fromiter((len(items) for items in relevant.values()), np.int64, len(relevant))
-        out = {}
-        for k in ks:
-            out[f"recall@{k}"] = np.bincount(user[position < k], minlength=len(relevant)) / sizes
-        for k in ks:
-            out[f"hitrate@{k}"] = (np.bincount(user[position < k], minlength=len(relevant)) > 0).astype(float)
+        within = {k: np.bincount(user[position < k], minlength=len(relevant)) for k in ks}
+        out = {f"recall@{k}": within[k] / sizes for k in ks}
+        out.update({f"hitrate@{k}": (within[k] > 0).astype(float) for k in ks})
         ndcg = np.zeros(len(relevant))
         top = position < NDCG_K
         user, position = user[top], position[top]
