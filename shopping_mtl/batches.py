@@ -46,6 +46,21 @@ def as_tensor(values: np.ndarray) -> tf.Tensor:
     return tf.constant(values.astype(str) if values.dtype == object else values)
 
 
+def infer(model: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192):
+    """`model(batch, training=False)` (`inference`) over the rows of `arrays` (the model's
+    inputs taken, others ignored), in order, `batch_size` rows at a time: yields each batch's
+    outputs.
+
+    Each batch becomes tensors from its own numpy slices, so no tensor ever holds all the rows:
+    TensorFlow's CPU allocator keeps the largest amount it ever held, and whole inputs as
+    tensors (test candidates at 10^7 events: ~0.4 GB per chunk) left ~2.7 GB resident."""
+    call = inference(model)
+    names = [k for k in arrays if k in model.input_names]
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    for start in range(0, n, batch_size):
+        yield call({k: as_tensor(arrays[k][start:start + batch_size]) for k in names})
+
+
 def _over_epochs(one_epoch, steps: int, clock: EpochClock | None, epochs: int | None) -> tf.data.Dataset:
     """`one_epoch(epoch number) -> dataset` made into the input `fit` reads:
     - `epochs`: all epochs in a row, for an iterator that lives across epochs (a distributed

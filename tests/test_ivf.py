@@ -46,6 +46,22 @@ def test_scanning_every_cell_is_exact_and_few_cells_come_close():
     np.testing.assert_array_equal(index_lib.ivf_top_k(queries, items, 100, few)[1], approx)
 
 
+def test_the_recall_check_cuts_at_the_exported_indexs_kth_score(monkeypatch):
+    # recall_of_exact scores in numpy, a few queries at a time; its cut is the k-th score of
+    # the TensorFlow matmul and top_k that the exported index runs.
+    items, queries = clustered(20_000, 16, 50, seed=0), clustered(300, 16, 50, seed=1)
+    exact_scores, _ = index_lib.exact_top_k(queries, items, 100)
+    kth = index_lib.exact_kth_scores(queries, items, 100)
+    np.testing.assert_allclose(kth, exact_scores[:, -1], rtol=1e-5, atol=1e-6)
+    # Batches of a few queries (at 20k items a batch holds 3,355) give the same cut.
+    monkeypatch.setattr(index_lib, "query_batch_size", lambda n_items: 7)
+    np.testing.assert_allclose(index_lib.exact_kth_scores(queries, items, 100), kth, rtol=1e-6)
+    monkeypatch.undo()
+    # k above the catalogue: the last item's score.
+    np.testing.assert_allclose(index_lib.exact_kth_scores(queries[:2], items[:50], 100),
+                               (queries[:2] @ items[:50].T).min(axis=1), rtol=1e-6)
+
+
 def test_16_bit_cells_find_the_float_cells_items_scored_exactly():
     items, queries = clustered(20_000, 16, 50, seed=0), clustered(200, 16, 50, seed=1)
     settings = index_lib.IvfSettings(lists=141, probe=16)

@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl import distribute, training
-from shopping_mtl.batches import inference, make_dataset, make_list_dataset
+from shopping_mtl.batches import infer, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
@@ -175,12 +175,9 @@ def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
 
 
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Probabilities per task for every row of `arrays` (the scorer traced once, `inference`)."""
+    """Probabilities per task for every row of `arrays`, a batch at a time (`infer`)."""
     out = {task: [] for task in TASKS}
-    score = inference(scorer)
-    for batch in make_dataset({k: v for k, v in arrays.items() if k in scorer.input_names},
-                              batch_size, shuffle=False, seed=0):
-        predictions = score(batch)
+    for predictions in infer(scorer, arrays, batch_size):
         for task in TASKS:
             out[task].append(predictions[task].numpy())
     return {task: np.concatenate(values) if values else np.zeros(0) for task, values in out.items()}
