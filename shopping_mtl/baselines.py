@@ -130,8 +130,9 @@ class _CovisitTable:
     """`covisitation_counts` of one events frame on integer codes, with the codes of its events.
 
     Codes come from sorted ids, so comparing codes orders like comparing the ids. The pairs are
-    held by source (rows `indptr[s]:indptr[s + 1]` are item `s`'s, by target); `appearance`
-    gives each pair's row in `covisitation_counts`'s order (first co-occurrence in the log).
+    held by source (rows `indptr[s]:indptr[s + 1]` are item `s`'s, by target); `first` numbers
+    each pair's first co-occurrence in the log (of `n_numbers`), which orders
+    `covisitation_counts`'s rows (`appearance`).
     """
 
     max_session_items: int
@@ -144,7 +145,18 @@ class _CovisitTable:
     indptr: np.ndarray  # (n_items + 1,) int64
     target: np.ndarray  # (n_pairs,) int32
     count: np.ndarray  # (n_pairs,) int32
-    appearance: np.ndarray  # (n_pairs,) the pair's row in covisitation_counts
+    first: np.ndarray  # (n_pairs,) the number of the pair's first co-occurrence, of n_numbers
+    n_numbers: int
+
+    def appearance(self) -> np.ndarray:
+        """(n_pairs,) each pair's row in `covisitation_counts` (first co-occurrence order): the
+        rank of its first number, counted over the numbers, not sorted (117M pairs at 10^7
+        events). Only the serving snapshot asks, so the sources never hold its ~0.6 GB."""
+        marked = np.zeros(self.n_numbers, bool)
+        marked[self.first] = True
+        rank = np.cumsum(marked, dtype=self.first.dtype)
+        del marked
+        return rank[self.first] - 1
 
     def describes(self, events: pd.DataFrame, max_session_items: int) -> bool:
         """Whether `events` has exactly this table's (user, day, item) sequence (all the counts
@@ -195,38 +207,33 @@ def _build_covisit_table(events: pd.DataFrame, max_session_items: int,
     partner_items = item[by_session]
     n_all = int(first_pair[-1] + width[-1]) if len(width) else 0
     numbers = np.int32 if n_all < 2**31 else np.int64
-    targets, counts, firsts = [], [], []
+    # Each range's pairs are written after the last range's into arrays sized for every pair
+    # found (n_all, before de-duplication): pages never written are never resident, so the
+    # table costs the pairs it holds, without a second copy of them while parts are joined.
+    target, count, first = np.empty(n_all, np.int32), np.empty(n_all, np.int32), np.empty(n_all, numbers)
+    n_pairs = 0
     per_source = np.zeros(len(items), np.int64)
     for rows in _code_ranges(item, width, max_pairs):  # ranges of source items
         w = width[rows]
         offset = np.arange(w.sum()) - np.repeat(np.cumsum(w) - w, w)  # (pairs,) j within the row
         source = np.repeat(item[rows], w)
-        target = partner_items[np.repeat(session_start[rows], w) + offset]
+        partner = partner_items[np.repeat(session_start[rows], w) + offset]
         number = np.repeat(first_pair[rows], w) + offset  # the pair's place in the merge order
-        other = source != target
-        keys, first, count = np.unique(source[other] * n_items + target[other], return_index=True,
-                                       return_counts=True)  # by (source, target)
+        other = source != partner
+        keys, found, counted = np.unique(source[other] * n_items + partner[other], return_index=True,
+                                         return_counts=True)  # by (source, target)
         per_source += np.bincount(keys // n_items, minlength=len(items))
-        targets.append((keys % n_items).astype(np.int32))
-        counts.append(count.astype(np.int32))
-        firsts.append(number[other][first].astype(numbers))  # first co-occurrence: numbers rise along the array
-        del offset, source, target, number, other, keys, first, count
+        here = slice(n_pairs, n_pairs + len(keys))
+        target[here], count[here] = keys % n_items, counted
+        first[here] = number[other][found]  # first co-occurrence: numbers rise along the array
+        n_pairs += len(keys)
+        del offset, source, partner, number, other, keys, found, counted
     # The ranges ascend and each is sorted, so the pairs are by (source, target).
-    target, count, first = (np.concatenate(parts) if parts else np.zeros(0, dtype)
-                            for parts, dtype in ((targets, np.int32), (counts, np.int32), (firsts, numbers)))
-    del targets, counts, firsts
-    # A pair's row in first co-occurrence order: the rank of its first pair number among all
-    # pairs' (counted over the numbers, not sorted: 117M pairs at 10^7 events).
-    marked = np.zeros(n_all, bool)
-    marked[first] = True
-    rank = np.cumsum(marked, dtype=numbers)
-    del marked
-    appearance = rank[first] - 1
-    del rank, first
     indptr = np.concatenate([[0], np.cumsum(per_source)])
     return _CovisitTable(
         max_session_items, users, items, days, user_codes.astype(np.int32), item_codes.astype(np.int32),
-        day_codes.astype(np.int32), indptr.astype(np.int64), target, count, appearance)
+        day_codes.astype(np.int32), indptr.astype(np.int64), target[:n_pairs], count[:n_pairs], first[:n_pairs],
+        n_all)
 
 
 # Pairs built at once when counting co-visitation: ~40 bytes each while a range is counted.
@@ -283,12 +290,13 @@ def covisitation_counts(events: pd.DataFrame, max_session_items: int = 50) -> pd
     """
     table = _covisit_table(events, max_session_items)
     n = len(table.target)
+    appearance = table.appearance()
     source = np.empty(n, np.int64)
-    source[table.appearance] = np.repeat(np.arange(len(table.items)), np.diff(table.indptr))
+    source[appearance] = np.repeat(np.arange(len(table.items)), np.diff(table.indptr))
     target = np.empty(n, np.int32)
-    target[table.appearance] = table.target
+    target[appearance] = table.target
     count = np.empty(n, np.int64)
-    count[table.appearance] = table.count
+    count[appearance] = table.count
     return pd.DataFrame({"source": table.items[source].astype(object),
                          "target": table.items[target].astype(object), "count": count})
 

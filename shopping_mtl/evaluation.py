@@ -214,8 +214,10 @@ class _CodedLists:
         self.user_ids, self.item_ids = pd.Index(user_ids), pd.Index(item_ids)
         self.width = np.int64(len(item_ids) + 1)  # item code -1 (no id) keys as no truth item can
         users = user_codes[order]
-        keys = users.astype(np.int64) * self.width + item_codes[order]
-        del order
+        del user_codes
+        keys = users * self.width
+        keys += item_codes[order]
+        del order, item_codes  # each as large as the frame (~20M rows at 10^7 events)
         seen = in_sorted(keys, self._keys_of({u: truth.seen.get(u, ()) for u in user_ids}))
         self.firsts = {False: self._firsts(users, keys, np.ones(len(keys), bool)),
                        True: self._firsts(users, keys, ~seen)}

@@ -136,8 +136,11 @@ def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
     events = random_log(3_000, seed=5)
     whole = baselines._build_covisit_table(events, 6, max_pairs=10**12)
     ranged = baselines._build_covisit_table(events, 6, max_pairs=max_pairs)
-    for name in ("indptr", "target", "count", "appearance"):
+    for name in ("indptr", "target", "count", "first"):
         np.testing.assert_array_equal(getattr(ranged, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(ranged.appearance(), whole.appearance())
+    # Every pair is a row of covisitation_counts, once.
+    np.testing.assert_array_equal(np.sort(whole.appearance()), np.arange(len(whole.target)))
     assert len(whole.target) > 1000 and whole.count.max() > 1
     baselines._LAST_TABLE.clear()
     original = baselines.COVISIT_PAIRS_PER_PASS

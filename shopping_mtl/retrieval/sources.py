@@ -48,7 +48,7 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
     user_ids, item_ids = ids_of("user_id").sort_values(), ids_of("item_id")
     users = np.concatenate([codes_in(user_ids, f["user_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
     items = np.concatenate([codes_in(item_ids, f["item_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
-    source_rank = np.concatenate([f["rank"].to_numpy()[t] for f, t in zip(frames, taken)])
+    source_rank = np.concatenate([f["rank"].to_numpy()[t].astype(np.int32) for f, t in zip(frames, taken)])
     offsets = np.cumsum([0] + [len(t) for t in taken])
     # Rows by (user, source priority, source rank), ties in row order: one key, one stable sort
     # (the key built in place: each temporary is ~360 MB at 45M rows).
@@ -63,16 +63,19 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
     del key
     keep = _first_of_each_pair(order, users, items)
     del order
+    # The kept rows' codes, and every row's freed before the id columns are gathered.
+    kept_users, kept_items, kept_rank = users[keep], items[keep], source_rank[keep].astype(np.int64)
+    del users, items, source_rank
     part = np.searchsorted(offsets, keep, side="right") - 1  # the source of each kept row
     score = np.empty(len(keep), np.concatenate([f["score"].to_numpy()[:0] for f in frames]).dtype)
     for number, frame in enumerate(frames):
         here = part == number
         score[here] = frame["score"].to_numpy()[taken[number][keep[here] - offsets[number]]]
-    kept_users = users[keep]
+    del keep
     return pd.DataFrame({
         "user_id": strings_at(user_ids, kept_users), "rank": positions_in_runs(kept_users) + 1,
-        "item_id": strings_at(item_ids, items[keep]), "score": score,
-        "source": strings_at(names, part), "source_rank": source_rank[keep].astype(np.int64)})
+        "item_id": strings_at(item_ids, kept_items), "score": score,
+        "source": strings_at(names, part), "source_rank": kept_rank})
 
 
 def _first_of_each_pair(order: np.ndarray, users: np.ndarray, items: np.ndarray, rows: int = 4_000_000) -> np.ndarray:

@@ -295,7 +295,9 @@ def run_retrieval_stage(state) -> None:
     for name, quota in config.candidates.quotas.items():
         sources[name] = deep if name == "two_tower" else run_baseline(
             name, split.history, state.truth.users, max(quota, 1), own, now=split.test_start)
-    forget_covisit_table()  # its source is built; the ranking stage's days count from other events
+        # Once its source is built: the ranking stage's days count from other events, and the
+        # later sources and the merge need the room (~1.6 GB at 10^7 events).
+        forget_covisit_table()
     merged = merge_sources(sources, config.candidates.quotas)
     names = list(sources)
     del sources, deep  # tens of millions of rows at 10^7 events; the merged set is what stays
