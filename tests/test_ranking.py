@@ -103,10 +103,6 @@ def test_steps_per_call_change_neither_weights_nor_the_epoch_loss(tiny_features)
     assert "epoch_loss" not in one_history and "val_epoch_loss" not in one_history
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (NOTES.md, Next): the heads' outputs are (rows,), so "
-                   "Keras's summed cross-entropy is already the batch mean, and compute_loss divides it "
-                   "by the rows again; fixing it changes every trained ranker, so it waits for a "
-                   "change that re-measures both datasets")
 def test_the_loss_is_each_heads_mean_cross_entropy_per_row_weighted(tiny_features):
     """A head's loss is its binary cross-entropy averaged over the batch's rows, weighted."""
     features, events, items = tiny_features

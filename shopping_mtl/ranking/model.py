@@ -147,7 +147,10 @@ class MultiTaskRanker(tfrs.models.Model):
         rows = tf.maximum(tf.cast(tf.shape(predictions["click"])[0], tf.float32), 1.0)
         total = 0.0
         for i, task in enumerate(self.task_names):
-            loss = self.tasks[task](labels=features[f"label_{task}"], predictions=predictions[task]) / rows
+            # (rows, 1): Keras averages a loss over the last axis first, so (rows,) would make
+            # the summed cross-entropy the batch's mean already, and this division a second one.
+            loss = self.tasks[task](labels=features[f"label_{task}"][:, None],
+                                    predictions=predictions[task][:, None]) / rows
             if self.config.loss_weighting == "uncertainty":
                 total += tf.exp(-self.log_variances[i]) * loss + self.log_variances[i]
             else:
