@@ -56,6 +56,8 @@ Usage:
       --data-dir /tmp/scale-data --work-dir /tmp/scale-work --out /tmp/scale-1e7.md
   python bench/scale_bench.py --sizes 1000000 --set ranking.extra_days=1 --export
   python bench/scale_bench.py --quick --out /tmp/x.md            # smoke run, 2k and 5k events
+  TF_ONEDNN_USE_SYSTEM_ALLOCATOR=true python bench/scale_bench.py --sizes 10000000   # TensorFlow's
+      # allocator gives memory back (README.md, "Data larger than memory"); the report says so
   python bench/scale_bench.py --from-json /tmp/a.json --from-json /tmp/b.json --out /tmp/all.md
 
 | flag | default | meaning |
@@ -456,6 +458,15 @@ def generate_worker(n_events: int, seed: int, out: str) -> int:
 # The parent: children, limits, figures
 
 
+# Environment variables that choose TensorFlow's CPU allocator: the children inherit them, and
+# the report says which were set (the system allocator gives memory back; see README.md).
+ALLOCATOR_VARIABLES = ("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def allocator_environment() -> str:
+    return ", ".join(f"{name}={os.environ[name]}" for name in ALLOCATOR_VARIABLES if name in os.environ)
+
+
 def run_child(argv: list[str], log_path: Path, timeout_s: float, cap_kb: int | None,
               dump_every: float | None, say) -> dict:
     """Run `python this_file ARGV` with its output in `log_path`, polling its RSS; end it at the
@@ -747,6 +758,7 @@ def render(meta: dict, rows: list[dict]) -> str:
         f"- load average (1/5/15 min) at start / end: {meta['load_start']} / {meta['load_end']}",
         f"- commit: {meta['commit']}",
         f"- config overrides: {meta['overrides']}; exports {'run' if meta['export'] else 'skipped (no-op publish)'}",
+        f"- TensorFlow's CPU allocator: {meta.get('environment') or 'the default (oneDNN pool)'}",
         f"- memory: peak RSS from {meta['peak_method']}; GB = 2^30 bytes; limits per size: "
         f"{meta['timeout_min']:g} min, {meta['cap']}",
         "",
@@ -1085,7 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
                                    for k, v in BENCH_OVERRIDES.items())
             + "".join(f", {s}" for s in args.set),
             "timeout_min": args.timeout,
-            "cap": f"RSS cap {args.max_memory_gb:g} GB" if args.max_memory_gb else "no RSS cap"}
+            "cap": f"RSS cap {args.max_memory_gb:g} GB" if args.max_memory_gb else "no RSS cap",
+            "environment": allocator_environment()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as tmp:
         work_dir = args.work_dir or Path(tmp) / "work"
