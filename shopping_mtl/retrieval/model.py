@@ -166,19 +166,10 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
     # What retrieves, indexes and exports needs the towers alone. The fitted model holds its
     # optimizer's two moments per weight (~1 GB for 1.9M item ids at 10^7 events) through
     # Keras's tracking and its traced training step, so dropping the optimizer alone keeps
-    # them. Dropped whole (every reference: the callbacks hold the model too), its memory goes
-    # back to TensorFlow's CPU pool, which keeps what it ever held but gives it to what comes
-    # next (the index, the ranker) instead of growing.
-    weights = [tower.get_weights() for tower in (query_model, candidate_model)]
-    del model, query_model, candidate_model, progress, stopper, train_data, val_data, objective
+    # them. The towers go on in a wrapper never compiled; the fitted one is dropped whole
+    # (every reference: the callbacks hold it too), and its memory goes back to TensorFlow's
+    # CPU pool, which keeps what it ever held but gives it to what comes next (the index, the
+    # ranker) instead of growing.
+    del model, progress, stopper, train_data, val_data, objective
     gc.collect()  # Keras models sit in reference cycles
-    return towers_with(weights, features, config), {"history": history, "pairs_per_s": throughput}
-
-
-def towers_with(weights, features: FeatureSet, config: RetrievalConfig) -> TwoTowerModel:
-    """A two-tower model never compiled (no optimizer), its towers holding `weights` (each
-    tower's `get_weights()`, query tower first)."""
-    query_model, candidate_model = build_towers(features, config)
-    query_model.set_weights(weights[0])
-    candidate_model.set_weights(weights[1])
-    return TwoTowerModel(query_model, candidate_model, config)
+    return TwoTowerModel(query_model, candidate_model, config), {"history": history, "pairs_per_s": throughput}
