@@ -252,12 +252,28 @@ class Recorder:
         self.main = threading.main_thread()
         self.error_path: str | None = None
         self.max_kb = 0  # the process's peak RSS over every boundary so far
+        self.tf_kb = 0  # TensorFlow's CPU tensors in use at the last boundary
+
+    def _tf_memory(self) -> tuple[int, int]:
+        """TensorFlow's CPU allocator: (in use, peak since the last boundary) in kB; its pool
+        keeps the most it ever held, so the run's largest peak is what it costs in RSS."""
+        tf = sys.modules.get("tensorflow")
+        if tf is None:
+            return 0, 0
+        try:
+            info = tf.config.experimental.get_memory_info("CPU:0")
+            tf.config.experimental.reset_memory_stats("CPU:0")
+        except (ValueError, RuntimeError, AttributeError):
+            return 0, 0
+        return info["current"] // 1024, info["peak"] // 1024
 
     def _fold(self) -> int:
         peak = self.meter.peak_kb()
         self.max_kb = max(self.max_kb, peak)
+        self.tf_kb, tf_peak = self._tf_memory()
         for frame in self.stack:
             frame["peak_kb"] = max(frame["peak_kb"], peak)
+            frame["tf_peak_kb"] = max(frame["tf_peak_kb"], tf_peak)
         self.meter.reset()
         return status_kb("VmRSS") or 0
 
@@ -272,8 +288,8 @@ class Recorder:
                                 "retained_kb": 0, "depth": len(self.stack)}
             self.order.append(path)
         self.stack.append({"label": label, "path": path, "start": time.perf_counter(),
-                           "rss_start_kb": rss, "peak_kb": rss})
-        self.emit(event="enter", path=path, rss_kb=rss)
+                           "rss_start_kb": rss, "peak_kb": rss, "tf_peak_kb": self.tf_kb})
+        self.emit(event="enter", path=path, rss_kb=rss, tf_kb=self.tf_kb)
 
     def exit(self) -> dict:
         rss = self._fold()
@@ -285,7 +301,9 @@ class Recorder:
         agg["peak_kb"] = max(agg["peak_kb"], frame["peak_kb"])
         agg["above_entry_kb"] = max(agg["above_entry_kb"], frame["peak_kb"] - frame["rss_start_kb"])
         agg["retained_kb"] += rss - frame["rss_start_kb"]
-        self.emit(event="exit", path=frame["path"], wall_s=wall, peak_kb=frame["peak_kb"], rss_kb=rss)
+        agg["tf_peak_kb"] = max(agg.get("tf_peak_kb", 0), frame["tf_peak_kb"])
+        self.emit(event="exit", path=frame["path"], wall_s=wall, peak_kb=frame["peak_kb"], rss_kb=rss,
+                  tf_kb=self.tf_kb, tf_peak_kb=frame["tf_peak_kb"])
         return {"wall_s": wall, "peak_kb": frame["peak_kb"], "rss_start_kb": frame["rss_start_kb"],
                 "rss_end_kb": rss}
 
