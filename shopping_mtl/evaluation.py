@@ -196,6 +196,39 @@ def score_lists(frame: pd.DataFrame, truth: GroundTruth, prefix: str, ks: Iterab
     return out
 
 
+# Rows of a list frame keyed and de-duplicated at once when it is scored (~50 bytes each).
+LIST_ROWS_PER_PASS = 1 << 22
+
+
+def _in_list_order(user_codes: np.ndarray, rank: np.ndarray) -> bool:
+    """Whether rows are by user (every row with one, each user's rows together, users in code
+    order: `pd.factorize` numbers users as they first appear) and by rank within a user."""
+    if not len(user_codes):
+        return True
+    if user_codes[0] < 0:
+        return False
+    step = np.diff(user_codes)
+    if ((step != 0) & (step != 1)).any():
+        return False
+    return bool(((np.diff(rank) >= 0) | (step != 0)).all())
+
+
+def _user_bounds(sorted_users: np.ndarray, rows: int) -> list[int]:
+    """Slice bounds of about `rows` rows over rows sorted by user, cut where a user begins."""
+    cuts = [0]
+    while cuts[-1] < len(sorted_users):
+        end = cuts[-1] + rows
+        if end >= len(sorted_users):
+            cuts.append(len(sorted_users))
+            break
+        # The first row of the next user at or after `end` (a user is never split).
+        end = int(np.searchsorted(sorted_users, sorted_users[end], side="left"))
+        if end <= cuts[-1]:
+            end = int(np.searchsorted(sorted_users, sorted_users[cuts[-1]], side="right"))
+        cuts.append(end)
+    return cuts
+
+
 class _CodedLists:
     """A list frame's rows as integer codes in (user, rank) order, scored as `user_metrics`
     scores {user: items}, without a Python list per user or a str per row (the test candidate
@@ -209,18 +242,31 @@ class _CodedLists:
             raise ValueError(f"list frame lacks columns {missing}; a list has {list(LIST_COLUMNS)}")
         user_codes, user_ids = pd.factorize(frame["user_id"])
         item_codes, item_ids = pd.factorize(frame["item_id"])
-        order = np.lexsort((frame["rank"].to_numpy(), user_codes))  # stable: equal ranks keep row order
-        order = order[user_codes[order] >= 0]  # rows without a user id belong to no list
         self.user_ids, self.item_ids = pd.Index(user_ids), pd.Index(item_ids)
         self.width = np.int64(len(item_ids) + 1)  # item code -1 (no id) keys as no truth item can
-        users = user_codes[order]
-        del user_codes
-        keys = users * self.width
-        keys += item_codes[order]
-        del order, item_codes  # each as large as the frame (~20M rows at 10^7 events)
-        seen = in_sorted(keys, self._keys_of({u: truth.seen.get(u, ()) for u in user_ids}))
-        self.firsts = {False: self._firsts(users, keys, np.ones(len(keys), bool)),
-                       True: self._firsts(users, keys, ~seen)}
+        rank = frame["rank"].to_numpy()
+        # Rows by (user, rank), ties in row order; a frame already so (lists and candidate sets
+        # are written so) is not sorted again.
+        if not _in_list_order(user_codes, rank):
+            order = np.lexsort((rank, user_codes))  # stable: equal ranks keep row order
+            order = order[user_codes[order] >= 0]  # rows without a user id belong to no list
+            user_codes, item_codes = user_codes[order], item_codes[order]
+            del order
+        seen_keys = self._keys_of({u: truth.seen.get(u, ()) for u in user_ids})
+        # The keys lead with the user, so each slice of whole users gives its part of the sorted
+        # distinct keys, in order: the temporaries are a slice's (~20M rows at 10^7 events).
+        parts = {False: [], True: []}
+        bounds = _user_bounds(user_codes, LIST_ROWS_PER_PASS)
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            users = user_codes[start:end]
+            keys = users * self.width
+            keys += item_codes[start:end]
+            unseen = ~in_sorted(keys, seen_keys)
+            for variant, kept in ((False, None), (True, unseen)):
+                parts[variant].append(self._firsts(users, keys, kept))
+        self.firsts = {variant: (np.concatenate([p[0] for p in found] + [np.zeros(0, np.int64)]),
+                                 np.concatenate([p[1] for p in found] + [np.zeros(0, np.int64)]))
+                       for variant, found in parts.items()}
 
     def _keys_of(self, sets: Mapping[str, Iterable[str]]) -> np.ndarray:
         """Sorted unique (user, item) keys of {user: items} over this frame's users and items."""
@@ -231,12 +277,13 @@ class _CodedLists:
         return np.unique(keys[(np.repeat(owners, sizes) >= 0) & (items >= 0)])
 
     @staticmethod
-    def _firsts(users: np.ndarray, keys: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The kept rows' distinct (user, item) keys, sorted, and the position of each one's
-        first kept row in its user's kept list (the position a hit on it counts at)."""
-        rows = np.flatnonzero(kept)
-        position = positions_in_runs(users[rows])
-        distinct, first = np.unique(keys[rows], return_index=True)
+    def _firsts(users: np.ndarray, keys: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The kept rows' (None: all) distinct (user, item) keys, sorted, and the position of
+        each one's first kept row in its user's kept list (the position a hit on it counts at)."""
+        if kept is not None:
+            users, keys = users[kept], keys[kept]
+        position = positions_in_runs(users)
+        distinct, first = np.unique(keys, return_index=True)
         return distinct, position[first]
 
     def user_metrics(self, relevant: Mapping[str, frozenset], ks: tuple[int, ...], unseen: bool) -> dict[str, np.ndarray]:

@@ -156,3 +156,27 @@ def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
     assert_same(got, reference_counts(events, 6))
     assert_same(lists, reference_covisit(events, users, 15, recent_items=5, max_session_items=6))
     assert lists["user_id"].nunique() > 5
+
+
+def test_the_sources_table_leaves_out_the_order_only_the_snapshot_needs():
+    """The candidate sources' table has no first-co-occurrence numbers; `covisitation_counts`
+    builds a table with them, and that table serves the sources as well, with the same pairs."""
+    events = random_log(2000, seed=2)
+    users = [f"u{i}" for i in range(0, 30, 2)]
+    baselines.forget_covisit_table()
+    try:
+        lists = baselines.covisit(events, users, 10)
+        plain = baselines._LAST_TABLE[0]
+        assert not plain.ordered
+        with pytest.raises(ValueError, match="without its pairs' order"):
+            plain.appearance()
+        assert_same(baselines.covisitation_counts(events, 50), reference_counts(events, 50))
+        ordered = baselines._LAST_TABLE[0]
+        assert ordered.ordered and ordered is not plain
+        for name in ("indptr", "target", "count", "user_codes", "item_codes"):
+            np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name), err_msg=name)
+        assert_same(baselines.covisit(events, users, 10), lists)
+        assert baselines._LAST_TABLE[0] is ordered  # reused, not rebuilt without the order
+    finally:
+        baselines.forget_covisit_table()
+    assert_same(lists, reference_covisit(events, users, 10))

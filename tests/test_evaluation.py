@@ -145,12 +145,17 @@ def test_lists_by_user_equal_the_sorted_groups():
     assert len(got) == 0 and len(lists_by_user(frame)) == 92
 
 
-def test_lists_scored_on_codes_equal_the_per_user_python_lists():
+@pytest.mark.parametrize("rows_per_pass", [1, 50, 1 << 22])
+@pytest.mark.parametrize("in_list_order", [False, True])
+def test_lists_scored_on_codes_equal_the_per_user_python_lists(monkeypatch, rows_per_pass, in_list_order):
     """`score_lists` scores integer codes; every figure, intervals included, equals scoring the
     {user: items} lists with `user_metrics`: repeats, seen items, ties in rank, rows without
     ids, users without lists or outside the truth, and lists with 9 or 10 hits in their top 10
-    (where numpy's pairwise sum differs from adding in order)."""
+    (where numpy's pairwise sum differs from adding in order). The same whether the rows come
+    shuffled or already by (user, rank), keyed all at once or a few users at a time."""
     from shopping_mtl import evaluation
+
+    monkeypatch.setattr(evaluation, "LIST_ROWS_PER_PASS", rows_per_pass)
 
     rng = np.random.default_rng(7)
     users = [f"u{i}" for i in range(80)]
@@ -168,6 +173,9 @@ def test_lists_scored_on_codes_equal_the_per_user_python_lists():
     frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"]).sample(frac=1, random_state=1)
     frame.loc[frame.index[:3], "item_id"] = None
     frame.loc[frame.index[3], "user_id"] = None
+    if in_list_order:  # as lists and candidate sets are written: no sort needed
+        frame = frame[frame["user_id"].notna()].sort_values(["user_id", "rank"], kind="stable")
+        assert evaluation._in_list_order(pd.factorize(frame["user_id"])[0], frame["rank"].to_numpy())
     truth = GroundTruth(truth_users, {"any": any_items,
                                       "save": {u: frozenset(sorted(v)[:4]) for u, v in any_items.items()},
                                       "purchase": {u: frozenset(sorted(v)[:1]) for u, v in any_items.items()}}, seen)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shopping_mtl.config import load_config
@@ -135,3 +136,28 @@ def test_stage_lists_from_an_inverted_file_match_brute_force(tmp_path):
     # The same score at every rank: the same lists up to the order of tied items (an untrained
     # tower gives items with the same content, and ids hidden, one vector; ties are many here).
     np.testing.assert_allclose(ivf["score"], brute["score"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1 << 18])
+def test_index_filled_in_slices_equals_the_layers_own_index(tmp_path, rows):
+    """`build_index` fills the BruteForce layer's variables a slice at a time: the same
+    variables (names, values) and the same top k as the layer's own `index()`; the parts
+    spilled to disk build the same index again."""
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    ids = pd.Series([f"item-{i}" for i in range(50)], dtype="str")
+    queries = tf.constant(rng.normal(size=(6, 8)).astype(np.float32))
+    reference = tfrs.layers.factorized_top_k.BruteForce(k=5)
+    reference.index(tf.constant(vectors), tf.constant(ids.to_numpy(dtype=str)))
+    built = index_lib.build_index(None, ids, vectors, 5, rows=rows)
+    assert sorted(v.name for v in built.weights) == sorted(v.name for v in reference.weights)
+    for got, expected in zip(built(queries), reference(queries)):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    parts = index_lib.IndexParts(None, ids, vectors, 5)
+    parts.spill(tmp_path / "vectors.npy")
+    assert parts.vectors == tmp_path / "vectors.npy" and not list(tmp_path.glob("*.partial"))
+    for got, expected in zip(parts.build()(queries), reference(queries)):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())

@@ -95,7 +95,8 @@ def test_export_reloads_in_fresh_process_with_identical_top_k(synthetic_run, tmp
     state, data = synthetic_run
     model, _ = stage.fit(data, data.config, seed=0)
     users = list(state.truth.users)[:5]
-    index, lists = stage.test_lists(model, data, users, k=10)
+    parts, lists = stage.test_lists(model, data, users, k=10)
+    index = parts.build()
     queries = pd.DataFrame({"user_id": users, "timestamp": data.split.test_start})
     arrays = examples.query_arrays(queries, data.split.history, data.users, data.catalogue, data.features)
     target = index_lib.export_retrieval(index, model.query_model, data.features, 10,

@@ -68,3 +68,19 @@ def test_first_of_each_pair_in_slices_equals_one_pass(rows):
     order = np.argsort(users, kind="stable")
     expected = order[~pd.Series(users[order].astype(np.int64) * 9 + items[order]).duplicated().to_numpy()]
     np.testing.assert_array_equal(_first_of_each_pair(order, users, items, rows=rows), expected)
+
+
+@pytest.mark.parametrize("max_key", [2**63, 1])
+def test_priority_order_is_the_stable_sort_by_user_source_and_rank(monkeypatch, max_key):
+    """The rows' order by one in-place sorted key (or, where the key would not fit, a stable
+    argsort) is the stable lexicographic order by (user, source, source rank)."""
+    from shopping_mtl.retrieval import sources as sources_lib
+
+    monkeypatch.setattr(sources_lib, "MAX_KEY", max_key)
+    rng = np.random.default_rng(3)
+    offsets = np.array([0, 400, 450, 1000, 1000, 1300])  # one source without rows
+    users = rng.integers(0, 40, offsets[-1]).astype(np.int32)
+    source_rank = rng.integers(1, 12, offsets[-1]).astype(np.int32)  # repeated ranks: ties
+    source = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    expected = np.lexsort((np.arange(offsets[-1]), source_rank, source, users))
+    np.testing.assert_array_equal(sources_lib._priority_order(users, source_rank, offsets), expected)

@@ -351,23 +351,26 @@ def run_ranking_stage(state) -> None:
         for task in TASKS:
             singles[task], _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed,
                                                       tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
+    # The fitting and held-out rows are done with (the held-out inputs are ~0.3 GB at 10^7 events).
+    del ranking, fit_inputs, holdout_inputs
 
     # Test: the retrieval stage's merged candidates, features from train + validation.
     test_rows = examples.label_rows(shards.held(state.candidate_set, ["user_id", "item_id", "source", "score"]),
                                     split.test, add_missed=False)
     predicted, test_labels = predict_rows(state, test_rows, {"ranker": model.scorer,
                                                              **{t: m.scorer for t, m in singles.items()}})
-    raw = predicted["ranker"]
+    raw = predicted.pop("ranker")
     calibrated = calibrate(raw, platt, ordered)
-    # The per-user AUCs group by user: integer codes, coded once (not per head and model), from
-    # the Arrow strings without a Python str per row (~20M rows at 10^7 events).
+    for task in TASKS:
+        state.metrics[f"ranker/{task}/ece_uncalibrated"] = expected_calibration_error(raw[task], test_labels[task])
+    del raw  # ~20M rows a head at 10^7 events
+    # The per-user AUCs group by user: integer codes (-1: no user), coded once (not per head and
+    # model), from the Arrow strings without a Python str per row (~20M rows at 10^7 events).
     users = test_rows["user_id"]
-    user_codes = pd.factorize(users)[0]
-    groups = user_codes if (user_codes >= 0).all() else users.to_numpy()
+    groups = pd.factorize(users)[0].astype(np.int32)
     for task in TASKS:
         labels = test_labels[task]
         state.metrics.update(head_metrics(calibrated[task], labels, groups, f"ranker/{task}"))
-        state.metrics[f"ranker/{task}/ece_uncalibrated"] = expected_calibration_error(raw[task], labels)
     write_reports(state, model.scorer, {t: (calibrated[t], test_labels[t]) for t in TASKS})
     recommendations = _lists(users, test_rows["item_id"], value_score(calibrated, weights),
                              calibrated, rconfig.list_size)
@@ -378,7 +381,7 @@ def run_ranking_stage(state) -> None:
                               if k.endswith(("/auc", "/gauc"))})
     # The test rows and their scores (~20M rows at 10^7 events) are done with: freed before the
     # lists are scored and the candidate set is read back.
-    del test_rows, users, user_codes, groups, predicted, test_labels, labels, raw, calibrated
+    del test_rows, users, groups, predicted, test_labels, labels, calibrated
     gc.collect()
     state.metrics.update(score_lists(recommendations, state.truth, "pipeline", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
@@ -441,9 +444,9 @@ def serving_graph(state, scorer, platt, weights) -> tuple[serving.RankerGraph, s
 
 def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.RecommendServing:
     config = state.config
-    query_model = state.retrieval["index"].query_model
+    parts = state.retrieval["index"]
     return serving.RecommendServing(
-        graph, state.retrieval["index"], query_model.input_names, snapshot, config.candidates.quotas,
+        graph, parts.build(), parts.query_model.input_names, snapshot, config.candidates.quotas,
         config.ranking.list_size, config.baselines.covisit_recent_items, config.baselines.covisit_decay)
 
 

@@ -75,12 +75,58 @@ def with_popularity_prior(query_model: tf.keras.Model, item_vectors: np.ndarray,
     return model, np.concatenate([item_vectors.astype(np.float32), column], axis=1)
 
 
-def build_index(query_model: tf.keras.Model, item_ids: np.ndarray, item_vectors: np.ndarray,
-                k: int) -> tfrs.layers.factorized_top_k.BruteForce:
-    """A BruteForce index over the catalogue: query features -> (scores, item ids), top k."""
-    index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, len(item_ids)))
-    index.index(tf.constant(item_vectors, tf.float32), tf.constant(np.asarray(item_ids, dtype=str)))
+def build_index(query_model: tf.keras.Model, item_ids, item_vectors: np.ndarray, k: int,
+                rows: int = 1 << 18) -> tfrs.layers.factorized_top_k.BruteForce:
+    """A BruteForce index over the catalogue: query features -> (scores, item ids), top k.
+
+    The layer's own `index()` takes whole tensors: a constant copy of every vector besides its
+    variable (1.3 GB at 2.5M items, and TensorFlow's CPU pool keeps what it held at most). Its
+    variables are made the same way here (same names, shapes and dtypes), then filled `rows`
+    items at a time. `item_ids` may be a Series of Arrow strings, `item_vectors` a memory map.
+    """
+    item_ids = np.asarray(item_ids, dtype=object)
+    n, dim = len(item_ids), int(item_vectors.shape[1])
+    if len(item_vectors) != n:
+        raise ValueError(f"{len(item_vectors)} candidate vectors for {n} item ids")
+    index = tfrs.layers.factorized_top_k.BruteForce(query_model, k=min(k, n))
+    index._identifiers = index.add_weight(name="identifiers", dtype=tf.string, shape=(n,),
+                                          initializer=tf.keras.initializers.Constant(""), trainable=False)
+    index._candidates = index.add_weight(name="candidates", dtype=tf.float32, shape=(n, dim),
+                                         initializer=tf.keras.initializers.Zeros(), trainable=False)
+    for start in range(0, n, rows):
+        end = min(start + rows, n)
+        index._identifiers[start:end].assign(tf.constant(item_ids[start:end].astype(str)))
+        index._candidates[start:end].assign(tf.constant(np.asarray(item_vectors[start:end], np.float32)))
+    index._reset_tf_function_cache()
     return index
+
+
+@dataclass
+class IndexParts:
+    """What the exported BruteForce index is built from, kept instead of the index between its
+    builds (each export builds its own): its vectors stay out of TensorFlow's CPU pool, which
+    never shrinks, and may wait on disk (`spill`) while the candidate sources and the ranker need
+    the memory (2.5M x 64 floats, 0.65 GB at 10^7 events)."""
+
+    query_model: tf.keras.Model  # the query tower, with the popularity prior where configured
+    item_ids: object  # (n_items,) ids: an array or a Series
+    vectors: np.ndarray | Path  # (n_items, dim) float32, or an .npy file of them
+    k: int
+
+    def build(self) -> tfrs.layers.factorized_top_k.BruteForce:
+        vectors = np.load(self.vectors, mmap_mode="r") if isinstance(self.vectors, Path) else self.vectors
+        return build_index(self.query_model, self.item_ids, vectors, self.k)
+
+    def spill(self, path: Path) -> None:
+        """Move the vectors to `path` (.npy, written whole before it is named) and free them."""
+        if isinstance(self.vectors, Path):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as handle:
+            np.save(handle, np.asarray(self.vectors, np.float32))
+        partial.replace(path)
+        self.vectors = path
 
 
 def _tensors(arrays: Mapping[str, np.ndarray], names) -> dict[str, tf.Tensor]:
@@ -264,6 +310,7 @@ class RetrievalServing(tf.Module):
 
     def __init__(self, index, features: FeatureSet, input_names, k: int, exclude_seen: bool = False):
         super().__init__()
+        index = index.build() if isinstance(index, IndexParts) else index
         self.index = index
         n_items = int(index._candidates.shape[0])
         self.k = min(k, n_items)

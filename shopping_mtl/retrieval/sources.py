@@ -46,21 +46,15 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
         return pd.Index(pd.unique(np.concatenate([np.asarray(pd.unique(f[column]), dtype=object) for f in frames])),
                         dtype=object)
     user_ids, item_ids = ids_of("user_id").sort_values(), ids_of("item_id")
-    users = np.concatenate([codes_in(user_ids, f["user_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
-    items = np.concatenate([codes_in(item_ids, f["item_id"])[t] for f, t in zip(frames, taken)]).astype(np.int32)
-    source_rank = np.concatenate([f["rank"].to_numpy()[t].astype(np.int32) for f, t in zip(frames, taken)])
     offsets = np.cumsum([0] + [len(t) for t in taken])
-    # Rows by (user, source priority, source rank), ties in row order: one key, one stable sort
-    # (the key built in place: each temporary is ~360 MB at 45M rows).
-    low = int(source_rank.min())
-    key = users.astype(np.int64)
-    key *= len(frames)
-    key += np.repeat(np.arange(len(frames), dtype=np.int8), np.diff(offsets))
-    key *= int(source_rank.max()) - low + 1
-    key += source_rank
-    key -= low
-    order = np.argsort(key, kind="stable")
-    del key
+    # Each source's codes written into int32 columns in place: one source's int64 codes exist
+    # at a time, never all of them before a concatenation (~0.9 GB each column at 45M rows).
+    users, items, source_rank = (np.empty(offsets[-1], np.int32) for _ in range(3))
+    for frame, rows, start, end in zip(frames, taken, offsets[:-1], offsets[1:]):
+        users[start:end] = codes_in(user_ids, frame["user_id"])[rows]
+        items[start:end] = codes_in(item_ids, frame["item_id"])[rows]
+        source_rank[start:end] = frame["rank"].to_numpy()[rows]
+    order = _priority_order(users, source_rank, offsets)
     keep = _first_of_each_pair(order, users, items)
     del order
     # The kept rows' codes, and every row's freed before the id columns are gathered.
@@ -76,6 +70,41 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
         "user_id": strings_at(user_ids, kept_users), "rank": positions_in_runs(kept_users) + 1,
         "item_id": strings_at(item_ids, kept_items), "score": score,
         "source": strings_at(names, part), "source_rank": kept_rank})
+
+
+MAX_KEY = 2**63  # the sort key's limit (a test lowers it to take the argsort path)
+
+
+def _priority_order(users: np.ndarray, source_rank: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Rows by (user, source priority, source rank), ties in row order. One int64 key per row
+    holds all four (the row last), sorted in place and turned into the rows in place: no
+    argsort's index array and merge buffer besides the key (~0.5 GB at 45M rows). Keys that
+    would not fit in 63 bits take a stable argsort instead."""
+    n_rows, n_sources = len(users), len(offsets) - 1
+    low = int(source_rank.min())
+    ranks = int(source_rank.max()) - low + 1
+    source = np.repeat(np.arange(n_sources, dtype=np.int8), np.diff(offsets))
+    if (int(users.max()) + 1) * n_sources * ranks * max(n_rows, 1) >= MAX_KEY:
+        key = users.astype(np.int64)
+        key *= n_sources
+        key += source
+        key *= ranks
+        key += source_rank
+        key -= low
+        return np.argsort(key, kind="stable")
+    key = users.astype(np.int64)  # built in place: each temporary is ~360 MB at 45M rows
+    key *= n_sources
+    key += source
+    del source
+    key *= ranks
+    key += source_rank
+    key -= low
+    key *= n_rows
+    for start in range(0, n_rows, 1 << 22):
+        key[start:start + (1 << 22)] += np.arange(start, min(start + (1 << 22), n_rows), dtype=np.int64)
+    key.sort()  # keys are distinct (the row is in each): any sort gives the stable order
+    key %= n_rows
+    return key
 
 
 def _first_of_each_pair(order: np.ndarray, users: np.ndarray, items: np.ndarray, rows: int = 4_000_000) -> np.ndarray:

@@ -127,14 +127,15 @@ def n_examples(arrays) -> int:
 def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataFrame,
           history_events: pd.DataFrame, k: int, exclude_seen: bool = False, extra: int = 200,
           label: str = "lists", build_index: bool = True):
-    """Index `catalogue` and retrieve the top k for each query; returns (index, lists).
+    """Index `catalogue` and retrieve the top k for each query; returns (index parts, lists).
 
     With `exclude_seen`, items the user engaged with in `history_events` are dropped: the
     top k + `extra` are retrieved and the first k unseen kept (repeats are the user-history
-    source's job; retrieval is for discovery). The index returned (None unless `build_index`)
-    is the brute-force `BruteForce` layer that is exported; the lists are its lists (the same
-    matmul and top_k), or an approximate index's where `data.config.uses_ivf` says so, whose
-    recall of the exact lists is kept in `data.index_recall[label]`.
+    source's job; retrieval is for discovery). The parts returned (None unless `build_index`)
+    build the brute-force `BruteForce` layer that is exported (`IndexParts.build`); the lists
+    are its lists (the same matmul and top_k), or an approximate index's where
+    `data.config.uses_ivf` says so, whose recall of the exact lists is kept in
+    `data.index_recall[label]`.
     """
     vectors = catalogue_vectors(model, data, catalogue)
     query_model = model.query_model
@@ -143,7 +144,7 @@ def top_k(model, data: RetrievalData, catalogue: pd.DataFrame, queries: pd.DataF
         query_model, vectors = index_lib.with_popularity_prior(
             query_model, vectors, counts, data.config.popularity_prior, data.config.temperature)
     depth = min(k + (extra if exclude_seen else 0), len(catalogue))
-    index = index_lib.build_index(query_model, catalogue["item_id"].to_numpy(), vectors, depth) if build_index else None
+    index = index_lib.IndexParts(query_model, catalogue["item_id"], vectors, depth) if build_index else None
     arrays = examples.query_arrays(queries, history_events, data.users, catalogue, data.features)
     users = queries["user_id"].to_numpy(dtype=object)
     query_vectors = index_lib.embed_queries(query_model, arrays)
@@ -280,6 +281,8 @@ def run_retrieval_stage(state) -> None:
         del vlists
 
     index, deep = test_lists(model, data, state.truth.users, depth)
+    if spill:  # built again only by the exports
+        index.spill(state.examples_dir("retrieval") / "catalogue_vectors.npy")
     state.retrieval["index"] = index
     candidates = deep[deep["rank"] <= k].reset_index(drop=True)
     state.write_list(candidates, "candidates.parquet")
@@ -311,10 +314,13 @@ def run_retrieval_stage(state) -> None:
     state.candidate_set = shards.FrameOnDisk(path) if spill else merged
     del merged
 
-    module = index_lib.RetrievalServing(index, data.features, model.query_model.input_names, k, rconfig.exclude_seen)
+    module = index_lib.RetrievalServing(index.build(), data.features, model.query_model.input_names, k,
+                                        rconfig.exclude_seen)
     # Warmup requests: real validation rows (the query state before a validation-day event).
     warmup = shards.head(data.validation, list(module.signature), config.export.warmup_requests)
     target = export_lib.publish(module, config.export_base, "retrieval", warmup, config.export.warmup_requests,
                                 config.export.keep_versions, config.export.server_base)
     state.info.setdefault("exports", {})["retrieval"] = str(target)
     log.info("retrieval: exported %s", target)
+    del module
+    gc.collect()  # the module's traced functions, in reference cycles, hold the built index
