@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.data.split import GT_TYPES, GroundTruth
-from shopping_mtl.groups import find_sorted, in_sorted, positions_in_runs, run_starts
+from shopping_mtl.groups import find_sorted, in_sorted, positions_in_runs, run_bounds, run_starts
 
 VARIANTS = ("all", "excl_seen", "new_gt")
 LIST_COLUMNS = ("user_id", "rank", "item_id", "score")
@@ -213,22 +213,6 @@ def _in_list_order(user_codes: np.ndarray, rank: np.ndarray) -> bool:
     return bool(((np.diff(rank) >= 0) | (step != 0)).all())
 
 
-def _user_bounds(sorted_users: np.ndarray, rows: int) -> list[int]:
-    """Slice bounds of about `rows` rows over rows sorted by user, cut where a user begins."""
-    cuts = [0]
-    while cuts[-1] < len(sorted_users):
-        end = cuts[-1] + rows
-        if end >= len(sorted_users):
-            cuts.append(len(sorted_users))
-            break
-        # The first row of the next user at or after `end` (a user is never split).
-        end = int(np.searchsorted(sorted_users, sorted_users[end], side="left"))
-        if end <= cuts[-1]:
-            end = int(np.searchsorted(sorted_users, sorted_users[cuts[-1]], side="right"))
-        cuts.append(end)
-    return cuts
-
-
 class _CodedLists:
     """A list frame's rows as integer codes in (user, rank) order, scored as `user_metrics`
     scores {user: items}, without a Python list per user or a str per row (the test candidate
@@ -256,7 +240,7 @@ class _CodedLists:
         # The keys lead with the user, so each slice of whole users gives its part of the sorted
         # distinct keys, in order: the temporaries are a slice's (~20M rows at 10^7 events).
         parts = {False: [], True: []}
-        bounds = _user_bounds(user_codes, LIST_ROWS_PER_PASS)
+        bounds = run_bounds(user_codes, LIST_ROWS_PER_PASS)
         for start, end in zip(bounds[:-1], bounds[1:]):
             users = user_codes[start:end]
             keys = users * self.width

@@ -48,6 +48,22 @@ def positions_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
 
 
+def run_bounds(sorted_keys: np.ndarray, rows: int) -> list[int]:
+    """Slice bounds (0, ..., len) of about `rows` rows each over sorted keys, cut only where a
+    run of equal keys begins (a run longer than `rows` is a slice of its own)."""
+    cuts = [0]
+    while cuts[-1] < len(sorted_keys):
+        end = cuts[-1] + rows
+        if end >= len(sorted_keys):
+            cuts.append(len(sorted_keys))
+            break
+        end = int(np.searchsorted(sorted_keys, sorted_keys[end], side="left"))  # where its run begins
+        if end <= cuts[-1]:
+            end = int(np.searchsorted(sorted_keys, sorted_keys[cuts[-1]], side="right"))
+        cuts.append(end)
+    return cuts
+
+
 def strings_at(ids, codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """`ids[codes]` as a column of pandas' `str` dtype, gathered by Arrow's `take`: an object
     array of 20M ids (the candidate set at 10^7 events) costs a pointer per row on top of the

@@ -304,3 +304,9 @@ def test_final_lists_on_codes_equal_the_string_sort():
     # The candidate frames' columns (Arrow strings) give the same frame, coded without Python strs.
     as_series = _lists(pd.Series(users, dtype="str"), pd.Series(items, dtype="str"), score, probabilities, 10)
     pd.testing.assert_frame_equal(as_series, expected)
+    # Rows already by user (as the candidate set comes) are ordered a few users at a time.
+    by_user = np.argsort(users, kind="stable")
+    for rows_per_pass in (1, 7, 10**6):
+        got = _lists(users[by_user], items[by_user], score[by_user],
+                     {t: p[by_user] for t, p in probabilities.items()}, 10, rows_per_pass=rows_per_pass)
+        pd.testing.assert_frame_equal(got, expected)

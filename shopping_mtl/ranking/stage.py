@@ -22,8 +22,9 @@ import pandas as pd
 from shopping_mtl import export as export_lib, shards
 from shopping_mtl.baselines import forget_covisit_table, run_baseline
 from shopping_mtl.data.split import GroundTruth, truth_for
+from shopping_mtl import evaluation
 from shopping_mtl.evaluation import score_lists
-from shopping_mtl.groups import positions_in_runs
+from shopping_mtl.groups import positions_in_runs, run_bounds
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
@@ -40,19 +41,32 @@ def _subset(arrays: dict, mask: np.ndarray) -> dict:
     return {k: v[mask] for k, v in arrays.items()}
 
 
-def _lists(users, items, score, probabilities, k: int) -> pd.DataFrame:
+def _lists(users, items, score, probabilities, k: int, rows_per_pass: int | None = None) -> pd.DataFrame:
     """Each user's top `k` rows by `score` (ties by item id), users in id order: `user_id, rank,
     item_id, score, p_click, p_save, p_purchase`. Ordered on integer codes (ids coded in sorted
     order, so the order is the string sort's) and only the kept rows built into a frame: the
     test candidates are ~20M rows at 10^7 events. `users` and `items` may be Series of Arrow
     strings (the candidate frames' columns), coded without a Python str per row."""
     user_codes, user_ids = pd.factorize(users if isinstance(users, pd.Series) else np.asarray(users), sort=True)
+    user_codes = user_codes.astype(np.int32)
     item_codes, item_ids = pd.factorize(items if isinstance(items, pd.Series) else np.asarray(items), sort=True)
+    item_codes = item_codes.astype(np.int32)
     score = np.asarray(score)
-    order = np.lexsort((item_codes, -score, user_codes))  # stable: full ties keep the rows' order
-    rank = positions_in_runs(user_codes[order]) + 1
-    keep = order[rank <= k]
-    return pd.DataFrame({"user_id": _take(user_ids, user_codes[keep]), "rank": rank[rank <= k],
+    # Rows already by user (the candidate set is written so) are ordered a slice of whole users
+    # at a time (the order is by user first, so it is the same); others all at once.
+    by_user = bool((np.diff(user_codes) >= 0).all())
+    rows_per_pass = evaluation.LIST_ROWS_PER_PASS if rows_per_pass is None else rows_per_pass
+    bounds = run_bounds(user_codes, rows_per_pass) if by_user else [0, len(user_codes)]
+    kept, ranks = [], []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        here = slice(start, end)
+        order = np.lexsort((item_codes[here], -score[here], user_codes[here]))  # stable: full ties keep row order
+        rank = positions_in_runs(user_codes[here][order]) + 1
+        kept.append(order[rank <= k] + start)
+        ranks.append(rank[rank <= k])
+    keep = np.concatenate(kept + [np.zeros(0, np.int64)])
+    rank = np.concatenate(ranks + [np.zeros(0, np.int64)])
+    return pd.DataFrame({"user_id": _take(user_ids, user_codes[keep]), "rank": rank,
                          "item_id": _take(item_ids, item_codes[keep]), "score": score[keep],
                          **{f"p_{t}": np.asarray(probabilities[t])[keep] for t in TASKS}})
 
