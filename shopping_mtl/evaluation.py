@@ -239,18 +239,26 @@ class _CodedLists:
         seen_keys = self._keys_of({u: truth.seen.get(u, ()) for u in user_ids})
         # The keys lead with the user, so each slice of whole users gives its part of the sorted
         # distinct keys, in order: the temporaries are a slice's (~20M rows at 10^7 events).
-        parts = {False: [], True: []}
+        # A key's rows are all seen or all unseen, so the unseen lists' keys are the distinct
+        # keys not seen: kept as a mask over them, not as a second array of keys.
+        keys, unseen, positions = [], [], {False: [], True: []}
         bounds = run_bounds(user_codes, LIST_ROWS_PER_PASS)
         for start, end in zip(bounds[:-1], bounds[1:]):
             users = user_codes[start:end]
-            keys = users * self.width
-            keys += item_codes[start:end]
-            unseen = ~in_sorted(keys, seen_keys)
-            for variant, kept in ((False, None), (True, unseen)):
-                parts[variant].append(self._firsts(users, keys, kept))
-        self.firsts = {variant: (np.concatenate([p[0] for p in found] + [np.zeros(0, np.int64)]),
-                                 np.concatenate([p[1] for p in found] + [np.zeros(0, np.int64)]))
-                       for variant, found in parts.items()}
+            slice_keys = users * self.width
+            slice_keys += item_codes[start:end]
+            not_seen = ~in_sorted(slice_keys, seen_keys)
+            distinct, position = self._firsts(users, slice_keys, None)
+            keys.append(distinct)
+            unseen.append(~in_sorted(distinct, seen_keys))
+            positions[False].append(position.astype(np.int32))
+            positions[True].append(self._firsts(users, slice_keys, not_seen)[1].astype(np.int32))
+        self.keys = np.concatenate(keys + [np.zeros(0, np.int64)])  # (n_keys,) sorted, distinct
+        self.unseen = np.concatenate(unseen + [np.zeros(0, bool)])  # (n_keys,) the key is not seen
+        # Each key's first position in its user's list, all rows (False) or unseen rows (True,
+        # one per unseen key).
+        self.positions = {variant: np.concatenate(found + [np.zeros(0, np.int32)])
+                          for variant, found in positions.items()}
 
     def _keys_of(self, sets: Mapping[str, Iterable[str]]) -> np.ndarray:
         """Sorted unique (user, item) keys of {user: items} over this frame's users and items."""
@@ -272,7 +280,7 @@ class _CodedLists:
 
     def user_metrics(self, relevant: Mapping[str, frozenset], ks: tuple[int, ...], unseen: bool) -> dict[str, np.ndarray]:
         """`user_metrics(lists, relevant, ks)` of these lists (`unseen`: seen items removed)."""
-        keys, positions = self.firsts[unseen]
+        keys, positions = (self.keys[self.unseen] if unseen else self.keys), self.positions[unseen]
         wanted = self._keys_of(relevant)
         at = find_sorted(wanted, keys)
         hit, position = wanted[at >= 0], positions[at[at >= 0]]

@@ -56,7 +56,10 @@ def test_quick_run_writes_the_tables(tmp_path):
     for row in latency:
         p50, p99, floor50, floor99, ratio50, ratio99 = map(number, row[2:8])
         assert 0 < p50 <= p99 and 0 < floor50 <= floor99
-        assert abs(ratio50 - p50 / floor50) < 0.02 * max(ratio50, 1)
+        # The ratio is the median over repeats of each process's own ratio, not the ratio of
+        # the medians printed beside it: the two agree only as closely as the repeats do (a
+        # 2% bound failed on a loaded machine).
+        assert abs(ratio50 - p50 / floor50) < 0.25 * max(ratio50, 1)
         assert ratio99 > 0
         assert row[8] == "-"  # the 1.5x target is for 100k items only
         assert number(row[9]) >= 20  # calls

@@ -298,3 +298,57 @@ def test_a_frame_on_disk_reads_back_as_the_frame_it_was(trained, tmp_path):
     memory, disk = ranking_day(state, 0, set()), ranking_day(spilled, 0, set())
     assert memory.n_fit_rows == disk.n_fit_rows > 0
     assert _rows(memory.fit_inputs) == _rows(disk.fit_inputs)
+
+
+def test_user_chunks_of_arrow_strings_are_those_of_object_ids():
+    """`user_chunks` codes Arrow-string columns without a Python str per row: the chunks are
+    those of the same ids as Python objects, each user's rows and history events in one chunk,
+    positions ascending; a row without a user falls in the last chunk, history events of users
+    without rows in none."""
+    from shopping_mtl.retrieval.examples import user_chunks
+
+    rng = np.random.default_rng(2)
+    rows = pd.Series(rng.choice([f"u{i}" for i in range(30)], 500), dtype="str")
+    rows.iloc[7] = None
+    history = pd.Series(rng.choice([f"u{i}" for i in range(45)], 800), dtype="str")
+    got = user_chunks(rows, history, 4)
+    same = user_chunks(rows.to_numpy(dtype=object), history.to_numpy(dtype=object), 4)
+    assert len(got) == len(same) == 4
+    for (r, h), (r2, h2) in zip(got, same):
+        np.testing.assert_array_equal(r, r2)
+        np.testing.assert_array_equal(h, h2)
+        assert (np.diff(r) > 0).all() and (np.diff(h) > 0).all()
+        assert set(history.iloc[h]) <= set(rows.iloc[r].dropna())
+    assert 7 in got[-1][0]
+    assert sorted(np.concatenate([r for r, _ in got]).tolist()) == list(range(500))
+    owners = set(rows.dropna())
+    assert sorted(np.concatenate([h for _, h in got]).tolist()) == [i for i, u in enumerate(history) if u in owners]
+
+
+def test_a_frame_read_back_coded_scores_as_its_strings(tmp_path):
+    """The candidate set read back with categorical id columns (an int32 code a row) gives
+    every list metric exactly as the frame of strings does."""
+    from shopping_mtl.data.split import GroundTruth
+    from shopping_mtl.evaluation import score_lists
+
+    rng = np.random.default_rng(4)
+    users = [f"u{i:03d}" for i in range(60)]
+    frame = pd.DataFrame({"user_id": np.repeat(users, 30),
+                          "rank": np.tile(np.arange(1, 31), 60),
+                          "item_id": rng.choice([f"i{i}" for i in range(300)], 60 * 30)}).astype(
+        {"user_id": "str", "item_id": "str"})
+    path = tmp_path / "set.parquet"
+    frame.to_parquet(path, index=False)
+    on_disk = shards_lib.FrameOnDisk(path)
+    coded = shards_lib.held(on_disk, ["user_id", "rank", "item_id"], coded=True)
+    assert isinstance(coded["user_id"].dtype, pd.CategoricalDtype)
+    assert isinstance(coded["item_id"].dtype, pd.CategoricalDtype)
+    assert coded["item_id"].astype(str).tolist() == frame["item_id"].tolist()
+    items = {u: frozenset(rng.choice([f"i{i}" for i in range(300)], 8)) for u in users[:50]}
+    seen = {u: frozenset(rng.choice([f"i{i}" for i in range(300)], 5)) for u in users[10:]}
+    truth = GroundTruth(tuple(users[:50]), {"any": items, "save": items, "purchase": items}, seen)
+    assert score_lists(coded, truth, "x", (10, 30), n_resamples=20) == \
+        score_lists(frame, truth, "x", (10, 30), n_resamples=20)
+    # Rows out of list order too (sorted on the codes, not in order as written).
+    assert score_lists(coded.sample(frac=1, random_state=1), truth, "x", (10, 30), n_resamples=20) == \
+        score_lists(frame.sample(frac=1, random_state=1), truth, "x", (10, 30), n_resamples=20)
