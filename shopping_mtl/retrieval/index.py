@@ -93,10 +93,15 @@ def build_index(query_model: tf.keras.Model, item_ids, item_vectors: np.ndarray,
                                           initializer=tf.keras.initializers.Constant(""), trainable=False)
     index._candidates = index.add_weight(name="candidates", dtype=tf.float32, shape=(n, dim),
                                          initializer=tf.keras.initializers.Zeros(), trainable=False)
+    # The raw op writes into the variable's buffer: `variable[a:b].assign` reads the variable
+    # first, and while that read lives the next assign copies the whole buffer.
     for start in range(0, n, rows):
         end = min(start + rows, n)
-        index._identifiers[start:end].assign(tf.constant(item_ids[start:end].astype(str)))
-        index._candidates[start:end].assign(tf.constant(np.asarray(item_vectors[start:end], np.float32)))
+        tf.raw_ops.ResourceStridedSliceAssign(ref=index._identifiers.handle, begin=[start], end=[end], strides=[1],
+                                              value=tf.constant(item_ids[start:end].astype(str)))
+        tf.raw_ops.ResourceStridedSliceAssign(ref=index._candidates.handle, begin=[start, 0], end=[end, dim],
+                                              strides=[1, 1],
+                                              value=tf.constant(np.asarray(item_vectors[start:end], np.float32)))
     index._reset_tf_function_cache()
     return index
 
