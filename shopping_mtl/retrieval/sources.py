@@ -84,14 +84,6 @@ def _priority_order(users: np.ndarray, source_rank: np.ndarray, offsets: np.ndar
     low = int(source_rank.min())
     ranks = int(source_rank.max()) - low + 1
     source = np.repeat(np.arange(n_sources, dtype=np.int8), np.diff(offsets))
-    if (int(users.max()) + 1) * n_sources * ranks * max(n_rows, 1) >= MAX_KEY:
-        key = users.astype(np.int64)
-        key *= n_sources
-        key += source
-        key *= ranks
-        key += source_rank
-        key -= low
-        return np.argsort(key, kind="stable")
     key = users.astype(np.int64)  # built in place: each temporary is ~360 MB at 45M rows
     key *= n_sources
     key += source
@@ -99,6 +91,8 @@ def _priority_order(users: np.ndarray, source_rank: np.ndarray, offsets: np.ndar
     key *= ranks
     key += source_rank
     key -= low
+    if (int(users.max()) + 1) * n_sources * ranks * max(n_rows, 1) >= MAX_KEY:
+        return np.argsort(key, kind="stable")
     key *= n_rows
     for start in range(0, n_rows, 1 << 22):
         key[start:start + (1 << 22)] += np.arange(start, min(start + (1 << 22), n_rows), dtype=np.int64)
