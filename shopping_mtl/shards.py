@@ -285,8 +285,10 @@ class FrameOnDisk:
         columns as pandas categoricals (an int32 code a row; as strings they are ~0.3 GB a
         column at 20M rows), for what only compares ids, such as the list metrics."""
         filters = None if users is None else [("user_id", "in", list(users))]
-        names = pq.ParquetFile(self.path).schema_arrow.names if columns is None else columns
-        dictionary = [c for c in ("user_id", "item_id") if c in names] if coded else None
+        dictionary = None
+        if coded:
+            names = pq.ParquetFile(self.path).schema_arrow.names if columns is None else columns
+            dictionary = [c for c in ("user_id", "item_id") if c in names]
         return pq.read_table(self.path, columns=columns, filters=filters, read_dictionary=dictionary).to_pandas()
 
 

@@ -36,7 +36,6 @@ from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import cross_features, list_features, list_values
 from shopping_mtl.ranking.calibration import EPS, Platt
 from shopping_mtl.export import save_atomic
-from shopping_mtl.retrieval.index import IndexParts
 
 HISTORY_EVENTS = "history_events"
 HISTORY_TIMESTAMPS = "history_timestamps"
@@ -219,7 +218,6 @@ class RecommendServing(tf.Module):
                  covisit_decay: float, covisit_neighbours: int = 50):
         super().__init__()
         self.graph = graph
-        index = index.build() if isinstance(index, IndexParts) else index
         self.index = index
         features = graph.features
         self.retrieval_inputs = list(retrieval_inputs)

@@ -315,7 +315,6 @@ class RetrievalServing(tf.Module):
 
     def __init__(self, index, features: FeatureSet, input_names, k: int, exclude_seen: bool = False):
         super().__init__()
-        index = index.build() if isinstance(index, IndexParts) else index
         self.index = index
         n_items = int(index._candidates.shape[0])
         self.k = min(k, n_items)

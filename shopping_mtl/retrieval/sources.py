@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from shopping_mtl.groups import codes_in, positions_in_runs, run_starts, strings_at
+from shopping_mtl.groups import codes_in, positions_in_runs, run_bounds, strings_at
 
 
 def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]) -> pd.DataFrame:
@@ -106,11 +106,10 @@ def _first_of_each_pair(order: np.ndarray, users: np.ndarray, items: np.ndarray,
     in `order`'s order; found in slices of about `rows` rows cut at user boundaries, so the
     pair keys of all ~45M rows are never sorted at once."""
     sorted_users = users[order]
-    starts = np.r_[run_starts(sorted_users), len(order)]
-    bounds = np.unique(np.r_[0, starts[np.searchsorted(starts, np.arange(rows, len(order), rows))], len(order)])
+    bounds = run_bounds(sorted_users, rows)
     width = np.int64(int(items.max()) + 1)
     kept = []
-    for begin, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    for begin, end in zip(bounds[:-1], bounds[1:]):
         here = order[begin:end]
         _, first = np.unique(sorted_users[begin:end].astype(np.int64) * width + items[here], return_index=True)
         kept.append(here[np.sort(first)])  # np.unique's index is each pair's first position
