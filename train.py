@@ -7,7 +7,7 @@ Examples:
   python train.py --dataset features/my_shop.yaml --data-root /data/my_shop --max-events 50000
   python train.py --stages data,baselines --on-bad-rows skip --set evaluation.bootstrap_resamples=200
   python train.py --set ranking.architecture=mmoe --set ranking.compare_single_task=false
-  python train.py --stages data,baselines,retrieval           # stop at the candidate set
+  python train.py --stages data,baselines,retrieval,candidates  # stop at the candidate set
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import sys
 
 import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from shopping_mtl import pipeline, tuning
 from shopping_mtl.config import STAGES, load_config, merge, parse_override
 from shopping_mtl.errors import ShoppingMtlError
 
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read a shopping event log, split it by calendar day (test = last day, validation = "
             "the day before), score the baselines (popularity, the user's own items, "
-            "co-visitation), train the two-tower retrieval model, merge the candidate set, train "
-            "the calibrated multi-task ranker (click, save, purchase) and export the retrieval, "
+            "co-visitation), train the two-tower retrieval model, merge the candidate sources "
+            "into the candidate set, train the calibrated multi-task ranker (click, save, "
+            "purchase) and export the retrieval, "
             "ranker and recommend SavedModels for TF Serving. Leaves config.yaml, metrics.json, "
             "run_info.json, baselines/*.parquet, candidates.parquet, candidate_set.parquet, "
             "recommendations.parquet and export/<model>/<version>/ in the run folder, and prints "
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder the spec's relative data paths start from "
                         "(default: the spec's own 'root')")
     parser.add_argument("--stages", help=f"comma-separated stages to run, of: {', '.join(STAGES)} "
-                        "(default: all; data always runs)")
+                        "(default: all, in that order; data always runs; e.g. leave out export to "
+                        "write no SavedModels, or stop at candidates)")
     parser.add_argument("--max-events", type=int, help="keep whole users until this many events "
                         "(a quick smoke run)")
     parser.add_argument("--on-bad-rows", choices=("fail", "skip"), help="on malformed rows: fail "
@@ -101,15 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         if args.tune:
-            from shopping_mtl import tuning
-
             result = tuning.run_search(config, args.tune, args.max_trials, final_run=not args.no_final_run)
             if result is None:  # a distributed search's worker: the chief reports
                 return 0
             print(tuning.table(result))
             if result.final_metrics:
-                from shopping_mtl import pipeline
-
                 print("\nthe best config, every stage (test day):")
                 print(pipeline.summary_table(result.final_metrics, pipeline.summary_lists(config)))
             best = result.best
@@ -117,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "
                   f"best_config.yaml in the run folder")
             return 0
-        from shopping_mtl import pipeline
-
         state = pipeline.run(config)
     except ShoppingMtlError as err:
         print(f"error: {err}", file=sys.stderr)

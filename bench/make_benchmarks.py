@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""`make bench`: run the benchmarks and collect their tables into BENCHMARKS.md.
+"""`make bench`: run the benchmarks and collect their tables into bench/RESULTS.md.
 
 Three sections, each made of parts that run in their own process (a part is a script of bench/
 that writes its markdown with `--out`):
 
 - quality: `bench/quality_bench.py` (train.py on EComm and Taobao; every metric of
-  shared/docs/EVALUATION.md with 95% intervals for the final list, the two-tower model, the
+  docs/EVALUATION.md with 95% intervals for the final list, the two-tower model, the
   candidate set and its sources, and each baseline; the ranker's heads; the final list over the
   best baseline).
 - speed: `bench/retrieval_bench.py` (two-tower training pairs/s; exported top-100 latency against
@@ -18,7 +18,7 @@ Each part's markdown goes into its section under the exact command that made it,
 part's wall time and the load average around it. A part that fails (or whose script does not
 exist) leaves its error and the end of its stderr in its place, and the others go on. Only the
 sections run are replaced: `--parts scale` rewrites the scale section of an existing
-BENCHMARKS.md and keeps the others as they are. The file is written atomically (a temp file,
+bench/RESULTS.md and keeps the others as they are. The file is written atomically (a temp file,
 then a rename).
 
 Usage:
@@ -51,7 +51,7 @@ SECTIONS = ("quality", "speed", "scale")
 TITLES = {"quality": "Quality on EComm and Taobao", "speed": "Speed: training throughput and serving latency",
           "scale": "Scale: 10^5, 10^6 and 10^7 synthetic events"}
 WHAT = {
-    "quality": "every metric of shared/docs/EVALUATION.md (Recall@10/50/100, HitRate@10/50/100, NDCG@10; any, "
+    "quality": "every metric of docs/EVALUATION.md (Recall@10/50/100, HitRate@10/50/100, NDCG@10; any, "
                "save, purchase; all items, excl_seen, new_gt) with 95% bootstrap intervals, for the final list, "
                "the two-tower model alone, the merged candidate set and each of its sources, and each baseline; "
                "the ranker's heads (AUC, GAUC, log loss, ECE before/after Platt, single-task AUC); the final list "
@@ -62,7 +62,7 @@ WHAT = {
     "scale": "synthetic logs of 10^5, 10^6, 10^7 events through data, retrieval and ranking: wall time and peak "
              "memory per stage, the slope of cost against size, the 30 min / 8 GB target",
 }
-SHORT = {"quality": "final list, two-tower, candidate sources and baselines: every EVALUATION.md metric with "
+SHORT = {"quality": "final list, two-tower, candidate sources and baselines: every docs/EVALUATION.md metric with "
                     "95% intervals; ranker heads",
          "speed": "training pairs/s and rows/s; exported latency against the matmul floor and the 20 ms target",
          "scale": "10^5..10^7 synthetic events: wall and peak memory per stage, slopes"}
@@ -308,7 +308,7 @@ def placeholder(name: str) -> str:
 
 
 def read_sections(path: Path) -> dict[str, str]:
-    """The sections of an existing BENCHMARKS.md, verbatim."""
+    """The sections of an existing bench/RESULTS.md, verbatim."""
     if not path.is_file():
         return {}
     text = path.read_text()
@@ -375,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sections to run: quality, speed, scale (default all); the others are kept")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: every part with its --quick (tiny sizes; seconds to a minute each)")
-    parser.add_argument("--out", type=Path, help="the file to write (default BENCHMARKS.md; --quick: "
-                        "runs/bench-quick-parts/BENCHMARKS.md, so a smoke run never replaces real figures)")
+    parser.add_argument("--out", type=Path, help="the file to write (default bench/RESULTS.md; --quick: "
+                        "runs/bench-quick-parts/RESULTS.md, so a smoke run never replaces real figures)")
     parser.add_argument("--parts-dir", type=Path, default=None,
                         help="where each part writes its markdown and stderr log (default runs/bench-parts, "
                         "--quick: runs/bench-quick-parts)")
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.parts_dir is None:
         args.parts_dir = ROOT / "runs" / ("bench-quick-parts" if args.quick else "bench-parts")
     if args.out is None:
-        args.out = ROOT / "runs" / "bench-quick-parts" / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md"
+        args.out = ROOT / "runs" / "bench-quick-parts" / "RESULTS.md" if args.quick else ROOT / "bench" / "RESULTS.md"
     meta = {"date": now(), "commit": git_commit(), "machine": machine(),
             "command": shlex.join(["python", "bench/make_benchmarks.py", *argv])}
     steps = plan(args)

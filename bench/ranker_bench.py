@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shopping_mtl import pipeline
     from shopping_mtl.config import load_config, merge, parse_override
-    from shopping_mtl.data.synthetic import generate
+    from tools.synthetic import generate
     from shopping_mtl.ranking import model as model_lib
     from shopping_mtl.ranking.stage import prepare_ranking
 

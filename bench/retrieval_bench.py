@@ -147,7 +147,7 @@ def latency_worker(job_path: str) -> int:
 def synthetic_run(workdir: Path, n_events: int, config_overrides: dict):
     """Generate the synthetic log, read and split it as `train.py` does; return the run state."""
     from shopping_mtl.config import load_config
-    from shopping_mtl.data.synthetic import generate
+    from tools.synthetic import generate
     from shopping_mtl.pipeline import RunState, run_data
 
     spec = generate(workdir / "synthetic", n_events, seed=0)
@@ -207,6 +207,7 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
+    from shopping_mtl.export import publishing
     from shopping_mtl.retrieval import index as index_lib
 
     rng = np.random.default_rng(n_items)
@@ -231,7 +232,7 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
     tower = tf.Module()
     tower.model = query_model
     tower.serve = tf.function(lambda f: {"query": tower.model(f)}, input_signature=[signature])
-    paths["query_tower"] = index_lib.save_atomic(
+    paths["query_tower"] = publishing.save_atomic(
         tower, {"serving_default": tower.serve.get_concrete_function()}, folder / "query_tower" / "1")
 
     bare = tfrs.layers.factorized_top_k.BruteForce(k=K)
@@ -246,7 +247,7 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
 
     query_spec = tf.TensorSpec([None, dim], tf.float32, name="query")
     holder.serve = tf.function(index_serve, input_signature=[query_spec])
-    paths["index_only"] = index_lib.save_atomic(
+    paths["index_only"] = publishing.save_atomic(
         holder, {"serving_default": holder.serve.get_concrete_function()}, folder / "index_only" / "1")
     return {k: str(v) for k, v in paths.items()}
 

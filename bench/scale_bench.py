@@ -463,7 +463,7 @@ def figures_of(state) -> dict:
 
 def generate_worker(n_events: int, seed: int, out: str) -> int:
     sys.path.insert(0, str(ROOT))
-    from shopping_mtl.data.synthetic import generate
+    from tools.synthetic import generate
 
     tmp = Path(out).with_name(Path(out).name + ".partial")
     if tmp.exists():

@@ -93,7 +93,7 @@ def build(n_items: int, folder: Path, log) -> dict:
 
     import shopping_mtl  # noqa: F401
     from shopping_mtl.config import load_config
-    from shopping_mtl.data import synthetic
+    from tools import synthetic
     from shopping_mtl.pipeline import run
     from shopping_mtl.ranking import serving
 

@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from shopping_mtl.shards import ExampleShards, arrow_columns
+from shopping_mtl.scale.shards import ExampleShards, arrow_columns
 from shopping_mtl.training import EpochClock
 
 _DTYPES = {"string": tf.string, "float32": tf.float32, "float64": tf.float64, "int64": tf.int64,

@@ -17,12 +17,15 @@ from typing import Any, Mapping
 
 import yaml
 
-from shopping_mtl.baselines import BASELINES, BaselineConfig
+from shopping_mtl.candidates.config import BaselineConfig, CandidateConfig
+from shopping_mtl.data.spec import load_spec
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.ranking.config import RankingConfig
-from shopping_mtl.retrieval.config import CandidateConfig, RetrievalConfig
+from shopping_mtl.retrieval.config import RetrievalConfig
 
-STAGES = ("data", "baselines", "retrieval", "ranking")
+# In data-flow order; each needs the stages its hand-off comes from (NEEDS), and data always runs.
+STAGES = ("data", "baselines", "retrieval", "candidates", "ranking", "export")
+NEEDS = {"ranking": ("retrieval", "candidates"), "export": ("retrieval",)}
 DEFAULT_STAGES = STAGES
 ON_BAD_ROWS = ("fail", "skip")
 
@@ -158,14 +161,7 @@ class Config:
                 f"{self.evaluation.list_size}")
         if self.evaluation.bootstrap_resamples < 0:
             raise ConfigError("evaluation.bootstrap_resamples must be >= 0")
-        for name in self.baselines.names:
-            if name not in BASELINES:
-                raise ConfigError(
-                    f"baselines.names has unknown baseline '{name}'; known: {', '.join(BASELINES)}")
-        for event in self.baselines.event_weights:
-            if event not in ("click", "save", "purchase"):
-                raise ConfigError(
-                    f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+        self.baselines.validate()
         if self.export.keep_versions < 1:
             raise ConfigError(f"export.keep_versions must be >= 1, got {self.export.keep_versions}")
         if self.export.warmup_requests < 0:
@@ -173,8 +169,10 @@ class Config:
         self.retrieval.validate()
         self.candidates.validate()
         self.ranking.validate()
-        if "ranking" in self.stages and "retrieval" not in self.stages:
-            raise ConfigError("stage 'ranking' needs stage 'retrieval' (it ranks the retrieved candidates)")
+        for stage, needs in NEEDS.items():
+            for need in needs:
+                if stage in self.stages and need not in self.stages:
+                    raise ConfigError(f"stage '{stage}' needs stage '{need}' (its input comes from there)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,8 +297,6 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     if overrides:
         raw = merge(raw, overrides)
     if with_dataset_defaults:
-        from shopping_mtl.data.spec import load_spec
-
         dataset = (raw.get("data") or {}).get("dataset", DataConfig.dataset)
         spec_defaults = load_spec(str(dataset)).defaults
         if spec_defaults:

@@ -17,7 +17,10 @@ import json
 import os
 from typing import Callable
 
-# TensorFlow is imported where it is used: reading TF_CONFIG must not start it.
+import tensorflow as tf
+
+from shopping_mtl.errors import ConfigError
+
 _STRATEGY = None
 
 
@@ -40,8 +43,6 @@ def cluster() -> Cluster:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return Cluster()
-    from shopping_mtl.errors import ConfigError
-
     try:
         config = json.loads(raw)
         workers = config["cluster"].get("worker", []) + config["cluster"].get("chief", [])
@@ -60,8 +61,6 @@ def strategy():
     """The process's strategy, created once: MultiWorkerMirroredStrategy when `TF_CONFIG` names
     more than one worker (create it before other TensorFlow work, as TensorFlow requires),
     else the default strategy."""
-    import tensorflow as tf
-
     global _STRATEGY
     if _STRATEGY is None:
         if cluster().multi_worker:
@@ -71,7 +70,7 @@ def strategy():
     return _STRATEGY
 
 
-def dataset(build: Callable[..., "tf.data.Dataset"], batch_size: int, epochs: int):
+def dataset(build: Callable[..., tf.data.Dataset], batch_size: int, epochs: int):
     """A training input for `fit` and its steps per epoch (None: `fit` counts them).
 
     One worker: `build(shard=None, batch_size=batch_size, epochs=None)`, one epoch per read.
@@ -100,8 +99,6 @@ def evaluation(data):
     decisions agree; `fit` then reports the first replica's values (`training.fit`)."""
     if data is None or not cluster().multi_worker:
         return data
-    import tensorflow as tf
-
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return data.with_options(options)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.data.split import GT_TYPES, GroundTruth
-from shopping_mtl.groups import find_sorted, in_sorted, positions_in_runs, run_bounds, run_starts
+from shopping_mtl.scale.groups import find_sorted, in_sorted, positions_in_runs, run_bounds, run_starts
 
 VARIANTS = ("all", "excl_seen", "new_gt")
 LIST_COLUMNS = ("user_id", "rank", "item_id", "score")

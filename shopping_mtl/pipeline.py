@@ -1,9 +1,10 @@
-"""The stages of a run, in order: data -> baselines (-> retrieval -> ranking -> export, later).
+"""The stages of a run, in data-flow order, each handing its successors a typed output:
 
-`run(config)` reads the dataset, splits it by the protocol, scores the baselines on the test
-users, and leaves in the run folder: `config.yaml` (the resolved configuration), `metrics.json`
-(one flat object of figures), `run_info.json` (dataset, split boundaries, timings),
-`baselines/<name>.parquet`, and `bad_rows.csv` when rows were skipped.
+    data -> baselines -> retrieval -> candidates -> ranking -> export
+
+`run(config)` creates the run folder with the resolved `config.yaml`, runs the configured stages
+(data always), and writes `metrics.json` (one flat object of figures) and `run_info.json`
+(dataset, split boundaries, timings, exports); MLflow records the run when tracking is on.
 """
 
 from __future__ import annotations
@@ -12,31 +13,39 @@ import contextlib
 import dataclasses
 import datetime as dt
 import gc
-import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Callable, Iterator
 
-import numpy as np
-import pandas as pd
 import yaml
 
-from shopping_mtl import distribute
-from shopping_mtl.baselines import run_baseline
-from shopping_mtl.config import DEFAULT_STAGES, Config  # noqa: F401  (tuning reads it here)
-from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
-from shopping_mtl.data.spec import load_spec
-from shopping_mtl.data.split import GroundTruth, Split, cold_item_shares, ground_truth, split_events
-from shopping_mtl.evaluation import score_lists
+from shopping_mtl import distribute, tracking, training
+from shopping_mtl.baselines import run_baselines
+from shopping_mtl.candidates import registry
+from shopping_mtl.candidates.stage import run_candidates
+from shopping_mtl.config import DEFAULT_STAGES, STAGES, Config  # noqa: F401  (tuning reads them here)
+from shopping_mtl.data.stage import run_data
+from shopping_mtl.export.stage import run_export
+from shopping_mtl.ranking.stage import run_ranking_stage
+from shopping_mtl.retrieval.stage import run_retrieval_stage
+from shopping_mtl.run_state import RunState, write_atomic
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Each stage's function, and the RunState field its hand-off goes to (None: it hands on nothing).
+STAGE_FUNCTIONS: dict[str, tuple[Callable[[RunState], object], str | None]] = {
+    "data": (run_data, "data"),
+    "baselines": (run_baselines, None),
+    "retrieval": (run_retrieval_stage, "retrieval"),
+    "candidates": (run_candidates, "candidates"),
+    "ranking": (run_ranking_stage, "ranking"),
+    "export": (run_export, None),
+}
 
 
 @contextmanager
@@ -53,166 +62,24 @@ def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     log.info("stage %s: done in %.1fs", name, timings[name])
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to a sibling temp file and rename it into place: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def run_stage(name: str, state: RunState) -> None:
+    """Run one stage (timed) and keep its hand-off on `state`."""
+    function, field = STAGE_FUNCTIONS[name]
+    with stage(name, state.timings):
+        output = function(state)
+    if field is not None:
+        setattr(state, field, output)
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def limit_events(events: pd.DataFrame, max_events: int, seed: int) -> pd.DataFrame:
-    """Keep whole users, in a fixed pseudo-random order, until `max_events` events are kept.
-
-    Whole users keep histories and every day intact, so a smoke run still has a real split.
-    """
-    users = pd.Index(events["user_id"].unique())
-    order = np.argsort(pd.util.hash_array(users.to_numpy(dtype=object), hash_key=f"{seed:016d}"[:16]),
-                       kind="stable")
-    counts = events["user_id"].value_counts().reindex(users[order]).to_numpy()
-    keep_n = max(1, int(np.searchsorted(np.cumsum(counts), max_events, side="right")))
-    kept = set(users[order][:keep_n])
-    return events[events["user_id"].isin(kept)].reset_index(drop=True)
-
-
-def data_fingerprint(spec_path: Path, files: list[Path]) -> str:
-    """SHA-256 over the spec and the bytes of every input file: which data a figure came from."""
-    digest = hashlib.sha256(spec_path.read_bytes())
-    for path in files:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass
-class RunState:
-    """What the stages hand each other."""
-
-    config: Config
-    run_dir: Path
-    metrics: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    dataset: Dataset | None = None
-    split: Split | None = None
-    truth: GroundTruth | None = None
-    retrieval: dict | None = None  # the fitted two-tower model, its data and validation lists
-    candidate_set: pd.DataFrame | None = None  # the merged candidates for test users
-    histories: dict[str, dict] = field(default_factory=dict)  # model -> Keras History.history
-    tracking_error: str | None = None  # set when recording the finished run in MLflow failed
-
-    def backup_dir(self, name: str) -> Path:
-        """Where the fit of model `name` keeps what a rerun into this run folder resumes from."""
-        return self.run_dir / ".backup" / name
-
-    def examples_dir(self, name: str) -> Path | None:
-        """Where model `name`'s training examples are written as Parquet shards and streamed
-        from (`data.stream_above_events`), or None: they are held in memory."""
-        threshold = self.config.data.stream_above_events
-        if threshold is None or len(self.dataset.events) <= threshold:
-            return None
-        return self.run_dir / ".examples" / name
-
-    def write_list(self, frame: pd.DataFrame, name: str) -> Path:
-        """Write a list file into the run folder atomically."""
-        path = self.run_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(frame, path)
-        return path
+def stages_to_run(config: Config) -> list[str]:
+    """The configured stages in data-flow order, data always first."""
+    wanted = set(config.stages) | {"data"}
+    return [name for name in STAGES if name in wanted]
 
 
 def default_run_dir(dataset: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return PROJECT_ROOT / "runs" / f"{Path(dataset).stem}-{stamp}"
-
-
-def run_data(state: RunState) -> None:
-    """Read, validate, limit and split the dataset; compute the ground truth."""
-    config = state.config
-    spec = load_spec(config.data.dataset, config.data.root)
-    dataset = read_dataset(spec, config.data.on_bad_rows)
-    report = dataset.report
-    if report.n_bad:
-        path = state.run_dir / "bad_rows.csv"
-        report.bad_rows_frame().to_csv(path, index=False)
-        log.warning("%d skipped rows are listed in %s", report.n_bad, path)
-    state.metrics.update(report.metrics())
-    events = dataset.events
-    if config.data.max_events is not None and len(events) > config.data.max_events:
-        events = limit_events(events, config.data.max_events, config.seed)
-        log.info("--max-events %d: kept %d events of %d users", config.data.max_events,
-                 len(events), events["user_id"].nunique())
-        dataset.events = events
-    split = split_events(events, config.split.min_days, config.split.quantile)
-    truth = ground_truth(split)
-    state.dataset, state.split, state.truth = dataset, split, truth
-    state.metrics.update({
-        "data/events_used": float(len(events)),
-        "data/distinct_users": float(events["user_id"].nunique()),
-        "data/distinct_items": float(events["item_id"].nunique()),
-        "split/train_events": float(len(split.train)),
-        "split/validation_events": float(len(split.validation)),
-        "split/test_events": float(len(split.test)),
-        "eval/test_users": float(len(truth.users)),
-        **cold_item_shares(split, truth),
-    })
-    input_files = spec_files(spec)
-    state.info.update({
-        "dataset": spec.name,
-        "spec": str(spec.path),
-        "data_root": str(spec.root),
-        "synthetic": spec.synthetic,
-        "data_fingerprint": data_fingerprint(spec.path, input_files),
-        "input_files": [str(p) for p in input_files],
-        "split": split.describe(),
-    })
-    log.info("split (%s): train %d, validation %d, test %d events; test from %s; %d test users",
-             split.method, len(split.train), len(split.validation), len(split.test),
-             split.test_start.date(), len(truth.users))
-    if not truth.users:
-        log.warning("no test users: no user has events both in train and on the test day")
-
-
-def run_baselines(state: RunState) -> None:
-    """Score each baseline on the test users from train + validation events only."""
-    config = state.config
-    out_dir = state.run_dir / "baselines"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    history = state.split.history
-    for name in config.baselines.names:
-        started = time.perf_counter()
-        lists = run_baseline(name, history, state.truth.users, config.evaluation.list_size,
-                             config.baselines, now=state.split.test_start)
-        write_parquet_atomic(lists, out_dir / f"{name}.parquet")
-        state.metrics.update(score_lists(
-            lists, state.truth, f"baseline/{name}", config.evaluation.ks,
-            config.evaluation.bootstrap_resamples, config.evaluation.bootstrap_seed))
-        log.info("baseline %s: %d rows for %d users, scored in %.1fs", name, len(lists),
-                 lists["user_id"].nunique(), time.perf_counter() - started)
-
-
-def run_retrieval(state: RunState) -> None:
-    """Train the two-tower model, retrieve for validation and test users, merge the sources."""
-    from shopping_mtl.retrieval.stage import run_retrieval_stage
-
-    run_retrieval_stage(state)
-
-
-def run_ranking(state: RunState) -> None:
-    """Train the multi-task ranker and write the final list."""
-    from shopping_mtl.ranking.stage import run_ranking_stage
-
-    run_ranking_stage(state)
-
-
-STAGE_FUNCTIONS = {"data": run_data, "baselines": run_baselines, "retrieval": run_retrieval,
-                   "ranking": run_ranking}
 
 
 def summary_lists(config: Config) -> list[str]:
@@ -264,25 +131,22 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
         strategy = distribute.strategy()
         log.info("training on %d workers (TF_CONFIG), this is worker %d",
                  strategy.num_replicas_in_sync, distribute.cluster().index)
+    # Source names are known once every source has registered: checked before any work.
+    registry.check_names(config.candidates.quotas, config.baselines.names)
     state = prepare_state(config)
     config, run_dir = state.config, state.run_dir
     if config.deterministic:
-        from shopping_mtl import training
         training.enable_determinism(config.seed)
     if (run_dir / ".backup").is_dir():
         log.info("%s holds an interrupted run's backup: its fits resume where they stopped",
                  run_dir / ".backup")
-    stages = list(config.stages)
-    if "data" not in stages:
-        # Every later stage needs the data; it is cheap next to them.
-        stages.insert(0, "data")
+    stages = stages_to_run(config)
     # Tracking starts before any work, so an unreachable tracking server stops the run at once.
     tracker = start_tracking(state, parent_run_id=parent_run_id) if config.tracking.enabled else None
     started = time.perf_counter()
     try:
         for name in stages:
-            with stage(name, state.timings):
-                STAGE_FUNCTIONS[name](state)
+            run_stage(name, state)
     except Exception:
         if tracker is not None:
             tracker.end("FAILED")
@@ -306,8 +170,6 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
 def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None,
                    parent_run_id: str | None = None):
     """Open the run's MLflow run and log the resolved configuration as its parameters."""
-    from shopping_mtl import tracking
-
     config = state.config
     tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
                                      tags={"run_dir": str(state.run_dir.resolve()), **(tags or {})},
@@ -333,8 +195,6 @@ def record_run(state: RunState, tracker) -> None:
     """Per-epoch and final metrics, tags, the run folder's files and plots, and the exports
     (registered, the champion alias moved if this run beats it). If the tracking store fails
     here, the run folder and the exports stay on disk and the failure is reported."""
-    from shopping_mtl import tracking
-
     config, run_dir = state.config, state.run_dir
     try:
         tracker.set_tags(tracking.run_tags(PROJECT_ROOT, state.info))

@@ -19,14 +19,16 @@ Every space entry is a config key (`--set` syntax) or one of the shorthands of `
 (`ranking.bottom_depth` and `ranking.bottom_width` make `ranking.bottom_layers`). `build`
 maps a trial's hyperparameters to config overrides and nothing else (the models never see `hp`).
 
-The tuner subclasses Keras Tuner's `BaseTuner` (STACK.md pitfall 3: its `Tuner` rejects tf-keras
-models): `run_trial` trains with the trial's config on data prepared once for the whole search
-and returns the objective. With Hyperband, `tuner/epochs` sets the epochs and a trial promoted
-from an earlier round (`tuner/trial_id`) continues from that trial's saved ranker weights
-(`tuner/initial_epoch`). A trial that raises is marked failed with its error, and the search
-reports every failure (pitfall 4: Keras Tuner would otherwise end with a best score of None).
-The oracle's state lives in `<run folder>/tuning/`, so a search run again with the same run
-folder goes on where it stopped: finished trials are kept.
+`ShoppingTuner` subclasses Keras Tuner's `BaseTuner`, not its `Tuner`: `Tuner` builds a model
+from a hypermodel and accepts only Keras 3 models, while the models here are tf-keras ones and
+are trained by the project's own stages. Its `run_trial` trains with the trial's config on data
+prepared once for the whole search and returns the objective. With Hyperband, `tuner/epochs`
+sets the epochs and a trial promoted from an earlier round (`tuner/trial_id`) continues from
+that trial's saved ranker weights (`tuner/initial_epoch`). A trial that raises is marked failed
+with its error, and the search reports every failure, so a search whose trials all failed ends
+with an error naming them rather than with a best score of None. The oracle's state lives in
+`<run folder>/tuning/`, so a search run again with the same run folder goes on where it
+stopped: finished trials are kept.
 """
 
 from __future__ import annotations
@@ -34,15 +36,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import keras_tuner as kt
 import numpy as np
 import yaml
+from keras_tuner.engine.base_tuner import BaseTuner
+# Private: Keras Tuner 1.4 exports no public way to ask whether this process is a distributed
+# search's chief or a worker (its tuners read the KERASTUNER_* variables through these helpers).
+from keras_tuner.src.distribute import utils as dist_utils
 
-from shopping_mtl.config import merge
+from shopping_mtl import pipeline, tracking
+# `_build` is config's dict -> Config step without `validate()`, which the search needs (the
+# study's fixed values are applied before each trial validates them); config has no public one.
+from shopping_mtl.config import Config, _build, merge  # noqa: PLC2701
 from shopping_mtl.errors import ConfigError, ShoppingMtlError
+from shopping_mtl.evaluation import score_lists
+from shopping_mtl.ranking import stage as ranking_stage
+from shopping_mtl.retrieval import stage as retrieval_stage
+from shopping_mtl.run_state import RunState
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +200,7 @@ def build(study: Study, values: Mapping[str, Any]) -> dict:
 
 
 def make_oracle(study: Study, max_trials: int | None = None):
-    import keras_tuner as kt
-
+    """The study's Keras Tuner oracle; `max_trials` overrides the study's budget."""
     objective = kt.Objective(study.objective, direction=study.direction)
     kind, seed = study.oracle["type"], study.oracle.get("seed", 0)
     trials = max_trials or study.max_trials
@@ -201,138 +215,141 @@ def make_oracle(study: Study, max_trials: int | None = None):
 
 
 def _search_space(study: Study):
-    import keras_tuner as kt
-
     hp = kt.HyperParameters()
     for param in study.space:
         param.register(hp)
     return hp
 
 
-def make_tuner(study: Study, state, directory: Path, tracker=None, max_trials: int | None = None):
-    """The tuner over `state` (a pipeline RunState whose data and, for the ranker, retrieval
-    stages have run)."""
-    from keras_tuner.engine.base_tuner import BaseTuner
+class ShoppingTuner(BaseTuner):
+    """Keras Tuner's search loop over one study, each trial trained by this project's stages.
 
-    from shopping_mtl.config import _build, Config  # noqa: PLC2701 - the same validation as --set
+    `state` is a RunState whose data stage (and, for a ranker study, retrieval stage) has run;
+    the oracle's trials are kept under `directory/<study name>/`. `run_trial(trial)` maps the
+    trial's hyperparameters to config overrides (`build`), validates the merged config as
+    `--set` does (rejected settings raise `ShoppingMtlError`), trains the study's model on data
+    prepared once per tuner, and returns `{study.objective: value}`, a validation figure.
 
-    class ShoppingTuner(BaseTuner):
-        """Trains the study's model per trial on data prepared once; returns the objective."""
+    With `tracker`, each trial is a child MLflow run of the tracker's run: its hyperparameters
+    as parameters (`tuner/x` logged as `tuner.x`), tags `trial_id`, `study`, `tuner_id`, its
+    per-epoch history, the objective and `trial/seconds` as metrics, status FINISHED. A trial
+    that raises ends its child run FAILED with an `error` tag and is re-raised as Keras Tuner's
+    `FailedTrialError`, so the oracle marks it failed with that message. A ranker trial saves
+    its scorer's weights as `<trial folder>/ranker_weights.npz`; a Hyperband trial promoted from
+    it (`tuner/trial_id`) starts from them at `tuner/initial_epoch`.
+    """
 
-        def __init__(self):
-            self.study, self.state, self.tracker = study, state, tracker
-            self.prepared = None
-            oracle = make_oracle(study, max_trials)
-            oracle.hyperparameters = _search_space(study)
-            super().__init__(oracle=oracle, directory=str(directory), project_name=study.name)
+    def __init__(self, study: Study, state: RunState, directory: Path, tracker=None,
+                 max_trials: int | None = None):
+        # Set before BaseTuner's constructor, which may already reload the oracle's trials.
+        self.study, self.state, self.tracker = study, state, tracker
+        self.prepared = None  # the ranker's training data, prepared at the first ranker trial
+        oracle = make_oracle(study, max_trials)
+        oracle.hyperparameters = _search_space(study)
+        super().__init__(oracle=oracle, directory=str(directory), project_name=study.name)
 
-        def trial_config(self, values: Mapping[str, Any]) -> Config:
-            overrides = build(self.study, values)
-            base = self.state.config.to_dict()
-            try:
-                return _build(Config, merge(base, overrides)).validate()
-            except ConfigError as err:
-                raise ShoppingMtlError(f"trial settings rejected: {err}") from None
+    def trial_config(self, values: Mapping[str, Any]) -> Config:
+        """The run's config with the trial's overrides, validated; `ShoppingMtlError` if rejected."""
+        overrides = build(self.study, values)
+        base = self.state.config.to_dict()
+        try:
+            return _build(Config, merge(base, overrides)).validate()
+        except ConfigError as err:
+            raise ShoppingMtlError(f"trial settings rejected: {err}") from None
 
-        def run_trial(self, trial, *args, **kwargs):
-            import keras_tuner as kt
+    def run_trial(self, trial, *args, **kwargs):
+        values = trial.hyperparameters.values
+        child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
+        started = time.perf_counter()
+        try:
+            if child is not None:
+                child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
+                child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
+            # Inside the try: a trial whose settings are rejected is a failed child run too.
+            config = self.trial_config(values)
+            objective, history = self._train(trial, config, values)
+            if child is not None:
+                for epoch, row in enumerate(zip(*history.values())):
+                    child.log_epoch("epoch", dict(zip(history, row)), epoch)
+                child.log_metrics({self.study.objective: objective, "trial/seconds": time.perf_counter() - started})
+                child.end("FINISHED")
+        except Exception as err:
+            if child is not None:
+                child.set_tags({"error": f"{type(err).__name__}: {err}"[:4000]})
+                child.end("FAILED")
+            log.error("trial %s failed: %s: %s", trial.trial_id, type(err).__name__, err)
+            raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
+        log.info("trial %s: %s = %.4f (%s) in %.0fs", trial.trial_id, self.study.objective, objective,
+                 {k: v for k, v in values.items() if not k.startswith("tuner/")}, time.perf_counter() - started)
+        return {self.study.objective: objective}
 
-            values = trial.hyperparameters.values
-            child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
-            started = time.perf_counter()
-            try:
-                if child is not None:
-                    child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
-                    child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
-                # Inside the try: a trial whose settings are rejected is a failed child run too.
-                config = self.trial_config(values)
-                objective, history = self._train(trial, config, values)
-                if child is not None:
-                    for epoch, row in enumerate(zip(*history.values())):
-                        child.log_epoch("epoch", dict(zip(history, row)), epoch)
-                    child.log_metrics({self.study.objective: objective, "trial/seconds": time.perf_counter() - started})
-                    child.end("FINISHED")
-            except Exception as err:
-                if child is not None:
-                    child.set_tags({"error": f"{type(err).__name__}: {err}"[:4000]})
-                    child.end("FAILED")
-                log.error("trial %s failed: %s: %s", trial.trial_id, type(err).__name__, err)
-                raise kt.errors.FailedTrialError(f"{type(err).__name__}: {err}") from err
-            log.info("trial %s: %s = %.4f (%s) in %.0fs", trial.trial_id, self.study.objective, objective,
-                     {k: v for k, v in values.items() if not k.startswith("tuner/")}, time.perf_counter() - started)
-            return {self.study.objective: objective}
+    def _train(self, trial, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
+        """Train one trial; its objective and its Keras history."""
+        if self.study.model == "ranking":
+            return self._train_ranker(trial, config, values)
+        return self._train_retrieval(config, values)
 
-        def _train(self, trial, config, values):
-            if self.study.model == "ranking":
-                return self._train_ranker(trial, config, values)
-            return self._train_retrieval(config, values)
+    def _train_ranker(self, trial, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
+        if self.prepared is None:
+            self.prepared = ranking_stage.prepare_ranking(self.state)
+        rconfig = config.ranking
+        initial, initial_epoch = None, 0
+        if "tuner/epochs" in values:
+            # Hyperband: this round's epochs, no early stop inside it; a promoted trial
+            # continues from its earlier round's weights.
+            epochs = int(values["tuner/epochs"])
+            rconfig = dataclasses.replace(rconfig, epochs=epochs, patience=epochs)
+            if values.get("tuner/trial_id"):
+                initial = self._load_weights(values["tuner/trial_id"])
+                initial_epoch = int(values.get("tuner/initial_epoch", 0))
+        features = self.state.retrieval.data.features
+        fitted = ranking_stage.fit_ranker(features, self.prepared, rconfig, config.seed,
+                                          initial_weights=initial, initial_epoch=initial_epoch)
+        self.save_model(trial.trial_id, fitted.model)
+        if self.study.objective == "ranker/holdout_ndcg@10":
+            objective = fitted.holdout_ndcg
+        elif self.study.objective == "ranker/holdout_mean_auc":
+            objective = fitted.holdout_mean_auc
+        else:
+            raise ShoppingMtlError(f"objective {self.study.objective!r} is not a ranker validation figure; "
+                                   "known: ranker/holdout_ndcg@10, ranker/holdout_mean_auc")
+        return float(objective), fitted.history
 
-        def _train_ranker(self, trial, config, values):
-            from shopping_mtl.ranking import stage as ranking_stage
+    def _train_retrieval(self, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
+        rconfig = config.retrieval
+        if "tuner/epochs" in values:  # retrieval rounds train from scratch for their epochs
+            rconfig = dataclasses.replace(rconfig, epochs=int(values["tuner/epochs"]))
+        data = retrieval_stage.prepare(self.state.dataset, self.state.split, rconfig)
+        model, fitted = retrieval_stage.fit(data, rconfig, config.seed)
+        lists, truth = retrieval_stage.validation_lists(model, data, rconfig.top_k)
+        metrics = score_lists(lists, truth, "retrieval/validation", (10, 50, 100), n_resamples=0)
+        if self.study.objective not in metrics:
+            raise ShoppingMtlError(f"objective {self.study.objective!r} is not a retrieval validation "
+                                   f"figure; known: {', '.join(sorted(metrics))}")
+        return float(metrics[self.study.objective]), fitted["history"]
 
-            if self.prepared is None:
-                self.prepared = ranking_stage.prepare_ranking(self.state)
-            rconfig = config.ranking
-            initial, initial_epoch = None, 0
-            if "tuner/epochs" in values:
-                # Hyperband: this round's epochs, no early stop inside it; a promoted trial
-                # continues from its earlier round's weights.
-                epochs = int(values["tuner/epochs"])
-                rconfig = dataclasses.replace(rconfig, epochs=epochs, patience=epochs)
-                if values.get("tuner/trial_id"):
-                    initial = self._load_weights(values["tuner/trial_id"])
-                    initial_epoch = int(values.get("tuner/initial_epoch", 0))
-            features = self.state.retrieval["data"].features
-            fitted = ranking_stage.fit_ranker(features, self.prepared, rconfig, config.seed,
-                                              initial_weights=initial, initial_epoch=initial_epoch)
-            self.save_model(trial.trial_id, fitted.model)
-            if self.study.objective == "ranker/holdout_ndcg@10":
-                objective = fitted.holdout_ndcg
-            elif self.study.objective == "ranker/holdout_mean_auc":
-                objective = fitted.holdout_mean_auc
-            else:
-                raise ShoppingMtlError(f"objective {self.study.objective!r} is not a ranker validation figure; "
-                                       "known: ranker/holdout_ndcg@10, ranker/holdout_mean_auc")
-            return float(objective), fitted.history
+    def _weights_path(self, trial_id) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / "ranker_weights.npz"
 
-        def _train_retrieval(self, config, values):
-            from shopping_mtl.evaluation import score_lists
-            from shopping_mtl.retrieval import stage as retrieval_stage
+    def save_model(self, trial_id, model, step=0):
+        """Write the ranker's scorer weights into the trial's folder (atomically: a temp file renamed)."""
+        path = self._weights_path(trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        weights = model.scorer.get_weights()
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, *weights)
+        tmp.replace(path)
 
-            rconfig = config.retrieval
-            if "tuner/epochs" in values:  # retrieval rounds train from scratch for their epochs
-                rconfig = dataclasses.replace(rconfig, epochs=int(values["tuner/epochs"]))
-            data = retrieval_stage.prepare(self.state.dataset, self.state.split, rconfig)
-            model, fitted = retrieval_stage.fit(data, rconfig, config.seed)
-            lists, truth = retrieval_stage.validation_lists(model, data, rconfig.top_k)
-            metrics = score_lists(lists, truth, "retrieval/validation", (10, 50, 100), n_resamples=0)
-            if self.study.objective not in metrics:
-                raise ShoppingMtlError(f"objective {self.study.objective!r} is not a retrieval validation "
-                                       f"figure; known: {', '.join(sorted(metrics))}")
-            return float(metrics[self.study.objective]), fitted["history"]
+    def _load_weights(self, trial_id) -> list[np.ndarray]:
+        path = self._weights_path(trial_id)
+        if not path.is_file():
+            raise ShoppingMtlError(f"Hyperband continues trial {trial_id} but its weights {path} are missing")
+        with np.load(path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
-        def _weights_path(self, trial_id) -> Path:
-            return Path(self.get_trial_dir(trial_id)) / "ranker_weights.npz"
-
-        def save_model(self, trial_id, model, step=0):
-            path = self._weights_path(trial_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            weights = model.scorer.get_weights()
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez(tmp, *weights)
-            tmp.replace(path)
-
-        def _load_weights(self, trial_id):
-            path = self._weights_path(trial_id)
-            if not path.is_file():
-                raise ShoppingMtlError(f"Hyperband continues trial {trial_id} but its weights {path} are missing")
-            with np.load(path) as saved:
-                return [saved[f"arr_{i}"] for i in range(len(saved.files))]
-
-        def load_model(self, trial):
-            return self._load_weights(trial.trial_id)
-
-    return ShoppingTuner()
+    def load_model(self, trial):
+        """The weights `save_model` wrote for `trial` (a list of arrays, not a model)."""
+        return self._load_weights(trial.trial_id)
 
 
 @dataclasses.dataclass
@@ -381,13 +398,9 @@ def _parent_file(run_dir: Path, study: Study) -> Path:
     return path
 
 
-def run_worker(config, study: Study, wait_s: float = 600.0):
+def run_worker(config: Config, study: Study, wait_s: float = 600.0) -> None:
     """A distributed search's worker: wait for the chief's MLflow run, prepare the data, take
     trials from the chief's oracle until it says stop. Returns None (the chief reports)."""
-    import os
-
-    from shopping_mtl import pipeline, tracking
-
     run_dir = Path(config.run_dir) if config.run_dir else None
     if run_dir is None:
         raise ShoppingMtlError("a distributed search's worker needs the chief's --run-dir")
@@ -402,33 +415,30 @@ def run_worker(config, study: Study, wait_s: float = 600.0):
     # two workers writing into one folder at once would trample) under workers/<tuner id>/.
     own_dir = run_dir / "workers" / os.environ.get("KERASTUNER_TUNER_ID", "worker")
     own_dir.mkdir(parents=True, exist_ok=True)
-    state = pipeline.RunState(config=dataclasses.replace(config, run_dir=str(own_dir)), run_dir=own_dir)
+    state = RunState(config=dataclasses.replace(config, run_dir=str(own_dir)), run_dir=own_dir)
     parent_id = parent.read_text().strip()
     tracker = tracking.Tracker.attach(pipeline.PROJECT_ROOT, parent_id) if parent_id and config.tracking.enabled else None
-    for name in config.stages:
-        with pipeline.stage(name, state.timings):
-            pipeline.STAGE_FUNCTIONS[name](state)
-    tuner = make_tuner(study, state, run_dir / "tuning", tracker)
+    for name in pipeline.stages_to_run(config):
+        pipeline.run_stage(name, state)
+    tuner = ShoppingTuner(study, state, run_dir / "tuning", tracker)
     tuner.search()
     log.info("worker %s: the chief's oracle has no more trials", os.environ.get("KERASTUNER_TUNER_ID"))
     return None
 
 
-def run_search(config, study_path: str | Path, max_trials: int | None = None,
+def run_search(config: Config, study_path: str | Path, max_trials: int | None = None,
                final_run: bool = True) -> SearchResult:
     """Prepare the data (and, for a ranker study, the retrieval stage) once, run the study's
     search with every trial a child MLflow run of the search's run, write the best config.
 
-    With `final_run`, the best config then runs every stage into `<run folder>/best/` as a
-    child run of the search: its test figures, and its exports registered (the `champion`
-    alias moves only if it beats the champion on the validation objective).
+    Writes `<run folder>/search.txt` (the trial table) and, when a trial completed,
+    `best_config.yaml`. With `final_run`, the best config then runs every stage into
+    `<run folder>/best/` as a child run of the search: its test figures, and its exports
+    registered (the `champion` alias moves only if it beats the champion on the validation
+    objective). In Keras Tuner's distributed mode (KERASTUNER_ORACLE_IP set) the chief serves
+    the oracle and reports, and a worker trains trials and returns None. Raises
+    `ShoppingMtlError` when no trial completed, naming the first failures.
     """
-    from shopping_mtl import pipeline
-
-    from keras_tuner.src.distribute import utils as dist_utils
-
-    from shopping_mtl.config import Config, _build  # noqa: PLC2701
-
     study = load_study(study_path)
     stages = ("data",) if study.model == "retrieval" else ("data", "retrieval")
     # The study's fixed values hold for every trial, so also for what is prepared once for all
@@ -450,23 +460,35 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None,
         _parent_file(state.run_dir, study).write_text(tracker.run_id if tracker is not None else "")
     try:
         for name in stages:
-            with pipeline.stage(name, state.timings):
-                pipeline.STAGE_FUNCTIONS[name](state)
-        started = time.perf_counter()
-        tuner = make_tuner(study, state, state.run_dir / "tuning", tracker, max_trials)
-        log.info("search %s: %s oracle, objective %s (%s), space: %s", study.name, study.oracle["type"],
-                 study.objective, study.direction, ", ".join(p.name for p in study.space))
-        try:
-            tuner.search()
-        except RuntimeError as err:
-            # Keras Tuner gives up after `max_consecutive_failed_trials` failures in a row; the
-            # trials' own errors are reported below.
-            log.error("search %s stopped: %s", study.name, str(err).strip().splitlines()[0])
-        result = summarize(tuner, study, (time.perf_counter() - started) / 60)
+            pipeline.run_stage(name, state)
+        result = _search(study, state, tracker, max_trials)
     except BaseException:
         if tracker is not None:
             tracker.end("FAILED")
         raise
+    _report(config, result, state, tracker, final_run)
+    return result
+
+
+def _search(study: Study, state: RunState, tracker, max_trials: int | None) -> SearchResult:
+    """Run the tuner's search over the prepared `state` and sum up its trials."""
+    started = time.perf_counter()
+    tuner = ShoppingTuner(study, state, state.run_dir / "tuning", tracker, max_trials)
+    log.info("search %s: %s oracle, objective %s (%s), space: %s", study.name, study.oracle["type"],
+             study.objective, study.direction, ", ".join(p.name for p in study.space))
+    try:
+        tuner.search()
+    except RuntimeError as err:
+        # Keras Tuner gives up after `max_consecutive_failed_trials` failures in a row; the
+        # trials' own errors are reported below.
+        log.error("search %s stopped: %s", study.name, str(err).strip().splitlines()[0])
+    return summarize(tuner, study, (time.perf_counter() - started) / 60)
+
+
+def _report(config: Config, result: SearchResult, state: RunState, tracker, final_run: bool) -> None:
+    """Write search.txt and best_config.yaml, run the best config (`final_run`), record the
+    search on its MLflow run and end it; raise if no trial completed."""
+    study = result.study
     text = table(result)
     (state.run_dir / "search.txt").write_text(text + "\n")
     failed = [t for t in result.trials if t["status"] != "COMPLETED"]
@@ -494,4 +516,3 @@ def run_search(config, study_path: str | Path, max_trials: int | None = None,
     if result.best is None:
         errors = "; ".join(f"trial {t['trial_id']}: {t['error']}" for t in failed[:3]) or "no trial ran"
         raise ShoppingMtlError(f"search {study.name}: no trial completed ({errors})")
-    return result

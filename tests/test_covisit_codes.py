@@ -1,5 +1,5 @@
-"""Co-visitation on integer codes gives exactly the lists of the string self-merge it replaced,
-and a reused table is never served for a different log."""
+"""Co-visitation on integer codes (`scale.covisit_table`) gives exactly the lists of the plain
+string self-merge below, the reference that states what co-visitation means."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopping_mtl import baselines
-from shopping_mtl.baselines import BaselineConfig, run_baseline
-from shopping_mtl.data import synthetic
+from shopping_mtl.candidates import SourceDay, baseline_list
+from shopping_mtl.candidates.config import BaselineConfig
+from shopping_mtl.candidates.covisit import covisit, covisitation_counts
+from shopping_mtl.candidates.lists import fill_from, top_k
+from shopping_mtl.candidates.popularity import popularity
+from shopping_mtl.scale import covisit_table
+from tools import synthetic
 from shopping_mtl.data.readers import read_dataset
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import ground_truth, split_events
@@ -46,7 +50,7 @@ def reference_covisit(events, users, k, recent_items=20, decay=0.9, max_session_
                              [("user_id", object), ("rank", "int64"), ("item_id", object), ("score", float)]})
     joined["score"] = joined["weight"] * joined["count"]
     scored = joined.groupby(["user_id", "target"], sort=False)["score"].sum().reset_index()
-    return baselines._top_k(scored.rename(columns={"target": "item_id"}), k)
+    return top_k(scored.rename(columns={"target": "item_id"}), k)
 
 
 def assert_same(got: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -71,11 +75,11 @@ def random_log(n: int, seed: int) -> pd.DataFrame:
 def test_codes_equal_string_merge_on_random_log(max_session_items, recent_items, decay):
     events = random_log(3000, seed=max_session_items)
     users = [f"u{i}" for i in range(0, 40, 2)]  # some unknown to the log
-    assert_same(baselines.covisitation_counts(events, max_session_items),
+    assert_same(covisitation_counts(events, max_session_items),
                                   reference_counts(events, max_session_items))
     for k in (1, 5, 200):
         assert_same(
-            baselines.covisit(events, users, k, recent_items, decay, max_session_items),
+            covisit(events, users, k, recent_items, decay, max_session_items),
             reference_covisit(events, users, k, recent_items, decay, max_session_items))
 
 
@@ -84,48 +88,21 @@ def test_codes_equal_string_merge_on_synthetic_log(tmp_path):
     split = split_events(data.events)
     truth = ground_truth(split)
     history = split.history
-    assert_same(baselines.covisitation_counts(history), reference_counts(history))
+    assert_same(covisitation_counts(history), reference_counts(history))
     for start in (split.validation_start - pd.Timedelta(days=1), split.validation_start):
         before = split.train[split.train["timestamp"] < start]
-        assert_same(baselines.covisit(before, truth.users, 200),
+        assert_same(covisit(before, truth.users, 200),
                                       reference_covisit(before, truth.users, 200))
-    # The filled list of run_baseline, as the baselines stage writes it.
-    config = BaselineConfig()
-    got = run_baseline("covisit", history, truth.users, 100, config, now=split.test_start)
-    expected = baselines.fill_from(reference_covisit(history, truth.users, 100),
-                                   baselines.popularity(history, truth.users, 100), 100)
+    # The filled list, as the baselines stage writes it.
+    got = baseline_list("covisit", SourceDay(history, truth.users, split.test_start, BaselineConfig()), 100)
+    expected = fill_from(reference_covisit(history, truth.users, 100), popularity(history, truth.users, 100), 100)
     assert_same(got, expected)
-
-
-def test_table_reused_only_for_the_same_sessions():
-    events = random_log(2000, seed=1)
-    first = baselines._covisit_table(events, 50)
-    # Another frame object with the same (user, day, item) sequence: the same table.
-    assert baselines._covisit_table(events.copy(), 50) is first
-    assert baselines._covisit_table(events.assign(timestamp=events["timestamp"] + pd.Timedelta(seconds=1))
-                                    .where(events["timestamp"].dt.second < 59, events), 50) is first
-    # A changed item, a moved day, a dropped row or another cap: rebuilt, and right.
-    changed = events.copy()
-    changed.loc[7, "item_id"] = "brand-new"
-    moved = events.assign(timestamp=events["timestamp"] + pd.Timedelta(hours=12))
-    for other, cap in [(changed, 50), (moved, 50), (events.iloc[1:], 50), (events, 3)]:
-        table = baselines._covisit_table(other, cap)
-        assert table is not first
-        assert_same(baselines.covisitation_counts(other, cap), reference_counts(other, cap))
-    # In-place edits of the frame the table was built from are seen too.
-    baselines._covisit_table(changed, 50)
-    changed.loc[8, "user_id"] = "u-new"
-    assert_same(baselines.covisitation_counts(changed, 50), reference_counts(changed, 50))
-    # Forgotten (the stages do once no one asks again): built anew.
-    kept = baselines._covisit_table(events, 50)
-    baselines.forget_covisit_table()
-    assert not baselines._LAST_TABLE and baselines._covisit_table(events, 50) is not kept
 
 
 def test_empty_log():
     events = random_log(10, seed=0).iloc[:0]
-    assert_same(baselines.covisitation_counts(events), reference_counts(events))
-    assert_same(baselines.covisit(events, ["u1"], 5), reference_covisit(events, ["u1"], 5))
+    assert_same(covisitation_counts(events), reference_counts(events))
+    assert_same(covisit(events, ["u1"], 5), reference_covisit(events, ["u1"], 5))
 
 
 @pytest.mark.parametrize("max_pairs", [1, 7, 100, 10**9])
@@ -134,49 +111,40 @@ def test_the_table_is_the_same_whatever_the_ranges_it_is_counted_in(max_pairs):
     table is the one counted at once, `covisitation_counts` keeps the merge's order, and the
     lists scored a range of users at a time are the string merge's."""
     events = random_log(3_000, seed=5)
-    whole = baselines._build_covisit_table(events, 6, max_pairs=10**12)
-    ranged = baselines._build_covisit_table(events, 6, max_pairs=max_pairs)
+    whole = covisit_table.build_table(events, 6, max_pairs=10**12, ordered=True)
+    ranged = covisit_table.build_table(events, 6, max_pairs=max_pairs, ordered=True)
     for name in ("indptr", "target", "count", "first"):
         np.testing.assert_array_equal(getattr(ranged, name), getattr(whole, name), err_msg=name)
     np.testing.assert_array_equal(ranged.appearance(), whole.appearance())
     # Every pair is a row of covisitation_counts, once.
     np.testing.assert_array_equal(np.sort(whole.appearance()), np.arange(len(whole.target)))
     assert len(whole.target) > 1000 and whole.count.max() > 1
-    baselines._LAST_TABLE.clear()
-    original = baselines.COVISIT_PAIRS_PER_PASS
+    original = covisit_table.COVISIT_PAIRS_PER_PASS
     try:
-        baselines.COVISIT_PAIRS_PER_PASS = max_pairs
-        got = baselines.covisitation_counts(events, 6)
+        covisit_table.COVISIT_PAIRS_PER_PASS = max_pairs
+        got = covisitation_counts(events, 6)
         users = [f"u{i}" for i in range(0, 40, 3)]
         # The lists too: users scored a range of codes at a time (one user a pass at 1).
-        lists = baselines.covisit(events, users, 15, recent_items=5, max_session_items=6)
+        lists = covisit(events, users, 15, recent_items=5, max_session_items=6)
     finally:
-        baselines.COVISIT_PAIRS_PER_PASS = original
-        baselines._LAST_TABLE.clear()
+        covisit_table.COVISIT_PAIRS_PER_PASS = original
     assert_same(got, reference_counts(events, 6))
     assert_same(lists, reference_covisit(events, users, 15, recent_items=5, max_session_items=6))
     assert lists["user_id"].nunique() > 5
 
 
-def test_the_sources_table_leaves_out_the_order_only_the_snapshot_needs():
-    """The candidate sources' table has no first-co-occurrence numbers; `covisitation_counts`
-    builds a table with them, and that table serves the sources as well, with the same pairs."""
+def test_the_sources_table_leaves_out_the_order_only_the_pair_counts_need():
+    """The candidate source's table has no first-co-occurrence numbers; the ordered table that
+    `covisitation_counts` builds has them, and otherwise the same pairs and codes."""
     events = random_log(2000, seed=2)
+    plain = covisit_table.build_table(events, 50)
+    assert not plain.ordered
+    with pytest.raises(ValueError, match="without its pairs' order"):
+        plain.appearance()
+    ordered = covisit_table.build_table(events, 50, ordered=True)
+    assert ordered.ordered
+    for name in ("indptr", "target", "count", "user_codes", "item_codes"):
+        np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name), err_msg=name)
     users = [f"u{i}" for i in range(0, 30, 2)]
-    baselines.forget_covisit_table()
-    try:
-        lists = baselines.covisit(events, users, 10)
-        plain = baselines._LAST_TABLE[0]
-        assert not plain.ordered
-        with pytest.raises(ValueError, match="without its pairs' order"):
-            plain.appearance()
-        assert_same(baselines.covisitation_counts(events, 50), reference_counts(events, 50))
-        ordered = baselines._LAST_TABLE[0]
-        assert ordered.ordered and ordered is not plain
-        for name in ("indptr", "target", "count", "user_codes", "item_codes"):
-            np.testing.assert_array_equal(getattr(ordered, name), getattr(plain, name), err_msg=name)
-        assert_same(baselines.covisit(events, users, 10), lists)
-        assert baselines._LAST_TABLE[0] is ordered  # reused, not rebuilt without the order
-    finally:
-        baselines.forget_covisit_table()
-    assert_same(lists, reference_covisit(events, users, 10))
+    assert_same(covisitation_counts(events, 50), reference_counts(events, 50))
+    assert_same(covisit(events, users, 10), reference_covisit(events, users, 10))

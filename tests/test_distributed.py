@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from shopping_mtl import distribute
-from shopping_mtl.data import synthetic
+from tools import synthetic
 from shopping_mtl.errors import ConfigError
 
 
@@ -57,7 +57,7 @@ def test_two_workers_train_in_step(tmp_path):
     args = [sys.executable, "train.py", "--dataset", str(spec), "--run-dir", str(run_dir),
             "--set", "tracking.enabled=false", "--set", "evaluation.bootstrap_resamples=20",
             "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=2",
-            "--set", "ranking.epochs=2", "--stages", "data,retrieval,ranking"]
+            "--set", "ranking.epochs=2", "--stages", "data,retrieval,candidates,ranking,export"]
     workers = [subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CONFIG=_tf_config(ports, i)))
                for i in range(2)]

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from conftest import ROOT, run_cli
-from shopping_mtl import export as export_lib
+from shopping_mtl.export import publishing as export_lib
 
 
 class Doubler(tf.Module):
@@ -72,7 +72,7 @@ KILLED_EXPORT = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     sys.path.insert(0, {root!r})
-    from shopping_mtl import export as export_lib
+    from shopping_mtl.export import publishing as export_lib
 
     class Big(tf.Module):
         def __init__(self):
@@ -139,7 +139,7 @@ def test_check_export_passes_a_good_export_and_fails_a_tampered_one(tmp_path):
 def test_op_scan_flags_an_op_stock_tensorflow_lacks(tmp_path):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from shopping_mtl.replay_warmup import unregistered_ops
+    from shopping_mtl.export.replay_warmup import unregistered_ops
 
     path = export_lib.publish(Doubler(), tmp_path, "retrieval", None)
     assert unregistered_ops(path) == []

@@ -19,12 +19,12 @@ from conftest import ROOT, run_cli, tiny_log
 from shopping_mtl import training
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
-from shopping_mtl.data import synthetic
+from tools import synthetic
 
 TRAIN_ARGS = ("--set", "evaluation.bootstrap_resamples=50",
               "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
               "--set", "ranking.epochs=5", "--set", "ranking.patience=5",
-              "--stages", "data,baselines,retrieval,ranking",
+              "--stages", "data,baselines,retrieval,candidates,ranking,export",
               # Examples streamed from Parquet shards, as above a million events: the resume and
               # the byte-identical figures hold for the streamed input too.
               "--set", "data.stream_above_events=0", "--set", "data.shard_rows=1500")

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from shopping_mtl.config import load_config
-from shopping_mtl.data import synthetic
+from tools import synthetic
 from shopping_mtl.errors import ConfigError
-from shopping_mtl.pipeline import RunState, run_data
+from shopping_mtl.pipeline import run_stage
+from shopping_mtl.run_state import RunState
 from shopping_mtl.retrieval import index as index_lib, stage
 from shopping_mtl.retrieval.config import RetrievalConfig
 from shopping_mtl.retrieval.model import build_towers
@@ -113,7 +114,7 @@ def test_stage_lists_from_an_inverted_file_match_brute_force(tmp_path):
     config = load_config(overrides={"run_dir": str(tmp_path / "run"), "data": {"dataset": str(spec)}})
     state = RunState(config=config, run_dir=tmp_path / "run")
     state.run_dir.mkdir()
-    run_data(state)
+    run_stage("data", state)
     users = list(state.truth.users)[:40]
 
     data = stage.prepare(state.dataset, state.split, config.retrieval)

@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from conftest import run_cli
 from shopping_mtl.config import load_config
-from shopping_mtl.data import synthetic
-from shopping_mtl.pipeline import RunState, run_data
+from tools import synthetic
+from shopping_mtl.pipeline import run_stage
+from shopping_mtl.run_state import RunState
 from shopping_mtl.retrieval import examples, index as index_lib, stage
 from shopping_mtl.retrieval.config import RetrievalConfig
 from shopping_mtl.retrieval.model import build_towers, make_task
@@ -67,7 +68,7 @@ def synthetic_run(tmp_path_factory):
     })
     state = RunState(config=config, run_dir=folder / "run")
     state.run_dir.mkdir()
-    run_data(state)
+    run_stage("data", state)
     data = stage.prepare(state.dataset, state.split, config.retrieval)
     return state, data
 

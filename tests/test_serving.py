@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, tiny_log
-from shopping_mtl.ranking import serving
+from shopping_mtl.export import graphs as serving
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig
 
@@ -35,7 +35,7 @@ def serve_fresh(export_dir, request: dict, tmp_path, name: str) -> dict[str, np.
 def ranked_run(tmp_path_factory):
     """Every stage on a small synthetic log (ranking and its exports included)."""
     from shopping_mtl.config import load_config
-    from shopping_mtl.data import synthetic
+    from tools import synthetic
     from shopping_mtl.pipeline import run
 
     folder = tmp_path_factory.mktemp("ranked")
@@ -46,13 +46,13 @@ def ranked_run(tmp_path_factory):
         "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
         "ranking": TINY_RANKER,
     })
-    assert config.stages == ("data", "baselines", "retrieval", "ranking")  # the default: every stage
+    assert config.stages == ("data", "baselines", "retrieval", "candidates", "ranking", "export")  # every stage
     return run(config)
 
 
 def _request(state, users):
     return serving.requests_for(users, state.split.history, state.split.test_start, state.dataset.users,
-                                state.retrieval["data"].features, state.config.ranking.history_length)
+                                state.retrieval.data.features, state.config.ranking.history_length)
 
 
 def test_every_stage_runs_by_default_and_writes_the_final_list(ranked_run):
@@ -101,7 +101,7 @@ def test_recommend_answers_unknown_users_empty_histories_and_unknown_items(ranke
     history[1, 3:] = ""
     request["history_item_ids"] = history.astype(str)
     answer = serve_fresh(state.info["exports"]["recommend"], request, tmp_path, "odd")
-    catalogue = set(state.retrieval["data"].catalogue["item_id"])
+    catalogue = set(state.retrieval.data.catalogue["item_id"])
     for row in range(3):
         items = answer["item_ids"][row].astype(str)
         assert len(items) == 100 and set(items) <= catalogue and len(set(items)) == 100
@@ -120,10 +120,10 @@ def test_recommend_answers_unknown_users_empty_histories_and_unknown_items(ranke
 def test_ranker_export_scores_given_candidates_as_offline(ranked_run, tmp_path):
     state = ranked_run
     user = state.truth.users[1]
-    candidates = state.candidate_set[state.candidate_set["user_id"] == user]
+    candidates = state.candidates.candidate_set[state.candidates.candidate_set["user_id"] == user]
     request = _request(state, [user])
-    catalogue = state.retrieval["data"].catalogue.set_index("item_id").reindex(candidates["item_id"])
-    for feature in state.retrieval["data"].features.spec.item:
+    catalogue = state.retrieval.data.catalogue.set_index("item_id").reindex(candidates["item_id"])
+    for feature in state.retrieval.data.features.spec.item:
         values = candidates["item_id"] if feature.name == "item_id" else catalogue[feature.name]
         request[feature.name] = (values.to_numpy(np.float32) if feature.type == "numeric"
                                  else values.fillna("").to_numpy(dtype=str))[None, :]
@@ -160,7 +160,7 @@ def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
     rows["save"] = rows["click"] * (rng.random(len(rows)) < 0.5)
     rows["purchase"] = rows["click"] * (rng.random(len(rows)) < 0.3)
     arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=10, list_features=True)
-    snapshot = serving.CatalogueSnapshot.from_events(items, events, {"click": 1, "save": 2, "purchase": 4}, 50, 5)
+    snapshot = serving.CatalogueSnapshot.from_events(items, events)
     request = serving.requests_for(users, events, at, None, features, 10)
     shaped = lambda column: column.reshape(len(users), len(candidates))  # noqa: E731
     table = items.set_index("item_id").reindex(candidates)
@@ -228,11 +228,11 @@ def test_every_signature_answers_odd_inputs_and_a_batch_of_1000(ranked_run, tmp_
     assert answer["item_ids"].shape == (1000, 100) and (answer["item_ids"] != b"").all()
     assert all(np.isfinite(answer[k]).all() for k in ("scores", *TASKS))
 
-    length = state.retrieval["data"].features.spec.history_length
-    catalogue = state.retrieval["data"].catalogue.set_index("item_id")
+    length = state.retrieval.data.features.spec.history_length
+    catalogue = state.retrieval.data.catalogue.set_index("item_id")
     retrieval_request = {"user_id": request["user_id"], "timestamp": request["timestamp"],
                          "history_item_ids": request["history_item_ids"][:, :length]}
-    if "category" in state.retrieval["data"].features.spec.history_features:
+    if "category" in state.retrieval.data.features.spec.history_features:
         retrieval_request["history_category"] = catalogue["category"].reindex(
             retrieval_request["history_item_ids"].reshape(-1)).fillna("").to_numpy(dtype=str).reshape(1000, length)
     answer = serve_fresh(exports["retrieval"], retrieval_request, tmp_path, "retrieval-1000")
@@ -242,7 +242,7 @@ def test_every_signature_answers_odd_inputs_and_a_batch_of_1000(ranked_run, tmp_
     items = rng.choice(catalogue.index.to_numpy(dtype=str), (1000, 20))
     items[:, 0], items[:, 1] = "never-seen-item", ""
     ranker = dict(request, item_id=items, two_tower_score=rng.random((1000, 20)).astype(np.float32))
-    for feature in state.retrieval["data"].features.spec.item:
+    for feature in state.retrieval.data.features.spec.item:
         if feature.name == "item_id":
             continue
         values = catalogue[feature.name].reindex(items.reshape(-1))
@@ -303,7 +303,7 @@ def test_grpc_client_example_gets_a_list(ranked_run):
         assert done.returncode == 0, done.stderr[-2000:]
         rows = [line.split() for line in done.stdout.splitlines()[1:]]
         assert len(rows) == 5 and [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
-        assert set(r[1] for r in rows) <= set(state.retrieval["data"].catalogue["item_id"])
+        assert set(r[1] for r in rows) <= set(state.retrieval.data.catalogue["item_id"])
         cold = subprocess.run([sys.executable, str(ROOT / "examples" / "grpc_recommend.py"), "--server",
                                f"127.0.0.1:{port}", "--user", "someone-new"], capture_output=True, text=True, timeout=120)
         assert cold.returncode == 0 and len(cold.stdout.splitlines()) == 11, cold.stderr[-2000:]

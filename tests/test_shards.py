@@ -10,17 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopping_mtl import shards as shards_lib
+from shopping_mtl.scale import shards as shards_lib
 from shopping_mtl.batches import make_dataset, make_list_dataset
 from shopping_mtl.config import load_config
-from shopping_mtl.data import synthetic
+from tools import synthetic
 from shopping_mtl.errors import ConfigError
-from shopping_mtl.pipeline import RunState, run_data
+from shopping_mtl.export.stage import warmup_lists
+from shopping_mtl.pipeline import run_stage
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.examples import label_rows
-from shopping_mtl.ranking.stage import fit_ranker, predict_rows, prepare_ranking
+from shopping_mtl.ranking.stage import fit_ranker, predict_rows, prepare_ranking, ranking_day
+from shopping_mtl.run_state import RunState, write_parquet_atomic
 from shopping_mtl.retrieval import stage as retrieval_stage
-from shopping_mtl.shards import MANIFEST, ExampleShards, ShardWriter
+from shopping_mtl.scale.shards import MANIFEST, ExampleShards, ShardWriter
 from shopping_mtl.training import EpochClock
 
 
@@ -156,15 +158,14 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shards")
     spec = synthetic.generate(folder / "data", 8_000, seed=2)
     config = load_config(overrides={"run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
-                                    "tracking": {"enabled": False}, "stages": ["data", "retrieval"],
+                                    "tracking": {"enabled": False}, "stages": ["data", "retrieval", "candidates"],
                                     "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
                                     "ranking": {"extra_days": 2},
                                     "evaluation": {"bootstrap_resamples": 0}})
     state = RunState(config=config, run_dir=folder / "run")
     state.run_dir.mkdir()
-    run_data(state)
-    from shopping_mtl.retrieval.stage import run_retrieval_stage
-    run_retrieval_stage(state)
+    for name in ("data", "retrieval", "candidates"):
+        run_stage(name, state)
     return state
 
 
@@ -249,8 +250,8 @@ def test_training_list_cap_keeps_a_sample_of_recent_users_and_the_whole_holdout(
 def test_test_candidates_scored_a_chunk_of_users_at_a_time_as_all_at_once(trained, caplog):
     state = trained
     rconfig = dataclasses.replace(state.config.ranking, epochs=1, compare_single_task=False)
-    fitted = fit_ranker(state.retrieval["data"].features, prepare_ranking(state, rconfig), rconfig, seed=0)
-    rows = label_rows(state.candidate_set, state.split.test, add_missed=False)
+    fitted = fit_ranker(state.retrieval.data.features, prepare_ranking(state, rconfig), rconfig, seed=0)
+    rows = label_rows(state.candidates.candidate_set, state.split.test, add_missed=False)
     whole, whole_labels = predict_rows(state, rows, {"ranker": fitted.model.scorer})
     assert len(rows) > 1000 and sum(whole_labels["click"]) > 0
     data = dataclasses.replace(state.config.data, stream_above_events=0, shard_rows=len(rows) // 20)
@@ -266,7 +267,7 @@ def test_test_candidates_scored_a_chunk_of_users_at_a_time_as_all_at_once(traine
 
 
 def test_catalogue_vectors_built_a_slice_at_a_time_are_the_whole_catalogues(trained):
-    data, model = trained.retrieval["data"], trained.retrieval["model"]
+    data, model = trained.retrieval.data, trained.retrieval.model
     whole = retrieval_stage.catalogue_vectors(model, data, data.catalogue, rows=10 ** 9)
     sliced = retrieval_stage.catalogue_vectors(model, data, data.catalogue, rows=len(data.catalogue) // 7)
     assert whole.shape == (len(data.catalogue), sliced.shape[1]) and len(data.catalogue) > 1000
@@ -277,11 +278,9 @@ def test_a_frame_on_disk_reads_back_as_the_frame_it_was(trained, tmp_path):
     """A streaming run keeps the validation lists and the candidate set on disk between the
     stages: read back whole, for some users, or some columns, they are the frames in memory,
     and the ranking day built from the lists on disk is the one built from memory."""
-    from shopping_mtl.pipeline import write_parquet_atomic
-    from shopping_mtl.ranking.stage import ranking_day, warmup_lists
 
     state = trained
-    lists = state.retrieval["validation_lists"]
+    lists = state.retrieval.validation_lists
     write_parquet_atomic(lists, tmp_path / "lists.parquet")
     on_disk = shards_lib.FrameOnDisk(tmp_path / "lists.parquet")
     assert len(on_disk) == len(lists) > 1000
@@ -294,7 +293,7 @@ def test_a_frame_on_disk_reads_back_as_the_frame_it_was(trained, tmp_path):
     pd.testing.assert_frame_equal(warmup_lists(on_disk, 7), warmup_lists(lists, 7))
     assert warmup_lists(lists, 7)["user_id"].nunique() == 7
 
-    spilled = dataclasses.replace(state, retrieval={**state.retrieval, "validation_lists": on_disk})
+    spilled = dataclasses.replace(state, retrieval=dataclasses.replace(state.retrieval, validation_lists=on_disk))
     memory, disk = ranking_day(state, 0, set()), ranking_day(spilled, 0, set())
     assert memory.n_fit_rows == disk.n_fit_rows > 0
     assert _rows(memory.fit_inputs) == _rows(disk.fit_inputs)

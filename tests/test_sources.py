@@ -1,4 +1,4 @@
-"""Merging candidate sources with quotas (`retrieval.sources.merge_sources`)."""
+"""Merging candidate sources with quotas (`candidates.merge.merge_sources`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopping_mtl.retrieval.sources import merge_sources
+from shopping_mtl.candidates.merge import merge_sources
 
 
 def _reference(sources, quotas) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def test_merge_equals_the_string_sort_and_dedup(seed):
 
 @pytest.mark.parametrize("rows", [1, 3, 7, 1_000_000])
 def test_first_of_each_pair_in_slices_equals_one_pass(rows):
-    from shopping_mtl.retrieval.sources import _first_of_each_pair
+    from shopping_mtl.scale.merge_codes import first_of_each_pair as _first_of_each_pair
 
     rng = np.random.default_rng(rows)
     users = rng.integers(0, 6, 200).astype(np.int32)
@@ -74,7 +74,7 @@ def test_first_of_each_pair_in_slices_equals_one_pass(rows):
 def test_priority_order_is_the_stable_sort_by_user_source_and_rank(monkeypatch, max_key):
     """The rows' order by one in-place sorted key (or, where the key would not fit, a stable
     argsort) is the stable lexicographic order by (user, source, source rank)."""
-    from shopping_mtl.retrieval import sources as sources_lib
+    from shopping_mtl.scale import merge_codes as sources_lib
 
     monkeypatch.setattr(sources_lib, "MAX_KEY", max_key)
     rng = np.random.default_rng(3)
@@ -83,4 +83,4 @@ def test_priority_order_is_the_stable_sort_by_user_source_and_rank(monkeypatch, 
     source_rank = rng.integers(1, 12, offsets[-1]).astype(np.int32)  # repeated ranks: ties
     source = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     expected = np.lexsort((np.arange(offsets[-1]), source_rank, source, users))
-    np.testing.assert_array_equal(sources_lib._priority_order(users, source_rank, offsets), expected)
+    np.testing.assert_array_equal(sources_lib.priority_order(users, source_rank, offsets), expected)

@@ -6,8 +6,11 @@ import pandas as pd
 import pytest
 
 from conftest import DAY, T0, event_lines, tiny_rows, write_spec, CSV_SPEC
-from shopping_mtl import baselines
-from shopping_mtl.baselines import BaselineConfig, run_baseline
+from shopping_mtl.candidates import SourceDay, baseline_list
+from shopping_mtl.candidates.config import BaselineConfig
+from shopping_mtl.candidates.covisit import covisit, covisitation_counts
+from shopping_mtl.candidates.popularity import popularity
+from shopping_mtl.candidates.user_history import user_history
 from shopping_mtl.data.readers import read_dataset
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import cold_item_shares, ground_truth, split_events
@@ -84,7 +87,7 @@ def test_sorted_events_are_split_into_slices_that_share_the_log(short):
 def test_popularity_weights_and_ties():
     rows = [("u1", "a", "pv", T0), ("u2", "b", "fav", T0), ("u3", "c", "buy", T0),
             ("u1", "d", "pv", T0), ("u2", "d", "pv", T0)]
-    got = baselines.popularity(events_of(rows), ["u1"], k=3)
+    got = popularity(events_of(rows), ["u1"], k=3)
     # scores: a 1, b 2, c 4, d 1 + 1 = 2; ties by item id: c, b, d
     assert list(got["item_id"]) == ["c", "b", "d"]
     assert list(got["score"]) == [4.0, 2.0, 2.0]
@@ -94,7 +97,7 @@ def test_popularity_weights_and_ties():
 def test_user_history_recency_weighting():
     rows = [("u1", "old", "buy", T0), ("u1", "new", "pv", T0 + 3 * DAY), ("u1", "mid", "pv", T0 + 2 * DAY)]
     now = pd.Timestamp(T0 + 4 * DAY, unit="s", tz="UTC")
-    got = baselines.user_history(events_of(rows), ["u1"], 10, half_life_days=1.0, now=now)
+    got = user_history(events_of(rows), ["u1"], 10, half_life_days=1.0, now=now)
     # old: 4 * 0.5**4 = 0.25; new: 1 * 0.5**1 = 0.5; mid: 1 * 0.5**2 = 0.25 -> new, then mid/old by id
     assert list(got["item_id"]) == ["new", "mid", "old"]
     assert list(got["score"]) == pytest.approx([0.5, 0.25, 0.25])
@@ -103,19 +106,20 @@ def test_user_history_recency_weighting():
 def test_covisit_counts_same_day_sessions():
     rows = [("u1", "a", "pv", T0), ("u1", "b", "pv", T0 + 1), ("u2", "a", "pv", T0),
             ("u2", "b", "pv", T0 + 5), ("u2", "c", "pv", T0 + 9), ("u3", "c", "pv", T0 + DAY)]
-    counts = baselines.covisitation_counts(events_of(rows)).set_index(["source", "target"])["count"]
+    counts = covisitation_counts(events_of(rows)).set_index(["source", "target"])["count"]
     assert counts[("a", "b")] == 2 and counts[("b", "a")] == 2 and counts[("a", "c")] == 1
     assert ("c", "c") not in counts.index
-    got = baselines.covisit(events_of(rows), ["u3"], 10)
+    got = covisit(events_of(rows), ["u3"], 10)
     # u3's only seed is c, co-visited once with a and once with b
     assert sorted(got["item_id"]) == ["a", "b"]
 
 
 def test_lists_are_filled_to_k_with_popular_items():
     events = events_of(tiny_rows())
-    got = run_baseline("user_history", events, ["u1"], 4, BaselineConfig())
+    now = events["timestamp"].max()
+    got = baseline_list("user_history", SourceDay(events, ["u1"], now, BaselineConfig()), 4)
     assert len(got) == 4 and got["item_id"].is_unique and list(got["rank"]) == [1, 2, 3, 4]
-    unfilled = run_baseline("user_history", events, ["u1"], 4, BaselineConfig(fill_with_popularity=False))
+    unfilled = baseline_list("user_history", SourceDay(events, ["u1"], now, BaselineConfig(fill_with_popularity=False)), 4)
     assert set(unfilled["item_id"]) == set(events.loc[events.user_id == "u1", "item_id"])
 
 
@@ -127,8 +131,8 @@ def test_planted_test_event_reaches_no_baseline(tmp_path):
         data = read_dataset(load_spec(str(write_spec(tmp_path, CSV_SPEC))))
         split = split_events(data.events)
         truth = ground_truth(split)
-        out = {name: run_baseline(name, split.history, truth.users, 10, BaselineConfig(), now=split.test_start)
-               for name in baselines.BASELINES}
+        day = SourceDay(split.history, truth.users, split.test_start, BaselineConfig())
+        out = {name: baseline_list(name, day, 10) for name in BaselineConfig().names}
         return out, split
 
     clean, _ = lists_for(tiny_rows())
@@ -136,6 +140,6 @@ def test_planted_test_event_reaches_no_baseline(tmp_path):
         ("u2", "PLANTED", "buy", T0 + 3 * DAY + 8), ("u2", "a", "buy", T0 + 3 * DAY + 9)]
     planted, split = lists_for(planted_rows)
     assert "PLANTED" in set(split.test["item_id"])
-    for name in baselines.BASELINES:
+    for name in BaselineConfig().names:
         pd.testing.assert_frame_equal(clean[name], planted[name], obj=name)
         assert "PLANTED" not in set(planted[name]["item_id"])

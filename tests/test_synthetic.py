@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from shopping_mtl.data import synthetic
-from shopping_mtl.data.synthetic import (
+from tools import synthetic
+from tools.synthetic import (
     BEHAVIORS,
     GENERATOR_VERSION,
     SyntheticProfile,
@@ -334,7 +334,7 @@ def test_generate_refuses_a_non_empty_folder(tmp_path):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shopping_mtl.data.synthetic", *args],
+        [sys.executable, "-m", "tools.synthetic", *args],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
 

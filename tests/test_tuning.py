@@ -66,7 +66,7 @@ ARCHITECTURES = ("shared_bottom", "mmoe", "esmm")
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    from shopping_mtl.data import synthetic
+    from tools import synthetic
 
     return synthetic.generate(tmp_path_factory.mktemp("tune") / "data", 6_000, seed=2)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
 import yaml
 
 from shopping_mtl.errors import ConfigError
@@ -68,8 +69,6 @@ def _mapping(mapping: Mapping[str, Any], key: str, where: str) -> dict[str, Any]
 
 def _check_timestamp(fmt: str, timezone: str, where: str) -> None:
     """Fail on a pattern or zone that pandas would reject while reading, row after row."""
-    import pandas as pd  # here, so that loading a spec does not need pandas otherwise
-
     if fmt != "unix":
         if "%" not in fmt:
             raise ConfigError(f"{where}.timestamp_format is '{fmt}': 'unix' or a strftime "

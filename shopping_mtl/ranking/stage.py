@@ -19,19 +19,18 @@ import time
 import numpy as np
 import pandas as pd
 
-from shopping_mtl import export as export_lib, shards
-from shopping_mtl.baselines import forget_covisit_table, run_baseline
+from shopping_mtl import evaluation, tracking
+from shopping_mtl.candidates import SourceDay, build_candidate_set
 from shopping_mtl.data.split import GroundTruth, truth_for
-from shopping_mtl import evaluation
 from shopping_mtl.evaluation import score_lists
-from shopping_mtl.groups import positions_in_runs, run_bounds
+from shopping_mtl.scale.groups import positions_in_runs, run_bounds
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.retrieval import examples as retrieval_examples
-from shopping_mtl.ranking import serving
-from shopping_mtl.retrieval.sources import merge_sources
+from shopping_mtl.run_state import RunState
+from shopping_mtl.scale import shards
 
 log = logging.getLogger(__name__)
 VALUE_GRID = {"click": (1.0,), "save": (0.0, 0.5, 1.0, 2.0), "purchase": (0.0, 1.0, 2.0, 4.0)}
@@ -120,9 +119,9 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     fitting users (a fixed sample by hash, different each day) and the held-out users are
     kept; the others' candidates are never computed.
     """
-    config, split, dataset = state.config, state.split, state.dataset
+    config, split, dataset, retrieval = state.config, state.split, state.dataset, state.retrieval
     rconfig = config.ranking
-    features = state.retrieval["data"].features
+    features = retrieval.data.features
     start = split.validation_start - pd.Timedelta(days=days_back)
     earlier = (split.train["timestamp"] < start).to_numpy()
     # On the validation day every train event is before it: the frame itself, not a copy of it
@@ -142,20 +141,14 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
                  days_back, len(kept), len(fitting))
     if not truth.users:
         return None
-    own = dataclasses.replace(config.baselines, fill_with_popularity=False)
-    sources = {}
-    for name, quota in config.candidates.quotas.items():
-        if name == "two_tower":
-            if days_back == 0:
-                sources[name] = shards.held(state.retrieval["validation_lists"], users=truth.users)
-            continue
-        sources[name] = run_baseline(name, before, truth.users, max(quota, 1), own, now=start)
-        # Once its source is built (~1.6 GB at 10^7 events): no other day counts from these
-        # events, and the later sources and the merge need the room.
-        forget_covisit_table()
-    candidates = merge_sources(sources, config.candidates.quotas)
+    # The two-tower model was fitted on the days before the validation day: it lists on that
+    # day only.
+    two_tower = shards.held(retrieval.validation_lists, users=truth.users) if days_back == 0 else None
+    candidates = build_candidate_set(SourceDay(before, truth.users, start, config.baselines, two_tower),
+                                     config.candidates.quotas)
+    del two_tower
     if before is split.train:  # the validation day
-        catalogue = state.retrieval["data"].train_catalogue()
+        catalogue = retrieval.data.train_catalogue()
     else:
         catalogue = retrieval_examples.item_catalogue(before, dataset.items, features)
     is_held = candidates["user_id"].isin(held)
@@ -324,19 +317,27 @@ def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, ini
     return RankerFit(model, fitted["history"], platt, dict(weights), float(ndcg), mean_auc, float(reference_ndcg))
 
 
-def run_ranking_stage(state) -> None:
-    config, split, dataset = state.config, state.split, state.dataset
+@dataclasses.dataclass
+class RankingOutput:
+    """The ranking stage's hand-off to the export: the fitted ranker (`scorer`: raw features
+    -> the heads' probabilities), its Platt calibration per head and the value weights."""
+
+    scorer: object
+    platt: dict
+    weights: dict
+
+
+def run_ranking_stage(state: RunState) -> RankingOutput:
+    """Fit the ranker on the ranking days, score the test candidates, write
+    recommendations.parquet, the reports, and the figures of the final list."""
+    config, split = state.config, state.split
     rconfig, ev = config.ranking, config.evaluation
     retrieval = state.retrieval
-    data = retrieval["data"]
-    features = data.features
+    features = retrieval.data.features
     started = time.perf_counter()
 
     ranking = prepare_ranking(state)
-    data.forget_train_catalogue()
-    # The validation lists were the validation day's two-tower source; from here on only the
-    # warmup requests read them (~20M rows at 10^7 events, held to the end otherwise).
-    retrieval["validation_lists"] = warmup_lists(retrieval["validation_lists"], config.export.warmup_requests)
+    retrieval.data.forget_train_catalogue()
     fit_inputs, holdout_inputs = ranking.fit_inputs, ranking.holdout_inputs
     fitted = fit_ranker(features, ranking, rconfig, config.seed, backup_dir=state.backup_dir("ranker"))
     gc.collect()  # the fit's datasets and traces, in reference cycles
@@ -369,7 +370,7 @@ def run_ranking_stage(state) -> None:
     del ranking, fit_inputs, holdout_inputs
 
     # Test: the retrieval stage's merged candidates, features from train + validation.
-    test_rows = examples.label_rows(shards.held(state.candidate_set, ["user_id", "item_id", "source", "score"]),
+    test_rows = examples.label_rows(shards.held(state.candidates.candidate_set, ["user_id", "item_id", "source", "score"]),
                                     split.test, add_missed=False)
     predicted, test_labels = predict_rows(state, test_rows, {"ranker": model.scorer,
                                                              **{t: m.scorer for t, m in singles.items()}})
@@ -403,12 +404,11 @@ def run_ranking_stage(state) -> None:
     state.metrics.update(score_lists(recommendations, state.truth, "pipeline", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
     # The candidate set in retrieval order, for the table: what ranking adds.
-    state.metrics.update(score_lists(shards.held(state.candidate_set, ["user_id", "rank", "item_id"], coded=True),
+    state.metrics.update(score_lists(shards.held(state.candidates.candidate_set, ["user_id", "rank", "item_id"], coded=True),
                                      state.truth, "retrieval_order", ev.ks,
                                      ev.bootstrap_resamples, ev.bootstrap_seed))
-
-    export_serving_models(state, model.scorer, platt, weights)
     state.timings["ranking_fit"] = time.perf_counter() - started
+    return RankingOutput(model.scorer, platt, weights)
 
 
 def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
@@ -418,7 +418,7 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     four shards' rows (whole users) at a time, never all held at once (at 10^7 events the
     test candidates are ~20M rows, ~0.5 KB each as model inputs)."""
     config, split, dataset = state.config, state.split, state.dataset
-    rconfig, data = config.ranking, state.retrieval["data"]
+    rconfig, data = config.ranking, state.retrieval.data
 
     def inputs(part, history, **kwargs):
         return examples.ranking_inputs(part, history, split.test_start, dataset.users, data.catalogue,
@@ -446,80 +446,13 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     return predicted, labels
 
 
-def serving_graph(state, scorer, platt, weights) -> tuple[serving.RankerGraph, serving.CatalogueSnapshot]:
-    """The ranker's serving graph over the catalogue known before the test period."""
-    config, split = state.config, state.split
-    data = state.retrieval["data"]
-    snapshot = serving.CatalogueSnapshot.from_events(
-        data.catalogue, split.history, config.baselines.event_weights,
-        config.baselines.covisit_max_session_items, config.candidates.quotas.get("popularity", 0))
-    graph = serving.RankerGraph(scorer, data.features, snapshot, platt, weights,
-                                config.ranking.history_length, config.ranking.list_features,
-                                ordered=config.ranking.architecture == "esmm")
-    return graph, snapshot
-
-
-def recommend_module(state, graph: serving.RankerGraph, snapshot) -> serving.RecommendServing:
-    config = state.config
-    parts = state.retrieval["index"]
-    return serving.RecommendServing(
-        graph, parts.build(), parts.query_model.input_names, snapshot, config.candidates.quotas,
-        config.ranking.list_size, config.baselines.covisit_recent_items, config.baselines.covisit_decay)
-
-
-def warmup_lists(lists: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The rows of the first `n` (at least one) users, by id, of the two-tower validation lists:
-    the users of the warmup requests."""
-    users = sorted(pd.unique(shards.held(lists, ["user_id"])["user_id"]))[:max(n, 1)]
-    return shards.held(lists, users=users).reset_index(drop=True)
-
-
-def warmup_requests(state, n: int) -> tuple[dict, dict]:
-    """Real validation rows as serving requests: up to `n` validation-day users with their
-    history before that day (`recommend`), plus their two-tower validation candidates
-    (`ranker`, 100 per user)."""
-    split, data = state.split, state.retrieval["data"]
-    lists = warmup_lists(state.retrieval["validation_lists"], n)
-    users = sorted(set(lists["user_id"]))
-    request = serving.requests_for(users, split.train, split.validation_start, state.dataset.users,
-                                   data.features, state.config.ranking.history_length)
-    width = 100
-    top = lists[lists["user_id"].isin(users) & (lists["rank"] <= width)]
-    slots = pd.MultiIndex.from_product([users, range(1, width + 1)], names=["user_id", "rank"])
-    top = top.set_index(["user_id", "rank"]).reindex(slots)
-    item_ids = top["item_id"].fillna("").to_numpy(dtype=object)
-    ranker = dict(request)
-    items = retrieval_examples.item_arrays(data.catalogue, data.features, item_ids)
-    for name, values in items.items():
-        ranker[name] = values.reshape(len(users), width)
-    ranker["item_id"] = item_ids.astype(str).reshape(len(users), width)
-    ranker[serving.TWO_TOWER_SCORE] = top["score"].fillna(0.0).to_numpy(np.float32).reshape(len(users), width)
-    return request, {k: v.astype(str) if v.dtype == object else v for k, v in ranker.items()}
-
-
-def export_serving_models(state, scorer, platt, weights) -> None:
-    """`<export base>/ranker/<version>` and `.../recommend/<version>`, with warmup requests."""
-    config = state.config
-    graph, snapshot = serving_graph(state, scorer, platt, weights)
-    request, ranker_request = warmup_requests(state, config.export.warmup_requests)
-    for name, module, warmup in (("ranker", serving.RankerServing(graph), ranker_request),
-                                 ("recommend", recommend_module(state, graph, snapshot), request)):
-        started = time.perf_counter()
-        target = export_lib.publish(module, config.export_base, name, warmup, config.export.warmup_requests,
-                                    config.export.keep_versions, config.export.server_base)
-        state.info.setdefault("exports", {})[name] = str(target)
-        log.info("ranking: exported %s in %.1fs", target, time.perf_counter() - started)
-
-
 def write_reports(state, scorer, curves) -> None:
     """`calibration.png` (reliability diagram per head on the test rows) and
     `model_summary.txt` (the ranker's and the two towers' layers) in the run folder."""
-    from shopping_mtl import tracking
-
     tracking.plot_calibration(curves, state.run_dir / "calibration.png")
     lines = []
     models = [scorer]
-    two_tower = state.retrieval.get("model") if state.retrieval else None
+    two_tower = state.retrieval.model if state.retrieval else None
     if two_tower is not None:
         models += [two_tower.query_model, two_tower.candidate_model]
     for model in models:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl.features import TIMESTAMP, FeatureSet
-from shopping_mtl.groups import codes_in
+from shopping_mtl.scale.groups import codes_in
 from shopping_mtl.history import as_str, last_items_before
 
 Arrays = dict[str, np.ndarray]

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl.batches import as_tensor, compiled, infer
-from shopping_mtl.export import next_version, save_atomic  # noqa: F401  (the bench uses both from here)
+from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import FeatureSet
 
 log = logging.getLogger(__name__)

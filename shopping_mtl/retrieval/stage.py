@@ -1,4 +1,5 @@
-"""The retrieval stage of a run: prepare pairs, train, retrieve, merge sources, export.
+"""The retrieval stage of a run: prepare pairs, train the two-tower model, list for the
+validation and the test users.
 
 Split into steps so that tuning trials and benchmarks reuse the same preparation and scoring.
 """
@@ -15,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopping_mtl import export as export_lib, shards
-from shopping_mtl.baselines import forget_covisit_table, run_baseline
 from shopping_mtl.data.split import GroundTruth, Split, validation_truth
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.features import FeatureSet, FeatureSpec
-from shopping_mtl.groups import codes_in, in_sorted
+from shopping_mtl.scale.groups import codes_in, in_sorted
 from shopping_mtl.retrieval import examples, index as index_lib, model as model_lib
 from shopping_mtl.retrieval.config import RetrievalConfig
-from shopping_mtl.retrieval.sources import merge_sources
+from shopping_mtl.run_state import RunState
+from shopping_mtl.scale import shards
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,30 @@ def fit(data: RetrievalData, config: RetrievalConfig, seed: int, backup_dir=None
                                      backup_dir=backup_dir)
 
 
-def run_retrieval_stage(state) -> None:
-    """The stage: fit, score on validation and test, write candidates and the merged set, export."""
+@dataclass
+class RetrievalOutput:
+    """The retrieval stage's hand-off.
+
+    Args:
+        model: the fitted two-tower model (`query_model`, `candidate_model`).
+        data: its features, catalogue and example tables.
+        validation_lists: each validation-day user's lists from train events (the validation
+            day's two-tower source), as deep as its quota; a `FrameOnDisk` when streaming.
+        test_lists: each test user's lists from train + validation events, as deep; the
+            candidates stage takes them (and sets this to None).
+        index: the parts the exported brute-force index is built from.
+    """
+
+    model: object
+    data: RetrievalData
+    validation_lists: object
+    test_lists: pd.DataFrame | None
+    index: index_lib.IndexParts
+
+
+def run_retrieval_stage(state: RunState) -> RetrievalOutput:
+    """Fit the two-tower model, list for the validation and the test users, write
+    candidates.parquet (its top k per test user) and score it."""
     config, split = state.config, state.split
     rconfig, ev = config.retrieval, config.evaluation
     data = prepare(state.dataset, split, rconfig, state.examples_dir("retrieval"), config.data.shard_rows)
@@ -270,20 +292,16 @@ def run_retrieval_stage(state) -> None:
     # The candidate set may take more two-tower items than the top k that candidates.parquet holds.
     depth = max(k, config.candidates.quotas.get("two_tower", 0))
     vlists, vtruth = validation_lists(model, data, depth)
-    state.retrieval = {"model": model, "data": data, "validation_lists": vlists}
     if vtruth.users:
         state.metrics.update(score_lists(vlists[vlists["rank"] <= k], vtruth, "retrieval/validation",
                                          ev.ks, n_resamples=0))
     spill = state.examples_dir("retrieval") is not None
     if spill:  # read back by the ranking stage, its validation day's users only
-        state.retrieval["validation_lists"] = shards.FrameOnDisk(
-            state.write_list(vlists, ".examples/validation_lists.parquet"))
-        del vlists
+        vlists = shards.FrameOnDisk(state.write_list(vlists, ".examples/validation_lists.parquet"))
 
     index, deep = test_lists(model, data, state.truth.users, depth)
     if spill:  # built again only by the exports
         index.spill(state.examples_dir("retrieval") / "catalogue_vectors.npy")
-    state.retrieval["index"] = index
     candidates = deep[deep["rank"] <= k].reset_index(drop=True)
     state.write_list(candidates, "candidates.parquet")
     state.metrics.update(score_lists(candidates, state.truth, "retrieval", ev.ks,
@@ -291,36 +309,4 @@ def run_retrieval_stage(state) -> None:
     del candidates  # on disk; the deep lists are the two-tower source of the set
     for label, recall in data.index_recall.items():
         state.metrics[f"retrieval/index_recall_of_exact/{label}"] = recall
-
-    # The candidate set the ranker scores: sources merged with quotas (own lists unfilled).
-    own = dataclasses.replace(config.baselines, fill_with_popularity=False)
-    sources = {}
-    for name, quota in config.candidates.quotas.items():
-        sources[name] = deep if name == "two_tower" else run_baseline(
-            name, split.history, state.truth.users, max(quota, 1), own, now=split.test_start)
-        # Once its source is built: the ranking stage's days count from other events, and the
-        # later sources and the merge need the room (~1.6 GB at 10^7 events).
-        forget_covisit_table()
-    merged = merge_sources(sources, config.candidates.quotas)
-    names = list(sources)
-    del sources, deep  # tens of millions of rows at 10^7 events; the merged set is what stays
-    path = state.write_list(merged, "candidate_set.parquet")
-    state.metrics.update(score_lists(merged, state.truth, "candidate_set", (100, config.candidates.size),
-                                     ev.bootstrap_resamples, ev.bootstrap_seed))
-    state.metrics["candidate_set/mean_size"] = float(merged.groupby("user_id").size().mean())
-    for name in names:
-        state.metrics[f"candidate_set/share/{name}"] = float((merged["source"] == name).mean())
-    # A streaming run reads it back from its file when the ranking stage scores it.
-    state.candidate_set = shards.FrameOnDisk(path) if spill else merged
-    del merged
-
-    module = index_lib.RetrievalServing(index.build(), data.features, model.query_model.input_names, k,
-                                        rconfig.exclude_seen)
-    # Warmup requests: real validation rows (the query state before a validation-day event).
-    warmup = shards.head(data.validation, list(module.signature), config.export.warmup_requests)
-    target = export_lib.publish(module, config.export_base, "retrieval", warmup, config.export.warmup_requests,
-                                config.export.keep_versions, config.export.server_base)
-    state.info.setdefault("exports", {})["retrieval"] = str(target)
-    log.info("retrieval: exported %s", target)
-    del module
-    gc.collect()  # the module's traced functions, in reference cycles, hold the built index
+    return RetrievalOutput(model, data, vlists, deep, index)

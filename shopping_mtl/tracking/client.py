@@ -1,29 +1,24 @@
-"""MLflow tracking: one run per training, child runs for tuner trials, plots, and the registry.
+"""MLflow client side: where runs go, what a run records, and `Tracker`, one run.
 
 The flow a training process follows:
 
 1. `Tracker.start(project_root, experiment=...)` resolves the store (`MLFLOW_TRACKING_URI`, else
    `sqlite:///<project_root>/mlflow.db`), fails fast with a `ShoppingMtlError` when a tracking
    server does not answer (MLflow's own client would retry for minutes), creates the experiment
-   on first use with its artifacts under `<project_root>/mlruns/<experiment>` (STACK.md pitfall 7:
-   otherwise they land relative to the current directory), and opens a run tagged with
+   on first use with its artifacts under `<project_root>/mlruns/<experiment>` (MLflow's default
+   would put them relative to the current directory), and opens a run tagged with
    `run_tags(...)` (git commit, dirty flag, data fingerprint, package versions).
 2. `log_params(flatten(config))` logs the whole configuration as dotted keys;
    `log_epoch(prefix, logs, epoch)` / `log_metrics(...)` log figures. Keys MLflow rejects
    (`recall@100`: `@` is not allowed) are rewritten deterministically by `metric_key`
    (`recall_at_100`); non-finite values are skipped and counted in `tracking/skipped_non_finite`.
-3. `plot_calibration` / `plot_recall_curves` write PNGs that `log_artifact` attaches to the run.
-4. `log_exports(tracker, exports, objective_name, objective)` logs each exported SavedModel as
-   plain artifacts and as an MLflow pyfunc model (`SavedModelPyfunc`, STACK.md pitfall 8: the
-   Keras/TensorFlow flavors break on dict inputs with strings), registers it as
-   `shopping-<name>` and moves the `champion` alias only when the objective beats the champion's.
-5. Leaving the `with Tracker.start(...)` block ends the run FINISHED, FAILED on an exception
+3. Leaving the `with Tracker.start(...)` block ends the run FINISHED, FAILED on an exception
    (KILLED on Ctrl-C).
 
 Every call goes through the tracker's own `MlflowClient(tracking_uri)`, never MLflow's global
 "active run", so a search's parent run and its trials' child runs (`tracker.child(...)`) can be
-open in one process at once. A search is one parent run and each trial a child run
-(STYLE.md habit 12); children carry the `mlflow.parentRunId` tag that MLflow's UI nests by.
+open in one process at once. A search is one parent run and each trial a child run; children
+carry the `mlflow.parentRunId` tag that MLflow's UI nests by.
 """
 
 from __future__ import annotations
@@ -35,21 +30,16 @@ import math
 import os
 import re
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-import mlflow
 import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils import validation
 
@@ -58,15 +48,12 @@ from shopping_mtl.errors import ShoppingMtlError
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "shopping_mtl"
-CHAMPION = "champion"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 SKIPPED_METRIC = "tracking/skipped_non_finite"
 PARENT_RUN_TAG = "mlflow.parentRunId"
-# The packages whose versions decide whether a run can be reproduced (STACK.md's pins).
+# The packages whose versions decide whether a run can be reproduced (pinned in pyproject.toml).
 VERSIONED_PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "keras-tuner", "mlflow",
                       "pandas", "numpy")
-# What the pyfunc model needs to load; pinned to this environment's versions when logged.
-PYFUNC_REQUIREMENTS = ("mlflow", "tensorflow", "pandas", "numpy", "cloudpickle")
 
 # MLflow 3.17's limits (6000 characters per param value, not the 500 of MLflow 1.x).
 MAX_PARAM_VALUE = validation.MAX_PARAM_VAL_LENGTH
@@ -167,9 +154,9 @@ def get_or_create_experiment(name: str, project_root: Path,
 
     With a local store (sqlite or file) a new experiment's artifact location is set explicitly to
     `<project_root>/mlruns/<name>` (a file URI; for a sqlite database named by
-    MLFLOW_TRACKING_URI, `mlruns/<name>` beside that database); MLflow's default would be `./mlruns/<id>`
-    relative to whatever the current directory is (STACK.md pitfall 7). A tracking server
-    chooses its own location (`--default-artifact-root` / `--artifacts-destination`).
+    MLFLOW_TRACKING_URI, `mlruns/<name>` beside that database); MLflow's default would be
+    `./mlruns/<id>` relative to whatever the current directory is. A tracking server chooses its
+    own location (`--default-artifact-root` / `--artifacts-destination`).
 
     Args:
         name: the experiment name.
@@ -248,7 +235,8 @@ def _git(project_root: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed version of `package` (from its metadata), or "not installed"."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -261,7 +249,7 @@ def run_tags(project_root: Path, info: Mapping | None = None) -> dict[str, str]:
     `git.commit` (HEAD, or "unknown" outside a repository) and `mlflow.source.git.commit` (the
     same; MLflow's UI links it), `git.dirty` ("true" when tracked files differ from HEAD;
     untracked files are ignored; "unknown" without git), `data.fingerprint` and `data.dataset`
-    from `info` when present, and `versions.<package>` for the packages of STACK.md (read from
+    from `info` when present, and `versions.<package>` for `VERSIONED_PACKAGES` (read from
     the installed metadata: nothing is imported).
 
     Args:
@@ -278,7 +266,7 @@ def run_tags(project_root: Path, info: Mapping | None = None) -> dict[str, str]:
         tags["data.fingerprint"] = str(info["data_fingerprint"])
     if "dataset" in info:
         tags["data.dataset"] = str(info["dataset"])
-    tags.update({f"versions.{p}": _version(p) for p in VERSIONED_PACKAGES})
+    tags.update({f"versions.{p}": package_version(p) for p in VERSIONED_PACKAGES})
     return tags
 
 
@@ -442,8 +430,7 @@ class Tracker:
     def log_epoch(self, prefix: str, logs: Mapping[str, float], epoch: int) -> None:
         """Log a Keras epoch's `logs` as `<prefix>/<name>` at step `epoch`.
 
-        Use this from one callback only: autolog plus a callback logs everything twice (STACK.md
-        pitfall 9).
+        Use this from one callback only: autolog plus a callback logs everything twice.
         """
         head = prefix.rstrip("/") + "/" if prefix else ""
         self.log_metrics({f"{head}{name}": value for name, value in logs.items()}, step=epoch)
@@ -492,369 +479,9 @@ class Tracker:
 def _context_tags() -> dict[str, str]:
     """MLflow's usual source/user tags (what `mlflow.start_run` adds), best effort."""
     try:
+        # Imported here, inside the try: an internal module that may move between releases.
         from mlflow.tracking.context.registry import resolve_tags
 
         return dict(resolve_tags({}))
     except Exception:  # noqa: BLE001 - an internal API: the run matters more than these tags
         return {}
-
-
-# ---------------------------------------------------------------------------------------------
-# Plots
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure drawn by the Agg canvas: no pyplot, no global backend switch, so it
-    works headless and beside any backend the caller's process chose."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def calibration_bins(predicted: np.ndarray, labels: np.ndarray,
-                     n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reliability-diagram points: per equal-width bin of [0, 1], the mean predicted probability,
-    the observed positive rate and the count (NaN means for an empty bin). A prediction of
-    exactly 1.0 falls in the last bin.
-
-    Args:
-        predicted: (n,) probabilities in [0, 1].
-        labels: (n,) 0/1 outcomes.
-        n_bins: number of equal-width bins.
-    """
-    predicted, labels = np.ravel(predicted), np.ravel(labels)
-    if predicted.shape != labels.shape:
-        raise ValueError(f"{predicted.size} predictions but {labels.size} labels")
-    counts, predicted_sum, label_sum = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
-    # A slice at a time: the float64 copies of ~20M test rows at 10^7 events were ~0.8 GB.
-    for start in range(0, len(predicted), 1 << 20):
-        p = np.asarray(predicted[start:start + (1 << 20)], dtype=np.float64)
-        index = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
-        counts += np.bincount(index, minlength=n_bins)
-        predicted_sum += np.bincount(index, weights=p, minlength=n_bins)
-        label_sum += np.bincount(index, weights=np.asarray(labels[start:start + (1 << 20)], np.float64),
-                                 minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return predicted_sum / counts, label_sum / counts, counts
-
-
-def plot_calibration(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
-    """A reliability diagram per head, side by side in one PNG.
-
-    Each panel: mean predicted probability against observed rate in 10 equal-width bins, the
-    diagonal of perfect calibration, and the expected calibration error (count-weighted mean
-    gap) in the title.
-
-    Args:
-        curves: head name ("click", "save", "purchase") -> (predicted probabilities, 0/1 labels).
-        path: the PNG to write (parent folders are created).
-
-    Returns:
-        `path`.
-    """
-    if not curves:
-        raise ValueError("plot_calibration needs at least one head")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(4.0 * len(curves), 4.2)
-    axes = fig.subplots(1, len(curves), squeeze=False)[0]
-    for ax, (head, (predicted, labels)) in zip(axes, curves.items()):
-        try:
-            mean_pred, rate, counts = calibration_bins(predicted, labels)
-        except ValueError as exc:
-            raise ValueError(f"head {head!r}: {exc}") from None
-        filled = counts > 0
-        ece = float(np.sum(counts[filled] * np.abs(mean_pred[filled] - rate[filled]))
-                    / max(counts.sum(), 1))
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
-        ax.plot(mean_pred[filled], rate[filled], marker="o", label=head)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability",
-               ylabel="observed rate", title=f"{head} (n={int(counts.sum())}, ECE={ece:.3f})")
-        ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
-
-
-def plot_recall_curves(metrics: Mapping[str, float], lists: Sequence[str], ks: Sequence[int],
-                       path: Path) -> Path:
-    """Recall@K against K, one line per list, in one PNG.
-
-    A list is drawn from the keys `f"{name}/recall@{k}"` present in `metrics`; lists with no
-    such key are left out.
-
-    Args:
-        metrics: flat figures as in `metrics.json` (`pipeline/recall@100`, ...).
-        lists: list names, e.g. "pipeline", "retrieval", "baseline/user_history".
-        ks: the cut-offs, e.g. (10, 50, 100).
-        path: the PNG to write (parent folders are created).
-
-    Returns:
-        `path`.
-
-    Raises:
-        ValueError: none of the lists has a recall figure (nothing to draw).
-    """
-    fig = _figure(6.0, 4.2)
-    ax = fig.subplots()
-    drawn = 0
-    for name in lists:
-        points = [(k, metrics[f"{name}/recall@{k}"]) for k in sorted(ks)
-                  if f"{name}/recall@{k}" in metrics]
-        if points:
-            x, y = zip(*points)
-            ax.plot(x, y, marker="o", label=name)
-            drawn += 1
-    if not drawn:
-        raise ValueError(f"no '<list>/recall@<k>' figures for lists {list(lists)} at k={list(ks)}")
-    ax.set(xlabel="K", ylabel="recall@K", title="Recall@K")
-    ax.set_xticks(sorted(ks))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Models: pyfunc wrapper and registry
-
-
-class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
-    """An exported SavedModel as an MLflow pyfunc model (STACK.md pitfall 8).
-
-    `predict` takes a DataFrame with one column per input of the `serving_default` signature.
-    Cells of a column that are lists or arrays make a 2-D input, padded on the right with ""
-    or 0 when rows differ in length (the exports' padding convention); each column is cast to
-    the dtype the signature declares. It returns the signature's outputs as a dict of numpy
-    arrays, bytes decoded to str (JSON-friendly for `mlflow models serve`).
-
-    The class is pickled by value when logged (see `_save_pyfunc`), so loading the model needs
-    mlflow, tensorflow, pandas and numpy, but not this project.
-    """
-
-    def load_context(self, context) -> None:
-        import tensorflow as tf
-
-        self._model = tf.saved_model.load(context.artifacts["saved_model"])
-        self._fn = self._model.signatures["serving_default"]
-        _, specs = self._fn.structured_input_signature  # ((), {name: TensorSpec})
-        self._specs = dict(specs)
-
-    # The pd.DataFrame hint tells MLflow 3 that no schema can be inferred from it; without a hint
-    # it warns on every import of this module. The schema comes from `_signature` instead.
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        missing = sorted(set(self._specs) - set(model_input.columns))
-        if missing:
-            raise ValueError(f"input lacks columns {missing}; the signature takes "
-                             f"{sorted(self._specs)}")
-        feeds = {}
-        for name, spec in self._specs.items():
-            values = list(model_input[name])
-            dtype = spec.dtype.as_numpy_dtype
-            is_text = spec.dtype == tf.string
-            if spec.shape.rank is not None and spec.shape.rank >= 2:
-                width = max([len(v) for v in values] + [spec.shape[1] or 0])
-                fill = "" if is_text else 0
-                values = [list(v) + [fill] * (width - len(v)) for v in values]
-            array = np.array(values, dtype=object if is_text else dtype)
-            feeds[name] = tf.constant(array, dtype=spec.dtype)
-        outputs = self._fn(**feeds)
-        result = {}
-        for name, tensor in outputs.items():
-            array = tensor.numpy()
-            if array.dtype == object:
-                array = np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else b,
-                                     otypes=[object])(array)
-            result[name] = array
-        return result
-
-
-def _signature(saved_model: Path):
-    """The pyfunc input schema of a SavedModel's `serving_default` signature: one column per
-    input, rank-2 inputs as arrays. Floats are declared `double` and ints `long` so that a plain
-    pandas column (float64, int64) passes MLflow's schema check; `predict` casts to the exact
-    dtype. Read from `saved_model.pb` without loading the graph."""
-    import tensorflow as tf
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types import DataType
-    from mlflow.types.schema import Array, ColSpec, Schema
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel.FromString(
-        (Path(saved_model) / "saved_model.pb").read_bytes())
-    inputs = proto.meta_graphs[0].signature_def["serving_default"].inputs
-    columns = []
-    for name in sorted(inputs):
-        dtype = tf.dtypes.as_dtype(inputs[name].dtype)
-        if dtype == tf.string:
-            kind = DataType.string
-        elif dtype == tf.bool:
-            kind = DataType.boolean
-        elif dtype.is_floating:
-            kind = DataType.double
-        else:
-            kind = DataType.long
-        rank = len(inputs[name].tensor_shape.dim)
-        for _ in range(max(rank - 1, 0)):
-            kind = Array(kind)
-        columns.append(ColSpec(kind, name))
-    return ModelSignature(inputs=Schema(columns))
-
-
-class _DropRecord(logging.Filter):
-    """Drops log records whose message contains `text`."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-def _save_pyfunc(saved_model: Path, target: Path, model, run_id: str) -> None:
-    """Write the pyfunc model for `saved_model` into the local folder `target`; `model` is the
-    LoggedModel it will be uploaded to (its id and run go into the MLmodel file, as
-    `mlflow.pyfunc.log_model` would write them)."""
-    import cloudpickle
-    from mlflow.models import Model
-
-    requirements = [f"{p}=={_version(p)}" for p in PYFUNC_REQUIREMENTS]
-    module = sys.modules[__name__]
-    # MLflow 3 warns on every pickled python_model that unpickling runs code; the pickle is ours,
-    # so that one warning is dropped (three exports would print it three times).
-    quiet = _DropRecord("serialized using CloudPickle")
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    # By value: the pickle carries SavedModelPyfunc's code, so a server loading the model does not
-    # need shopping_mtl installed. Unregistered again so nothing else is pickled by value.
-    cloudpickle.register_pickle_by_value(module)
-    pyfunc_log.addFilter(quiet)
-    try:
-        with warnings.catch_warnings():
-            # No input example on purpose: validating one would load the model again.
-            warnings.filterwarnings("ignore", message=".*input example was not provided")
-            mlflow.pyfunc.save_model(
-                path=str(target), python_model=SavedModelPyfunc(),
-                artifacts={"saved_model": str(saved_model)}, signature=_signature(saved_model),
-                mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
-                                   model_id=model.model_id, model_uuid=model.model_id),
-                # Explicit requirements: inferring them loads the model in a subprocess (seconds).
-                pip_requirements=requirements)
-    finally:
-        pyfunc_log.removeFilter(quiet)
-        cloudpickle.unregister_pickle_by_value(module)
-
-
-def _log_pyfunc(tracker: Tracker, name: str, saved_model: Path):
-    """Log the pyfunc model as an MLflow 3 LoggedModel linked to the tracker's run.
-
-    Done with the tracker's client instead of `mlflow.pyfunc.log_model`, which writes through
-    the global tracking URI and active run.
-
-    Returns:
-        the LoggedModel (its `model_id` and `artifact_location`).
-    """
-    client = tracker.client
-    model = client.create_logged_model(tracker.experiment_id, name=name,
-                                       source_run_id=tracker.run_id)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model"
-            _save_pyfunc(saved_model, local, model, tracker.run_id)
-            client.log_model_artifacts(model.model_id, str(local))
-        client.log_outputs(tracker.run_id, [LoggedModelOutput(model.model_id, step=0)])
-    except BaseException:
-        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
-        raise
-    return client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-
-
-def _champion_decision(client: MlflowClient, registered: str, objective_name: str,
-                       objective: float, higher_is_better: bool) -> str | None:
-    """None when the new version should take the alias, else the "not champion (...)" text."""
-    if not math.isfinite(objective):
-        return f"not champion (objective {objective} is not finite)"
-    # Read the aliases rather than catching get_model_version_by_alias's error: a missing alias
-    # is INVALID_PARAMETER_VALUE in the SQL store, too broad to tell from a real failure.
-    aliases = client.get_registered_model(registered).aliases
-    if CHAMPION not in aliases:
-        return None
-    current = client.get_model_version(registered, str(aliases[CHAMPION]))
-    if current.tags.get("objective_name") != objective_name:
-        # Different yardsticks cannot be compared; keep the champion until a person decides.
-        return (f"not champion (objective {objective_name!r} cannot be compared with champion "
-                f"version {current.version}'s {current.tags.get('objective_name')!r})")
-    try:
-        best = float(current.tags["objective"])
-    except (KeyError, ValueError):
-        return f"not champion (champion version {current.version} has no numeric objective tag)"
-    better = objective > best if higher_is_better else objective < best
-    return None if better else f"not champion ({objective:.6g} vs champion {best:.6g})"
-
-
-def log_exports(tracker: Tracker, exports: Mapping[str, Path], objective_name: str,
-                objective: float, higher_is_better: bool = True,
-                register: bool = True) -> dict[str, str]:
-    """Log exported SavedModels to the run and the model registry.
-
-    For each model: the SavedModel folder as run artifacts under `exports/<name>`; then, with
-    `register`, a pyfunc model (`SavedModelPyfunc`) registered as a new version of
-    `shopping-<name>`, tagged with `objective_name` and `objective`. The alias `champion` moves
-    to the new version only when there is no champion yet or the objective strictly beats the
-    champion's (read from its version tags); a champion judged by another objective is kept.
-    Two processes registering at the same moment may both read the old champion: serialise
-    registrations when that matters.
-
-    Args:
-        tracker: the run to log to; the registry is the tracker's store.
-        exports: model name ("retrieval", "ranker", "recommend") -> SavedModel version folder.
-        objective_name: the figure the models are judged by, e.g. "pipeline/ndcg@10".
-        objective: its value for this run.
-        higher_is_better: False for a loss.
-        register: False logs the artifacts only.
-
-    Returns:
-        {name: "champion" | "not champion (X vs champion Y)"}; empty when `register` is False.
-    """
-    outcome: dict[str, str] = {}
-    for name, folder in exports.items():
-        folder = Path(folder)
-        if not (folder / "saved_model.pb").is_file():
-            raise ValueError(f"export {name!r}: {folder} holds no saved_model.pb")
-        tracker.log_artifacts(folder, f"exports/{name}")
-        if not register:
-            continue
-        model = _log_pyfunc(tracker, name, folder)
-        client = tracker.client
-        registered = f"shopping-{name}"
-        try:
-            client.create_registered_model(registered)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        # The source is the model's artifact location, not `models:/<model_id>`: MLflow 3.17's
-        # SQL registry resolves a `models:/` source through the *global* tracking URI (a
-        # `MlflowClient()` inside the store), i.e. `./mlflow.db` in the current directory.
-        version = client.create_model_version(
-            registered, source=model.artifact_location, run_id=tracker.run_id,
-            model_id=model.model_id,
-            tags={"objective_name": objective_name, "objective": repr(float(objective)),
-                  "higher_is_better": str(higher_is_better).lower()})
-        refusal = _champion_decision(client, registered, objective_name, float(objective),
-                                     higher_is_better)
-        if refusal is None:
-            client.set_registered_model_alias(registered, CHAMPION, version.version)
-            outcome[name] = CHAMPION
-        else:
-            outcome[name] = refusal
-        log.info("registered %s version %s: %s", registered, version.version, outcome[name])
-    return outcome

@@ -1,7 +1,7 @@
 """Check one exported version as TF Serving would load it, in a process that imports only
 TensorFlow (and tensorflow-serving-api's protos to read the warmup file).
 
-    python shopping_mtl/replay_warmup.py VERSION_DIR
+    python shopping_mtl/export/replay_warmup.py VERSION_DIR
 
 Run as a file, not as a module, so the project's package is never imported. Prints one JSON
 object: the signature's inputs and outputs, the ops the graph uses that stock TensorFlow does

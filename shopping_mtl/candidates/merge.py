@@ -1,10 +1,10 @@
-"""The candidate set the ranker scores: several sources merged with per-source quotas.
+"""The merge of candidate sources with per-source quotas.
 
-Two-tower retrieval finds new items through content and history; the user's own items keep the
-repeats that dominate shopping logs; co-visitation adds items bought together; popularity fills
-in for users with little history. Each source gives up to its quota of items not already taken
-by an earlier source, so the set has a few hundred distinct items per user, each tagged with the
-source that brought it and that source's rank and score.
+Each source gives up to its quota of items not already taken by an earlier source, so the set
+has a few hundred distinct items per user, each tagged with the source that brought it and
+that source's rank and score. In plain pandas (the reference of `tests/test_sources.py`): the
+sources' top-quota rows, sorted by (user, source priority, source rank), the first row of each
+(user, item) kept, ranked within the user.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from shopping_mtl.groups import codes_in, positions_in_runs, run_bounds, strings_at
+from shopping_mtl.scale.groups import codes_in, positions_in_runs, strings_at
+from shopping_mtl.scale.merge_codes import first_of_each_pair, priority_order
 
 
 def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]) -> pd.DataFrame:
@@ -54,8 +55,8 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
         users[start:end] = codes_in(user_ids, frame["user_id"])[rows]
         items[start:end] = codes_in(item_ids, frame["item_id"])[rows]
         source_rank[start:end] = frame["rank"].to_numpy()[rows]
-    order = _priority_order(users, source_rank, offsets)
-    keep = _first_of_each_pair(order, users, items)
+    order = priority_order(users, source_rank, offsets)
+    keep = first_of_each_pair(order, users, items)
     del order
     # The kept rows' codes, and every row's freed before the id columns are gathered.
     kept_users, kept_items, kept_rank = users[keep], items[keep], source_rank[keep].astype(np.int64)
@@ -70,47 +71,3 @@ def merge_sources(sources: Mapping[str, pd.DataFrame], quotas: Mapping[str, int]
         "user_id": strings_at(user_ids, kept_users), "rank": positions_in_runs(kept_users) + 1,
         "item_id": strings_at(item_ids, kept_items), "score": score,
         "source": strings_at(names, part), "source_rank": kept_rank})
-
-
-MAX_KEY = 2**63  # the sort key's limit (a test lowers it to take the argsort path)
-
-
-def _priority_order(users: np.ndarray, source_rank: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Rows by (user, source priority, source rank), ties in row order. One int64 key per row
-    holds all four (the row last), sorted in place and turned into the rows in place: no
-    argsort's index array and merge buffer besides the key (~0.5 GB at 45M rows). Keys that
-    would not fit in 63 bits take a stable argsort instead."""
-    n_rows, n_sources = len(users), len(offsets) - 1
-    low = int(source_rank.min())
-    ranks = int(source_rank.max()) - low + 1
-    source = np.repeat(np.arange(n_sources, dtype=np.int8), np.diff(offsets))
-    key = users.astype(np.int64)  # built in place: each temporary is ~360 MB at 45M rows
-    key *= n_sources
-    key += source
-    del source
-    key *= ranks
-    key += source_rank
-    key -= low
-    if (int(users.max()) + 1) * n_sources * ranks * max(n_rows, 1) >= MAX_KEY:
-        return np.argsort(key, kind="stable")
-    key *= n_rows
-    for start in range(0, n_rows, 1 << 22):
-        key[start:start + (1 << 22)] += np.arange(start, min(start + (1 << 22), n_rows), dtype=np.int64)
-    key.sort()  # keys are distinct (the row is in each): any sort gives the stable order
-    key %= n_rows
-    return key
-
-
-def _first_of_each_pair(order: np.ndarray, users: np.ndarray, items: np.ndarray, rows: int = 4_000_000) -> np.ndarray:
-    """The rows of `order` (sorted by user first) whose (user, item) pair has not come earlier,
-    in `order`'s order; found in slices of about `rows` rows cut at user boundaries, so the
-    pair keys of all ~45M rows are never sorted at once."""
-    sorted_users = users[order]
-    bounds = run_bounds(sorted_users, rows)
-    width = np.int64(int(items.max()) + 1)
-    kept = []
-    for begin, end in zip(bounds[:-1], bounds[1:]):
-        here = order[begin:end]
-        _, first = np.unique(sorted_users[begin:end].astype(np.int64) * width + items[here], return_index=True)
-        kept.append(here[np.sort(first)])  # np.unique's index is each pair's first position
-    return np.concatenate(kept)

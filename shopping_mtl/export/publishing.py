@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,6 @@ def save_atomic(module, signatures: Mapping, target: Path,
     """Save a SavedModel (plus `extra(folder)` files) into a hidden sibling folder, then rename
     it to `target`. An interrupted save leaves only the hidden folder; `target` is never
     overwritten (FileExistsError)."""
-    import tensorflow as tf
-
     target = Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists; an export version is never overwritten")
@@ -76,8 +78,6 @@ def save_atomic(module, signatures: Mapping, target: Path,
 
 
 def _tensor_proto(value: np.ndarray):
-    import tensorflow as tf
-
     value = np.asarray(value)
     if value.dtype.kind in "USO":
         value = np.vectorize(lambda s: s if isinstance(s, bytes) else str(s).encode(), otypes=[object])(value) \
@@ -96,9 +96,6 @@ def write_warmup(folder: Path, model_name: str, requests: list[dict[str, np.ndar
                  answers: list[dict[str, np.ndarray]]) -> None:
     """`assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog) and the training
     process's answers to them, `assets.extra/expected_outputs.npz` (`<record>/<output>`)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     extra = Path(folder) / "assets.extra"
     extra.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(Path(folder) / WARMUP_FILE)) as writer:
@@ -120,8 +117,6 @@ def write_warmup(folder: Path, model_name: str, requests: list[dict[str, np.ndar
 
 def answer(serve, request: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Call a serving function on numpy inputs; outputs as numpy (strings as bytes)."""
-    import tensorflow as tf
-
     out = serve({name: tf.constant(value) for name, value in request.items()})
     return {name: value.numpy() for name, value in out.items()}
 
@@ -142,9 +137,6 @@ def write_models_config(base: Path, server_base: str | None = None) -> Path:
     """`<base>/models.config` in TF Serving's text-proto format, listing every model folder
     under `base` (base_path `<server_base>/<model>`, by default the absolute local path;
     platform tensorflow); written atomically."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
     base = Path(base).resolve()
     config = model_server_config_pb2.ModelServerConfig()
     for name in MODELS:

@@ -1,0 +1,66 @@
+"""Settings of the candidate sources and of the merged candidate set, importable without
+TensorFlow or pandas (the config layer validates them before any work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from shopping_mtl.errors import ConfigError
+
+DEFAULT_EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of the sources that list without a model, and of the baselines (their lists).
+
+    Args:
+        names: the sources scored as baselines (a baseline is a source's list).
+        event_weights: engagement weight per event type (popularity, the user's own items).
+        covisit_recent_items: how many of the user's most recent distinct items seed co-visitation.
+        covisit_decay: weight of the n-th most recent seed item is decay**n.
+        covisit_max_session_items: per (user, day) session, only its last N distinct items pair up,
+            which bounds the quadratic pair count on very active users.
+        history_half_life_days: how fast the weight of a user's past engagement halves.
+        fill_with_popularity: extend a baseline's list with popular items to the full list size,
+            as a deployed list would be (its own items come first). Candidate sources are never
+            filled: popularity is a source of its own there.
+    """
+
+    names: tuple[str, ...] = ("popularity", "user_history", "covisit")
+    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    covisit_recent_items: int = 20
+    covisit_decay: float = 0.9
+    covisit_max_session_items: int = 50
+    history_half_life_days: float = 1.0
+    fill_with_popularity: bool = True
+
+    def validate(self) -> None:
+        for event in self.event_weights:
+            if event not in ("click", "save", "purchase"):
+                raise ConfigError(
+                    f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """The merged candidate set: per-source quotas, in priority order.
+
+    Args:
+        quotas: source -> the most items it adds per user; a source with quota 0 is left out.
+            The names are those of `shopping_mtl.candidates.registry` (checked when a run starts,
+            once every source has registered).
+    """
+
+    quotas: Mapping[str, int] = field(default_factory=lambda: {
+        "two_tower": 100, "user_history": 200, "covisit": 200, "popularity": 20})
+
+    def validate(self) -> None:
+        for name, quota in self.quotas.items():
+            if quota < 0:
+                raise ConfigError(f"candidates.quotas.{name} must be >= 0, got {quota}")
+
+    @property
+    def size(self) -> int:
+        return sum(self.quotas.values())
