@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make train   set up .venv and train on the bundled EComm sample (run folder under runs/)"
 	@echo "make test    set up .venv and run the test suite"
-	@echo "make bench   set up .venv, run the benchmarks and write BENCHMARKS.md (ARGS=\"--parts scale\": one section; --quick: smoke run)"
+	@echo "make bench   set up .venv, run the benchmarks and write bench/RESULTS.md (ARGS=\"--parts scale\": one section; --quick: smoke run)"
 	@echo "make ui      the MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT)"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -28,8 +28,9 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
-# Quality, speed and scale benchmarks into BENCHMARKS.md (bench/README.md); ARGS go to
-# bench/make_benchmarks.py, e.g. ARGS="--parts quality,speed" or ARGS="--quick".
+# Quality, speed and scale benchmarks into bench/RESULTS.md (bench/README.md; BENCHMARKS.md is
+# the hand-kept headline page); ARGS go to bench/make_benchmarks.py, e.g.
+# ARGS="--parts quality,speed" or ARGS="--quick".
 bench: $(STAMP)
 	$(PY) bench/make_benchmarks.py $(ARGS)
 

@@ -1,4 +1,4 @@
-"""Scoring ranked lists by the protocol of EVALUATION.md.
+"""Scoring ranked lists by the protocol of docs/EVALUATION.md.
 
 A list is a frame `user_id, rank, item_id, score` (rank 1 = best). It is scored for three
 ground-truth types (any engagement, save, purchase) and three variants:

@@ -34,7 +34,7 @@ def check_against_independent(dataset: str, data_dir: Path, run_dir: Path) -> di
 
 def test_train_on_bundled_ecomm(tmp_path):
     run_dir = tmp_path / "run"
-    # Every stage, the ranker kept short (its figures come from `python train.py`; see NOTES.md).
+    # Every stage, the ranker kept short (its figures come from `python train.py`; see docs/DECISIONS.md).
     done = run_cli("train.py", "--run-dir", str(run_dir), "--set", "ranking.compare_single_task=false",
                    "--set", "ranking.extra_days=1", "--set", "ranking.epochs=2", timeout=900)
     assert done.returncode == 0, done.stderr

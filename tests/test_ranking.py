@@ -287,7 +287,7 @@ def test_labels_by_integer_keys_equal_the_left_merge_row_for_row():
 
 
 def test_final_lists_on_codes_equal_the_string_sort():
-    from shopping_mtl.ranking.stage import _lists
+    from shopping_mtl.scale.top_lists import top_lists as _lists
     rng = np.random.default_rng(5)
     n = 3000
     users = rng.choice([f"u{i}" for i in range(80)] + ["", "é"], n).astype(object)

@@ -220,12 +220,12 @@ def test_synthetic_label_in_readme_spec_and_parquet_metadata(dataset):
     assert "SYNTHETIC" in readme
     assert f"| generator version | {GENERATOR_VERSION} |" in readme
     assert "| seed | 0 |" in readme
-    assert "python -m shopping_mtl.data.synthetic generate --events 100000 --seed 0" in readme
+    assert "python -m tools.synthetic generate --events 100000 --seed 0" in readme
     assert "events_per_user_log_mu" in readme  # the profile is written out
 
     spec = yaml.safe_load((dataset / "spec.yaml").read_text())
     description = spec.pop("description")
-    assert description.startswith("SYNTHETIC events from shopping_mtl.data.synthetic (seed 0)")
+    assert description.startswith("SYNTHETIC events from tools.synthetic (seed 0)")
     assert spec == EXPECTED_SPEC
 
     for path in sorted(dataset.glob("*.parquet")):

@@ -15,14 +15,23 @@ DEFAULT_EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
 class BaselineConfig:
     """Settings of the sources that list without a model, and of the baselines (their lists).
 
+    `validate` checks `event_weights`' keys; `names` are checked when a run starts (against
+    the registered sources); the other ranges are the caller's contract.
+
     Args:
-        names: the sources scored as baselines (a baseline is a source's list).
-        event_weights: engagement weight per event type (popularity, the user's own items).
-        covisit_recent_items: how many of the user's most recent distinct items seed co-visitation.
-        covisit_decay: weight of the n-th most recent seed item is decay**n.
-        covisit_max_session_items: per (user, day) session, only its last N distinct items pair up,
-            which bounds the quadratic pair count on very active users.
-        history_half_life_days: how fast the weight of a user's past engagement halves.
+        names: the sources scored as baselines (a baseline is a source's list): registered
+            sources that can list without a model (popularity, user_history, covisit).
+        event_weights: event type -> engagement weight (keys click, save, purchase, checked; a
+            type left out weighs 0), for popularity and the user's own items.
+        covisit_recent_items: how many of the user's most recent distinct items seed
+            co-visitation (> 0).
+        covisit_decay: seed n's counts are weighted decay**n, n = 0 for the most recent seed;
+            in (0, 1] (1: all seeds alike).
+        covisit_max_session_items: per (user, day) session, only its last N distinct items pair
+            up (> 0), which bounds the quadratic pair count on very active users.
+        history_half_life_days: age (days, > 0) at which an engagement's weight in the user's
+            own items halves. Each dataset's spec sets its own in `defaults:`, chosen on the
+            validation day (docs/DECISIONS.md, Data, split and baselines).
         fill_with_popularity: extend a baseline's list with popular items to the full list size,
             as a deployed list would be (its own items come first). Candidate sources are never
             filled: popularity is a source of its own there.
@@ -48,9 +57,11 @@ class CandidateConfig:
     """The merged candidate set: per-source quotas, in priority order.
 
     Args:
-        quotas: source -> the most items it adds per user; a source with quota 0 is left out.
-            The names are those of `shopping_mtl.candidates.registry` (checked when a run starts,
-            once every source has registered).
+        quotas: source -> the most items it adds per user (>= 0, checked; 0 leaves the source
+            out). Sources are merged in this order and an item belongs to the first that brought
+            it, so a source's figures say what it adds after the ones before it. The names are
+            those of `shopping_mtl.candidates.registry` (checked when a run starts, once every
+            source has registered). Chosen on validation: see docs/DECISIONS.md, Candidates.
     """
 
     quotas: Mapping[str, int] = field(default_factory=lambda: {

@@ -1,4 +1,4 @@
-"""The evaluation split of EVALUATION.md, and the ground truth it scores against.
+"""The evaluation split of docs/EVALUATION.md, and the ground truth it scores against.
 
 By calendar day (UTC): test = the last day present, validation = the day before, train = every
 earlier day. A log spanning fewer than three days is split at event-time quantiles instead: the
@@ -132,7 +132,7 @@ def _sets(frame: pd.DataFrame) -> dict[str, frozenset]:
 
 
 def ground_truth(split: Split) -> GroundTruth:
-    """Test users and their ground truth per EVALUATION.md."""
+    """Test users and their ground truth per docs/EVALUATION.md."""
     return truth_for(split.train, split.history, split.test)
 
 

@@ -1,4 +1,4 @@
-"""Platt scaling per head, and the head metrics of EVALUATION.md (AUC, log loss, GAUC, ECE)."""
+"""Platt scaling per head, and the head metrics of docs/EVALUATION.md (AUC, log loss, GAUC, ECE)."""
 
 from __future__ import annotations
 

@@ -15,66 +15,78 @@ EARLY_STOPPING = ("holdout_ndcg@10", "val_mean_auc")
 
 @dataclass(frozen=True)
 class RankingConfig:
-    """The multi-task ranker and its training.
+    """The multi-task ranker (click, save and purchase heads) and its training.
+
+    Checked by `validate` where a range is given as "checked"; other ranges are the caller's
+    contract. Defaults are chosen on validation data (held-out users): see docs/DECISIONS.md,
+    Ranking.
 
     Args:
-        architecture: shared_bottom (default), mmoe (experts and a gate per task), ple (CGC:
-            shared and task-specific experts), or esmm (p_save = p_click * p(save | click), the
-            same for purchase, so the probabilities stay ordered).
-        bottom_layers: widths of the shared bottom MLP (shared_bottom, esmm).
-        experts, expert_layers: number and widths of the experts (mmoe, ple; ple uses this
-            many shared experts and one task-specific expert per task).
-        tower_layers: widths of each task's tower.
+        architecture: one of `ARCHITECTURES` (checked): shared_bottom (default), mmoe (experts
+            and a gate per task), ple (CGC: shared and task-specific experts), or esmm
+            (p_save = p_click * p(save | click), the same for purchase, so the probabilities
+            stay ordered).
+        bottom_layers: widths (units, each > 0) of the shared bottom MLP (shared_bottom, esmm).
+        experts, expert_layers: number of experts (> 0, checked) and their widths (units, each
+            > 0), for mmoe and ple; ple uses this many shared experts and one task-specific
+            expert per task.
+        tower_layers: widths (units, each > 0) of each task's tower.
         cross_layer: add a TFRS DCN cross layer before the bottom.
-        dropout: dropout rate in the bottom, experts and towers.
-        history_length: how many of the user's last events the user-item features read.
-        loss_weights: per-task loss weight (fixed weighting).
-        loss_weighting: "fixed", or "uncertainty" (learned per-task weights, Kendall et al.).
-        batch_size, epochs, learning_rate, patience: training (patience: epochs without
-            improvement of `early_stopping` before stopping; the best epoch's weights are kept).
-        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`);
-            the weights are those of one step per call. Under several workers (`TF_CONFIG`): 1.
-        early_stopping: what stops training: "holdout_ndcg@10" (default; the held-out user-days'
-            lists ordered by the model, scored after each epoch: what the final list is judged
-            on) or "val_mean_auc" (the holdout's mean AUC over the heads; it peaks later than
-            the list NDCG on Taobao, NOTES.md). Single-task comparison models always use the
-            mean AUC.
+        dropout: dropout rate in the bottom, experts and towers, in [0, 1) (checked).
+        history_length: how many of the user's last events the user-item features read (> 0,
+            checked); changing it rebuilds the ranking rows.
+        loss_weights: task -> weight of its cross-entropy (keys from `TASKS`, checked; a task
+            left out weighs 1.0). Used only with `loss_weighting="fixed"`.
+        loss_weighting: "fixed" (`loss_weights`) or "uncertainty" (learned per-task weights,
+            Kendall et al.; `loss_weights` is then ignored), checked.
+        batch_size: rows per step (> 0, checked); list batches hold as many whole lists as fit
+            this many rows on average.
+        epochs: most epochs (> 0, checked).
+        learning_rate: LazyAdam's step size (> 0; not checked).
+        patience: epochs without improvement of `early_stopping` before stopping (> 0,
+            checked); the best epoch's weights are kept.
+        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`;
+            > 0, checked); the weights are those of one step per call. Under several workers
+            (`TF_CONFIG`) 1 is used whatever this says.
+        early_stopping: what stops training, one of `EARLY_STOPPING` (checked):
+            "holdout_ndcg@10" (default; the held-out user-days' lists ordered by the model,
+            scored after each epoch: what the final list is judged on) or "val_mean_auc" (the
+            held-out rows' mean AUC over the heads). Single-task comparison models always use
+            the mean AUC.
         holdout_share: share of the ranking-day users held out for early stopping, calibration
-            and the value-model weights.
-        holdout_max_users: at most this many of them (those first in the hashed order; the rest
-            train): the held-out rows are scored after every epoch and held in memory, and a few
-            thousand users calibrate as well as a million. None: no cap.
-        value_weights: weights of the calibrated p_click, p_save, p_purchase in the final score;
-            None chooses them on the holdout's NDCG@10.
-        list_size: rows per user in recommendations.parquet.
+            and the value weights, in (0, 1) (checked). Held-out users never train.
+        holdout_max_users: at most this many held-out users (the first in the hashed order; the
+            rest of the share trains), >= 1 or None for no cap (checked). The held-out rows are
+            held in memory and scored after every epoch; Platt scaling fits two numbers per
+            head, so a few thousand users are enough.
+        value_weights: task -> weight of its calibrated probability in the final score (keys
+            from `TASKS`, checked; a task left out weighs 0). None: chosen on the held-out
+            users' NDCG@10 over `ranking.value.VALUE_GRID`, never on test.
+        list_size: items per user in recommendations.parquet (> 0, checked).
         compare_single_task: also train one single-task model per head (same size) and report
-            its test AUC beside the multi-task head's.
-        exclude_features: user or item features the ranker leaves out (e.g. `[user_id, item_id]`
-            to rank from content and user-item features alone).
+            its test AUC beside the multi-task head's (costs three more fits).
+        exclude_features: names of user or item features the ranker leaves out (e.g.
+            `[user_id, item_id]` to rank from content and user-item features alone); names the
+            spec does not have are ignored.
         add_missed_positives: add the ranking day's engaged items that no candidate source
-            found to the training rows, so every positive is learned. Off by default: those
-            rows are the only ones with no source signal, and the model learned "no signal ->
-            positive" (held-out NDCG@10 0.355 with them, 0.365 without; NOTES.md).
-        extra_days: also learn from this many train days before the validation day (candidates
-            and features from the events before each day; no two-tower source there).
-        max_training_lists: at most this many training lists (user-days) over all ranking days,
-            taken from the validation day backwards: when a day has more fitting users than
-            places left, a fixed pseudo-random sample of them (by hash) is kept, and days with
-            no place left are not built (their candidate sources never computed). Held-out
-            users are not counted. Bounds the ranker's rows and its preparation on large logs
-            (the bundled datasets have about 2,700 training lists, so the cap leaves them as they
-            were; 10^7 synthetic events have ~63,000 on the validation day alone); calibration is
-            fitted on the held-out users' full lists, so it is unaffected. On EComm, 250 to 2,633
-            lists give the same held-out NDCG@10 of the validation day (0.381-0.383; NOTES.md).
-            None: no cap.
-        listwise_weight: weight of a softmax loss over each user's candidates on the click
-            logit, beside the pointwise losses (each head's mean cross-entropy over the batch,
-            times its `loss_weights`; 0: pointwise only). 0, 1, 3 and 10 give held-out
-            NDCG@10 within 0.003 of each other on the mean of EComm and Taobao (NOTES.md).
-        list_features: give the model each candidate's user-item features, popularity and
+            found to the training rows. Off by default: those are the only rows with no source
+            signal, so the model learns "no signal -> positive", which hurts at test.
+        extra_days: also learn from this many train days before the validation day (>= 0,
+            checked; candidates and features from the events before each day; no two-tower
+            source there).
+        max_training_lists: at most this many training lists (user-days) over all ranking
+            days, >= 1 or None for no cap (checked). Filled from the validation day backwards:
+            a day with more fitting users than places left keeps a fixed pseudo-random sample
+            (by hash), and days with no place left are not built (their candidate sources never
+            computed). Held-out users are not counted, so calibration still sees their full
+            lists. Bounds the ranker's rows and preparation on large logs; the bundled datasets
+            stay under the cap.
+        listwise_weight: weight (>= 0; not checked) of a softmax loss over each user's
+            candidates on the click logit, added to the pointwise losses (each head's mean
+            cross-entropy per row, times its `loss_weights`); 0: pointwise only.
+        list_features: also give the model each candidate's user-item features, popularity and
             two-tower score relative to the user's other candidates (gap to the list's best and
-            mean; `cross.LIST_FEATURES`). Off by default: held-out NDCG@10 tied (0.3527 with,
-            0.3528 without; NOTES.md).
+            mean; `cross.LIST_FEATURES`). Off by default: the held-out days do not support it.
     """
 
     architecture: str = "shared_bottom"

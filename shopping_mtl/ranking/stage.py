@@ -12,84 +12,29 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import itertools
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 
-from shopping_mtl import evaluation, tracking
+from shopping_mtl import tracking
 from shopping_mtl.candidates import SourceDay, build_candidate_set
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
-from shopping_mtl.scale.groups import positions_in_runs, run_bounds
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
+from shopping_mtl.ranking.value import choose_value_weights, value_score
 from shopping_mtl.retrieval import examples as retrieval_examples
 from shopping_mtl.run_state import RunState
 from shopping_mtl.scale import shards
+from shopping_mtl.scale.top_lists import top_lists
 
 log = logging.getLogger(__name__)
-VALUE_GRID = {"click": (1.0,), "save": (0.0, 0.5, 1.0, 2.0), "purchase": (0.0, 1.0, 2.0, 4.0)}
-
-
 def _subset(arrays: dict, mask: np.ndarray) -> dict:
     return {k: v[mask] for k, v in arrays.items()}
-
-
-def _lists(users, items, score, probabilities, k: int, rows_per_pass: int | None = None) -> pd.DataFrame:
-    """Each user's top `k` rows by `score` (ties by item id), users in id order: `user_id, rank,
-    item_id, score, p_click, p_save, p_purchase`. Ordered on integer codes (ids coded in sorted
-    order, so the order is the string sort's) and only the kept rows built into a frame: the
-    test candidates are ~20M rows at 10^7 events. `users` and `items` may be Series of Arrow
-    strings (the candidate frames' columns), coded without a Python str per row."""
-    user_codes, user_ids = pd.factorize(users if isinstance(users, pd.Series) else np.asarray(users), sort=True)
-    user_codes = user_codes.astype(np.int32)
-    item_codes, item_ids = pd.factorize(items if isinstance(items, pd.Series) else np.asarray(items), sort=True)
-    item_codes = item_codes.astype(np.int32)
-    score = np.asarray(score)
-    # Rows already by user (the candidate set is written so) are ordered a slice of whole users
-    # at a time (the order is by user first, so it is the same); others all at once.
-    by_user = bool((np.diff(user_codes) >= 0).all())
-    rows_per_pass = evaluation.LIST_ROWS_PER_PASS if rows_per_pass is None else rows_per_pass
-    bounds = run_bounds(user_codes, rows_per_pass) if by_user else [0, len(user_codes)]
-    kept, ranks = [], []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        here = slice(start, end)
-        order = np.lexsort((item_codes[here], -score[here], user_codes[here]))  # stable: full ties keep row order
-        rank = positions_in_runs(user_codes[here][order]) + 1
-        kept.append(order[rank <= k] + start)
-        ranks.append(rank[rank <= k])
-    keep = np.concatenate(kept + [np.zeros(0, np.int64)])
-    rank = np.concatenate(ranks + [np.zeros(0, np.int64)])
-    return pd.DataFrame({"user_id": _take(user_ids, user_codes[keep]), "rank": rank,
-                         "item_id": _take(item_ids, item_codes[keep]), "score": score[keep],
-                         **{f"p_{t}": np.asarray(probabilities[t])[keep] for t in TASKS}})
-
-
-def _take(uniques, codes: np.ndarray):
-    """`pd.factorize`'s uniques at `codes`: an array of the uniques' own kind (Arrow strings stay
-    Arrow strings)."""
-    return uniques.take(codes) if isinstance(uniques, np.ndarray) else uniques.take(codes).array
-
-
-def value_score(probabilities: dict, weights) -> np.ndarray:
-    return sum(weights.get(t, 0.0) * probabilities[t] for t in TASKS)
-
-
-def choose_value_weights(users, items, probabilities, truth: GroundTruth, k: int) -> tuple[dict, float]:
-    """The grid's weights with the best NDCG@10 (any engagement) on the holdout users."""
-    best, best_ndcg = None, -1.0
-    for values in itertools.product(*(VALUE_GRID[t] for t in TASKS)):
-        weights = dict(zip(TASKS, values))
-        lists = _lists(users, items, value_score(probabilities, weights), probabilities, k)
-        ndcg = score_lists(lists, truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
-        if ndcg > best_ndcg:
-            best, best_ndcg = weights, ndcg
-    return best, best_ndcg
 
 
 @dataclasses.dataclass
@@ -175,19 +120,29 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
         fit_inputs = inputs(fit_rows)
         fit_inputs["list_id"] = list_id
         return RankingDay(len(fit_rows), n_lists, positives, fit_inputs, holdout_rows, holdout_inputs, holdout_truth)
-    # A chunk's features need its users' own events only, plus every item's count.
+    n_chunks = _write_in_chunks(writer, fit_rows, list_id, before, start, dataset.users, catalogue, features,
+                                rconfig, chunk_rows)
+    log.info("ranking: day -%d, %d training rows written in %d chunks", days_back, len(fit_rows), n_chunks)
+    return RankingDay(len(fit_rows), n_lists, positives, None, holdout_rows, holdout_inputs, holdout_truth)
+
+
+def _write_in_chunks(writer: shards.ShardWriter, fit_rows: pd.DataFrame, list_id: np.ndarray,
+                     before: pd.DataFrame, start: pd.Timestamp, users, catalogue, features, rconfig,
+                     chunk_rows: int) -> int:
+    """Build the fitting rows' inputs about `chunk_rows` rows (whole users) at a time and write
+    them to `writer`, whole lists in list order; returns the number of chunks. A chunk's
+    features need its users' own events only, plus every item's count."""
     n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
     counts = before["item_id"].value_counts()
     lookup = retrieval_examples.ItemLookup.of(catalogue)
     for rows, history_rows in retrieval_examples.user_chunks(fit_rows["user_id"], before["user_id"], n_chunks):
-        rows = rows[np.argsort(list_id[rows], kind="stable")]  # whole lists, in list order
-        part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, dataset.users,
+        rows = rows[np.argsort(list_id[rows], kind="stable")]
+        part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,
                                        item_counts=counts, lookup=lookup)
         part["list_id"] = list_id[rows]
         writer.write(part)
-    log.info("ranking: day -%d, %d training rows written in %d chunks", days_back, len(fit_rows), n_chunks)
-    return RankingDay(len(fit_rows), n_lists, positives, None, holdout_rows, holdout_inputs, holdout_truth)
+    return n_chunks
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -286,7 +241,7 @@ def holdout_ndcg_objective(data: RankingData, rconfig):
         else:
             platt = {t: Platt.fit(p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
             score = value_score(calibrate(p, platt, rconfig.architecture == "esmm"), rconfig.value_weights)
-        lists = _lists(users, items, score, p, rconfig.list_size)
+        lists = top_lists(users, items, score, p, rconfig.list_size)
         return score_lists(lists, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
     return objective
 
@@ -308,9 +263,9 @@ def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, ini
         weights, ndcg = choose_value_weights(users, items, calibrated, data.holdout_truth, rconfig.list_size)
     else:
         weights = dict(rconfig.value_weights)
-        lists = _lists(users, items, value_score(calibrated, weights), calibrated, rconfig.list_size)
+        lists = top_lists(users, items, value_score(calibrated, weights), calibrated, rconfig.list_size)
         ndcg = score_lists(lists, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
-    reference = _lists(users, items, data.holdout_inputs["cross"][:, CROSS_FEATURES.index("ui_engagement")]
+    reference = top_lists(users, items, data.holdout_inputs["cross"][:, CROSS_FEATURES.index("ui_engagement")]
                        + 1e-6 * data.holdout_inputs["item_popularity"], calibrated, rconfig.list_size)
     reference_ndcg = score_lists(reference, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
     mean_auc = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
@@ -325,6 +280,29 @@ class RankingOutput:
     scorer: object
     platt: dict
     weights: dict
+
+
+def record_fit(state: RunState, fitted: RankerFit, ranking: RankingData) -> None:
+    """The fit's figures (all from the ranking days' rows, none from the test day), its curves,
+    and the value weights and calibration in run_info.json."""
+    state.histories["ranker"] = fitted.history
+    state.metrics["ranker/epochs"] = float(len(fitted.history["loss"]))
+    # The epoch (1-based) whose weights were kept: the best of the early-stopping value.
+    watched = fitted.history.get("val_objective", fitted.history.get("val_mean_auc"))
+    if watched:
+        state.metrics["ranker/best_epoch"] = float(np.nanargmax(watched) + 1)
+    state.metrics["ranker/holdout_mean_auc"] = fitted.holdout_mean_auc
+    state.metrics["ranker/training_rows"] = float(ranking.n_fit_rows)
+    state.metrics["ranker/training_lists"] = float(ranking.n_fit_lists)
+    state.metrics["ranker/ranking_days"] = float(ranking.n_days)
+    state.metrics["ranker/holdout_ndcg@10"] = fitted.holdout_ndcg
+    # The held-out lists ordered by the user-item engagement feature alone: what the model has
+    # to beat (it is close to the user-history baseline's score).
+    state.metrics["ranker/holdout_reference_ndcg@10"] = fitted.holdout_reference_ndcg
+    state.info["ranking"] = {"value_weights": fitted.weights,
+                             "platt": {t: dataclasses.asdict(p) for t, p in fitted.platt.items()}}
+    for task in TASKS:
+        state.metrics[f"ranker/value_weight/{task}"] = float(fitted.weights.get(task, 0.0))
 
 
 def run_ranking_stage(state: RunState) -> RankingOutput:
@@ -343,23 +321,7 @@ def run_ranking_stage(state: RunState) -> RankingOutput:
     gc.collect()  # the fit's datasets and traces, in reference cycles
     model, platt, weights = fitted.model, fitted.platt, fitted.weights
     ordered = rconfig.architecture == "esmm"
-    state.histories["ranker"] = fitted.history
-    state.metrics["ranker/epochs"] = float(len(fitted.history["loss"]))
-    # The epoch (1-based) whose weights were kept: the best of the early-stopping value.
-    watched = fitted.history.get("val_objective", fitted.history.get("val_mean_auc"))
-    if watched:
-        state.metrics["ranker/best_epoch"] = float(np.nanargmax(watched) + 1)
-    state.metrics["ranker/holdout_mean_auc"] = fitted.holdout_mean_auc
-    state.metrics["ranker/training_rows"] = float(ranking.n_fit_rows)
-    state.metrics["ranker/training_lists"] = float(ranking.n_fit_lists)
-    state.metrics["ranker/ranking_days"] = float(ranking.n_days)
-    state.metrics["ranker/holdout_ndcg@10"] = fitted.holdout_ndcg
-    # The held-out lists ordered by the user-item engagement feature alone: what the model has
-    # to beat (it is close to the user-history baseline's score).
-    state.metrics["ranker/holdout_reference_ndcg@10"] = fitted.holdout_reference_ndcg
-    state.info["ranking"] = {"value_weights": weights, "platt": {t: dataclasses.asdict(p) for t, p in platt.items()}}
-    for task in TASKS:
-        state.metrics[f"ranker/value_weight/{task}"] = float(weights.get(task, 0.0))
+    record_fit(state, fitted, ranking)
 
     singles = {}
     if rconfig.compare_single_task:
@@ -395,7 +357,7 @@ def run_ranking_stage(state: RunState) -> RankingOutput:
     del predicted, groups
     write_reports(state, model.scorer, {t: (calibrated[t], test_labels[t]) for t in TASKS})
     del test_labels
-    recommendations = _lists(users, items, value_score(calibrated, weights), calibrated, rconfig.list_size)
+    recommendations = top_lists(users, items, value_score(calibrated, weights), calibrated, rconfig.list_size)
     state.write_list(recommendations, "recommendations.parquet")
     # The test rows' ids and scores (~20M rows at 10^7 events) are done with: freed before the
     # lists are scored and the candidate set is read back.

@@ -7,48 +7,71 @@ from typing import Mapping
 
 from shopping_mtl.errors import ConfigError
 
-SOURCES = ("two_tower", "user_history", "covisit", "popularity")
 INDEXES = ("auto", "brute_force", "ivf")
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Settings of the two-tower model and its training.
+    """Settings of the two-tower model, its training and the offline index.
+
+    Checked by `validate` where a range is given as "checked"; other ranges are the caller's
+    contract. Defaults are chosen on the validation day (new_gt recall@100): see
+    docs/DECISIONS.md, Retrieval; Taobao's spec overrides some in its `defaults:`.
 
     Args:
-        embedding_dim: size of the query and candidate vectors.
-        tower_layers: hidden layer widths of each tower's MLP (none: a linear projection,
-            which found new items best on the EComm validation day).
-        temperature: softmax temperature over cosine similarities.
-        logq_correction: subtract log q(item) from logits (in-batch negatives oversample popular items).
+        embedding_dim: size of the query and candidate vectors (> 0, checked).
+        tower_layers: hidden layer widths (units, each > 0) of each tower's MLP; empty (the
+            default): a linear projection.
+        temperature: softmax temperature over cosine similarities (> 0, checked); the setting
+            that matters most.
+        logq_correction: subtract log q(item) from the logits, because in-batch negatives
+            oversample popular items.
         remove_accidental_hits: drop in-batch negatives that are the positive item itself.
-        hard_negatives: keep only the N hardest in-batch negatives (None: all).
-        id_dropout: share of training pairs whose item id is hidden, so the candidate tower
-            learns to embed an item from its content alone (as for items unseen in training).
-        event_weights: sample weight per event type (purchase above save above click).
-        batch_size, epochs, learning_rate: training; Adam that updates only the embedding rows a
-            batch touches (shopping_mtl.optimizers.LazyAdam).
-        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`):
-            a step of 1,024 pairs takes ~20 ms, and Keras's own work between calls about as
-            much again. The weights are those of one step per call (same ops, same order).
-        patience: epochs without validation-loss improvement before stopping (best weights kept).
-        top_k: candidates per user.
+        hard_negatives: keep only the N hardest in-batch negatives per query (> 0, checked);
+            None: all.
+        id_dropout: share of training pairs whose item id is hidden, in [0, 1) (checked), so the
+            candidate tower learns to embed an item from its content alone (as for items unseen
+            in training).
+        event_weights: event type -> sample weight of its training pairs (keys click, save,
+            purchase, checked; a type left out weighs 1.0). Weights are normalised to mean 1
+            over the pairs, so only their ratios matter.
+        batch_size: training pairs per step (> 0, checked); also the in-batch negatives per
+            query (divided among workers when there are several).
+        epochs: most epochs (> 0, checked).
+        learning_rate: step size (> 0, checked) of Adam that updates only the embedding rows a
+            batch touches (`shopping_mtl.optimizers.LazyAdam`).
+        steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`;
+            > 0, checked): fewer calls save Keras's per-call work. The weights are those of one
+            step per call (same ops, same order).
+        patience: epochs without improvement of `early_stopping` before stopping (> 0,
+            checked); the best epoch's weights are kept.
+        top_k: two-tower items per user in candidates.parquet and in the exported index's
+            answer, and the depth of the lists `early_stopping` scores (> 0, checked). The
+            candidate set reads the two-tower lists as deep as its own quota.
         exclude_seen: leave the user's own items out of the retrieved list: retrieval is for
             discovery, and the user-history source keeps the repeats in the candidate set.
         first_touch_only: train only on a user's first engagement with each item (discovery
             pairs), not on repeats.
-        early_stopping: what stops training: "val_loss", or a validation list metric such as
-            "new_gt/recall@100" or "recall@100" (scored on the validation day after each epoch).
-        popularity_prior: at retrieval, add this times log(1 + item count before the period) to
-            the scores, putting back some of the popularity the logQ correction took out.
-        index: how the offline lists (validation and test users) are retrieved: "brute_force"
-            (exact, the exported index), "ivf" (faiss inverted file, approximate; its recall of
-            the exact top k on `ivf_check_queries` queries is a metric of the run) or "auto"
-            (ivf above `ivf_above_items` catalogue items). The export is brute force always.
-        ivf_lists, ivf_probe: the inverted file's cells (null: sqrt(items)) and cells scanned
-            per query.
+        early_stopping: what stops training: "val_loss" (the validation pairs' loss; for a TFRS
+            model a last-batch figure), or a validation list metric scored on the validation
+            day after each epoch, such as "new_gt/recall@100" (the default) or "recall@100"; a
+            metric the scorer does not produce counts as 0.
+        popularity_prior: at retrieval, add this times log(1 + the item's event count before
+            the period) to the scores (unit: score per log-count, on the temperature-scaled
+            scale), putting back some of the popularity the logQ correction took out. 0 (the
+            default): off.
+        index: how the offline lists (validation and test users) are retrieved, one of
+            `INDEXES` (checked): "brute_force" (exact, as the exported index), "ivf" (faiss
+            inverted file, approximate; its recall of the exact top k on `ivf_check_queries`
+            queries is a metric of the run) or "auto" (ivf above `ivf_above_items` catalogue
+            items). The export is brute force always.
+        ivf_above_items: catalogue size (items) above which "auto" uses ivf (> 0, checked).
+        ivf_lists: the inverted file's cells (> 0, checked); None: sqrt(items).
+        ivf_probe: cells scanned per query (> 0, checked); more is slower and closer to exact.
         ivf_fp16: the cells hold 16-bit vectors (half the bytes to scan); the items found are
-            scored exactly (float32) and ordered by that score.
+            rescored exactly (float32) and ordered by that score.
+        ivf_check_queries: queries whose approximate lists are compared with the exact ones
+            (>= 0, checked; 0: no check).
     """
 
     embedding_dim: int = 64
@@ -106,27 +129,3 @@ class RetrievalConfig:
             if event not in ("click", "save", "purchase"):
                 raise ConfigError(
                     f"retrieval.event_weights has unknown key '{event}'; known: click, save, purchase")
-
-
-@dataclass(frozen=True)
-class CandidateConfig:
-    """The merged candidate set: per-source quotas, in priority order (see retrieval.sources).
-
-    Args:
-        quotas: source -> the most items it adds per user; a source with quota 0 is left out.
-    """
-
-    quotas: Mapping[str, int] = field(default_factory=lambda: {
-        "two_tower": 100, "user_history": 200, "covisit": 200, "popularity": 20})
-
-    def validate(self) -> None:
-        for name, quota in self.quotas.items():
-            if name not in SOURCES:
-                raise ConfigError(
-                    f"candidates.quotas has unknown key '{name}'; known: {', '.join(SOURCES)}")
-            if quota < 0:
-                raise ConfigError(f"candidates.quotas.{name} must be >= 0, got {quota}")
-
-    @property
-    def size(self) -> int:
-        return sum(self.quotas.values())

@@ -1,24 +1,26 @@
 """MLflow tracking: one run per training, child runs for tuner trials, plots, and the registry.
 
-`client` resolves the store and writes runs (`Tracker`), `registry` logs the exported
-SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the PNGs a run
-attaches. The names below are the ones the rest of the project uses as `tracking.<name>`.
+`store` resolves the store and its experiment, `client` writes runs (`Tracker`), `registry`
+logs the exported SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the
+PNGs a run attaches. The names below are the ones the rest of the project uses as `tracking.<name>`.
 """
 
 from shopping_mtl.tracking.client import (
     MAX_PARAM_VALUE,
     SKIPPED_METRIC,
     Tracker,
-    artifact_root,
-    check_reachable,
-    default_tracking_uri,
     flatten,
-    get_or_create_experiment,
     metric_key,
     run_tags,
 )
 from shopping_mtl.tracking.plots import calibration_bins, plot_calibration, plot_recall_curves
 from shopping_mtl.tracking.registry import log_exports
+from shopping_mtl.tracking.store import (
+    artifact_root,
+    check_reachable,
+    default_tracking_uri,
+    get_or_create_experiment,
+)
 
 __all__ = [
     "MAX_PARAM_VALUE",

@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"--out {out} exists and is not empty; give a new or empty folder"
                 )
             profile = load_profile(args.profile) if args.profile else None
-            # The generator's recorded name stays "shopping_mtl.data.synthetic" in every output
-            # (README, spec, Parquet metadata, profile header) so outputs are byte-identical.
-            command = "python -m shopping_mtl.data.synthetic " + " ".join(
+            command = "python -m tools.synthetic " + " ".join(
                 sys.argv[1:] if argv is None else argv
             )
             spec = generate(
@@ -187,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             fit_args = " ".join(sys.argv[2:] if argv is None else argv[1:])
             header = (
-                "Calibration profile for shopping_mtl.data.synthetic (SYNTHETIC data generator).\n"
+                "Calibration profile for tools.synthetic (SYNTHETIC data generator).\n"
                 f"Measured on {source}.\n"
                 f"EComm training edges: {len(events):,} events; 1 = click, 2/3 = save, "
                 "4 = purchase;\n"
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--hours-from is given. 'generator' is calibrated by simulation so that synthetic\n"
                 "logs of the sample's size reproduce its repeat share, category affinity,\n"
                 "popularity slopes and distinct items. Produced by (from the repository root):\n"
-                f"  python -m shopping_mtl.data.synthetic fit {fit_args}"
+                f"  python -m tools.synthetic fit {fit_args}"
             )
             print(save_profile(profile, args.out, header))
     except (ValueError, FileExistsError) as err:

@@ -83,9 +83,8 @@ def generate(
     _write_items(world, out, metadata)
     n_shards = math.ceil(n_events / chunk_events)
     if command is None:
-        # Recorded under the generator's original name, so a seed gives byte-identical files.
         command = (
-            f"python -m shopping_mtl.data.synthetic generate --events {n_events} --seed {seed} "
+            f"python -m tools.synthetic generate --events {n_events} --seed {seed} "
             f"--days {n_days} --chunk-events {chunk_events} --out DIR"
         )
     (out / "README.md").write_text(_readme(world, command, n_users, n_shards, chunk_events))
