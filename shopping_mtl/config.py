@@ -250,6 +250,12 @@ def _build(cls: type, raw: Mapping[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """A `Config` from nested plain values (as `config.yaml` holds them), every key checked and
+    every value coerced to its field's type; not yet `validate()`d."""
+    return _build(Config, raw)
+
+
 def merge(base: dict, override: Mapping) -> dict:
     """Deep-merge nested dicts; `override` wins."""
     out = dict(base)

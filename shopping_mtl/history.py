@@ -90,6 +90,23 @@ def last_items_before(
     keep their input order (a later row counts as more recent). Repeated items are kept: the
     history is the last ``length`` events, not the last ``length`` distinct items.
     """
+    _check_history_args(events, queries, length)
+    # Per-event attribute values (aligned with `events`), resolved once before the sort.
+    attr_values = _attribute_values(events, item_attrs)
+    valid, source, count = _history_slots(events, queries, length)
+
+    out: dict[str, np.ndarray] = {}
+    item_ids = as_str(events["item_id"])
+    for col, values in (("item_id", item_ids), *attr_values.items()):
+        picked = values[source] if len(values) else np.full(source.shape, PAD, dtype=object)
+        out[history_input_name(col)] = np.where(valid, picked, PAD).astype(object)
+    out[HISTORY_COUNT] = count.astype(np.int64)
+    return out
+
+
+def _check_history_args(events: pd.DataFrame, queries: pd.DataFrame, length) -> None:
+    """Raises ``ValueError`` unless ``length`` is a positive int and both frames have the
+    columns ``last_items_before`` reads."""
     if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < 1:
         raise ValueError(f"length must be a positive int, got {length!r}")
     for frame, label, cols in (
@@ -100,7 +117,12 @@ def last_items_before(
         if missing:
             raise ValueError(f"{label} lack column(s) {missing}; have {list(frame.columns)}")
 
-    # Per-event attribute values (aligned with `events`), resolved once before the sort.
+
+def _attribute_values(
+    events: pd.DataFrame, item_attrs: pd.DataFrame | Sequence[str] | None
+) -> dict[str, np.ndarray]:
+    """Each attribute's value per event row (aligned with ``events``, str, "" where unknown),
+    keyed by attribute column; ``item_attrs`` as in ``last_items_before``."""
     attr_values: dict[str, np.ndarray] = {}
     if isinstance(item_attrs, pd.DataFrame):
         # Indexed by item id already (unique: the caller's catalogue), or with an item_id column.
@@ -115,7 +137,19 @@ def last_items_before(
             if col not in events.columns:
                 raise ValueError(f"item_attrs column {col!r} is not in events")
             attr_values[col] = as_str(events[col])
+    return attr_values
 
+
+def _history_slots(
+    events: pd.DataFrame, queries: pd.DataFrame, length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each query's history slots come from.
+
+    Returns ``(valid, source, count)``: ``valid`` (n_queries, length) bool, true for a real
+    (non-padding) slot; ``source`` (n_queries, length) int, the row of ``events`` each slot
+    takes, most recent first (meaningless where not valid); ``count`` (n_queries,) the valid
+    slots per query.
+    """
     # Users as integer codes shared by events and queries; timestamps as dense ranks over both,
     # so that (user, time) packs into one sortable int64 key: user * n_times + time_rank.
     event_user, users = pd.factorize(as_str(events["user_id"]))  # hashing, not sorting strings
@@ -137,11 +171,4 @@ def last_items_before(
     valid = slot[None, :] < count[:, None]  # (n_queries, length)
     gather = np.where(valid, end[:, None] - 1 - slot[None, :], 0)  # most recent first
     source = order[gather] if len(order) else gather
-
-    out: dict[str, np.ndarray] = {}
-    item_ids = as_str(events["item_id"])
-    for col, values in (("item_id", item_ids), *attr_values.items()):
-        picked = values[source] if len(values) else np.full(source.shape, PAD, dtype=object)
-        out[history_input_name(col)] = np.where(valid, picked, PAD).astype(object)
-    out[HISTORY_COUNT] = count.astype(np.int64)
-    return out
+    return valid, source, count

@@ -20,13 +20,11 @@ Every space entry is a config key (`--set` syntax) or one of the shorthands of `
 maps a trial's hyperparameters to config overrides and nothing else (the models never see `hp`).
 
 `ShoppingTuner` subclasses Keras Tuner's `BaseTuner`, not its `Tuner`: `Tuner` builds a model
-from a hypermodel and accepts only Keras 3 models, while the models here are tf-keras ones and
-are trained by the project's own stages. Its `run_trial` trains with the trial's config on data
-prepared once for the whole search and returns the objective. With Hyperband, `tuner/epochs`
-sets the epochs and a trial promoted from an earlier round (`tuner/trial_id`) continues from
-that trial's saved ranker weights (`tuner/initial_epoch`). A trial that raises is marked failed
-with its error, and the search reports every failure, so a search whose trials all failed ends
-with an error naming them rather than with a best score of None. The oracle's state lives in
+from a hypermodel and accepts only Keras 3 models, while the models here are tf-keras ones
+trained by the project's own stages. Each trial trains on data prepared once for the whole
+search; with Hyperband a promoted trial continues from its earlier round's ranker weights. A
+trial that raises is marked failed with its error, and a search with no completed trial ends
+with an error naming the failures, never with a best score of None. The oracle's state lives in
 `<run folder>/tuning/`, so a search run again with the same run folder goes on where it
 stopped: finished trials are kept.
 """
@@ -50,9 +48,7 @@ from keras_tuner.engine.base_tuner import BaseTuner
 from keras_tuner.src.distribute import utils as dist_utils
 
 from shopping_mtl import pipeline, tracking
-# `_build` is config's dict -> Config step without `validate()`, which the search needs (the
-# study's fixed values are applied before each trial validates them); config has no public one.
-from shopping_mtl.config import Config, _build, merge  # noqa: PLC2701
+from shopping_mtl.config import Config, config_from_dict, merge
 from shopping_mtl.errors import ConfigError, ShoppingMtlError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import stage as ranking_stage
@@ -97,6 +93,8 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
+    """A checked study file (`load_study`); `max_trials` is the budget of random and Bayesian."""
+
     name: str
     model: str
     objective: str
@@ -215,6 +213,7 @@ def make_oracle(study: Study, max_trials: int | None = None):
 
 
 def _search_space(study: Study):
+    """The study's space declared on a fresh Keras Tuner `HyperParameters`."""
     hp = kt.HyperParameters()
     for param in study.space:
         param.register(hp)
@@ -253,11 +252,12 @@ class ShoppingTuner(BaseTuner):
         overrides = build(self.study, values)
         base = self.state.config.to_dict()
         try:
-            return _build(Config, merge(base, overrides)).validate()
+            return config_from_dict(merge(base, overrides)).validate()
         except ConfigError as err:
             raise ShoppingMtlError(f"trial settings rejected: {err}") from None
 
     def run_trial(self, trial, *args, **kwargs):
+        """Train one trial; `{study.objective: value}` (what it records: see the class docstring)."""
         values = trial.hyperparameters.values
         child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
         started = time.perf_counter()
@@ -354,6 +354,8 @@ class ShoppingTuner(BaseTuner):
 
 @dataclasses.dataclass
 class SearchResult:
+    """What `run_search` hands back: every trial, the best completed one, the search's minutes."""
+
     study: Study
     trials: list[dict]  # trial_id, status, objective, values, error
     best: dict | None
@@ -379,6 +381,7 @@ def summarize(tuner, study: Study, minutes: float) -> SearchResult:
 
 
 def table(result: SearchResult) -> str:
+    """The trial table a search prints and writes as search.txt: one row per trial, errors below."""
     names = [p.name for p in result.study.space]
     lines = [f"{'trial':<8}{'status':<11}{result.study.objective:>24}  settings"]
     for t in result.trials:
@@ -393,6 +396,7 @@ def table(result: SearchResult) -> str:
 
 
 def _parent_file(run_dir: Path, study: Study) -> Path:
+    """Where the chief writes its MLflow run id for the workers (the folder is created)."""
     path = Path(run_dir) / "tuning" / f"{study.name}.parent_run_id"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -444,7 +448,7 @@ def run_search(config: Config, study_path: str | Path, max_trials: int | None = 
     # The study's fixed values hold for every trial, so also for what is prepared once for all
     # of them (the ranking days of `ranking.extra_days`, the holdout users, the retrieval stage);
     # each trial's config still validates them (a bad fixed value fails every trial, reported).
-    config = _build(Config, merge(config.to_dict(), _nested(dict(study.fixed))))
+    config = config_from_dict(merge(config.to_dict(), _nested(dict(study.fixed))))
     config = dataclasses.replace(config, stages=stages)
     role = ("chief" if dist_utils.is_chief_oracle() else "worker") if dist_utils.has_chief_oracle() else "single"
     if role == "worker":
@@ -502,7 +506,7 @@ def _report(config: Config, result: SearchResult, state: RunState, tracker, fina
                            stages=list(pipeline.DEFAULT_STAGES))
         log.info("search %s: training the best config (trial %s) with every stage", study.name,
                  result.best["trial_id"])
-        final = pipeline.run(_build(Config, best_config).validate(),
+        final = pipeline.run(config_from_dict(best_config).validate(),
                              parent_run_id=tracker.run_id if tracker is not None else None)
         result.final_metrics = dict(final.metrics)
     if tracker is not None:

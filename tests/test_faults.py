@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from conftest import ROOT, run_cli, tiny_log
 from shopping_mtl import training
-from shopping_mtl.batches import make_dataset, make_list_dataset
+from shopping_mtl.scale.batches import make_dataset, make_list_dataset
 from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
 from tools import synthetic
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from shopping_mtl.scale import shards as shards_lib
-from shopping_mtl.batches import make_dataset, make_list_dataset
+from shopping_mtl.scale.batches import make_dataset, make_list_dataset
 from shopping_mtl.config import load_config
 from tools import synthetic
 from shopping_mtl.errors import ConfigError

@@ -150,13 +150,13 @@ def test_study_errors_name_the_bad_key(tmp_path):
 
 
 def test_the_shipped_studies_load_and_build_valid_configs():
-    from shopping_mtl.config import Config, _build, merge
+    from shopping_mtl.config import Config, config_from_dict, merge
 
     for name in ("ranker", "retrieval"):
         study = tuning.load_study(ROOT / "tuning" / f"{name}.yaml")
         assert study.scientific, name
         values = {p.name: (p.values[-1] if p.values else p.max) for p in study.space}
-        _build(Config, merge(Config().to_dict(), tuning.build(study, values))).validate()
+        config_from_dict(merge(Config().to_dict(), tuning.build(study, values))).validate()
 
 
 def test_build_maps_shorthands_and_keeps_fixed_values(tmp_path):
@@ -167,6 +167,24 @@ def test_build_maps_shorthands_and_keeps_fixed_values(tmp_path):
     assert overrides["ranking"]["bottom_layers"] == [32, 16, 8]
     assert overrides["ranking"]["tower_layers"] == [8] and overrides["ranking"]["epochs"] == 1
     assert "tuner" not in overrides
+
+
+def test_the_tuner_checks_each_trials_settings_against_the_run_config(tmp_path):
+    """`ShoppingTuner` alone (no search, no training): the oracle it builds and the validated
+    config of a trial, the study's fixed values included; rejected settings name the key."""
+    from shopping_mtl.config import Config
+    from shopping_mtl.errors import ShoppingMtlError
+    from shopping_mtl.run_state import RunState
+
+    study = tuning.load_study(study_file(tmp_path))
+    tuner = tuning.ShoppingTuner(study, RunState(config=Config(), run_dir=tmp_path), tmp_path / "tuning",
+                                 max_trials=2)
+    assert tuner.oracle.max_trials == 2 and (tmp_path / "tuning" / "tiny").is_dir()
+    config = tuner.trial_config({"ranking.architecture": "mmoe", "ranking.bottom_width": 32, "tuner/epochs": 2})
+    assert config.ranking.architecture == "mmoe" and list(config.ranking.bottom_layers) == [32, 16]
+    assert config.ranking.epochs == 1 and list(config.ranking.tower_layers) == [8]  # fixed values
+    with pytest.raises(ShoppingMtlError, match="trial settings rejected: ranking.batch_size must be positive"):
+        tuner.trial_config({"ranking.batch_size": 0})
 
 
 # --------------------------------------------------------------------------------------------

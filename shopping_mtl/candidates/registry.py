@@ -48,6 +48,21 @@ class ServingCandidates(NamedTuple):
 
 
 @dataclass(frozen=True)
+class QueryIndex:
+    """The exported two-tower index and how to query it.
+
+    Args:
+        index: the TFRS `BruteForce` layer: `index(query_inputs, k) -> (scores, item ids)`.
+        input_names: the query tower's input names.
+        history_length: how many recent items the query tower reads.
+    """
+
+    index: Any
+    input_names: Sequence[str]
+    history_length: int
+
+
+@dataclass(frozen=True)
 class ServingContext:
     """What a source's serving part is built from at export time.
 
@@ -58,7 +73,7 @@ class ServingContext:
         history_length: how many of the request's most recent events the ranker reads.
         item_tables: item feature name -> `StaticHashTable` from item id (id itself excluded).
         category_table: item id -> category ("" when the spec has none).
-        retrieval: the two-tower query's `(index, input names, history length)`, or None.
+        retrieval: the two-tower index, or None when there is none.
     """
 
     events: pd.DataFrame
@@ -67,7 +82,7 @@ class ServingContext:
     history_length: int
     item_tables: Mapping[str, Any]
     category_table: Any
-    retrieval: tuple | None = None
+    retrieval: QueryIndex | None = None
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,15 @@ class TwoTowerServing(tf.Module):
         super().__init__()
         if context.retrieval is None:
             raise ValueError("the two_tower source's serving part needs the retrieval model's index")
-        index, input_names, history_length = context.retrieval
-        self.index = index
-        self.input_names = list(input_names)
-        self.history_length = int(history_length)
+        self.index = context.retrieval.index
+        self.input_names = list(context.retrieval.input_names)
+        self.history_length = int(context.retrieval.history_length)
         self.item_tables = dict(context.item_tables)
         self.category_table = context.category_table
         self.quota = int(quota)
         # Deep enough that `quota` unseen items remain after the request's own items are removed.
-        self.depth = min(self.quota + int(context.history_length), int(index._candidates.shape[0]))
+        n_items = int(self.index._candidates.shape[0])  # the index's item count (TFRS keeps no public one)
+        self.depth = min(self.quota + int(context.history_length), n_items)
 
     def __call__(self, request) -> ServingCandidates:
         history = pad_columns(request[HISTORY_ITEM_IDS], self.history_length, "")

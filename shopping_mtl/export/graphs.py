@@ -175,7 +175,7 @@ class RecommendServing(tf.Module):
         settings: the sources' settings.
         quotas: source -> quota, in merge priority order (`candidates.quotas`).
         list_size: items returned per request row.
-        retrieval: the two-tower query's `(index, input names, history length)`, or None.
+        retrieval: the two-tower index (`candidates.registry.QueryIndex`), or None.
     """
 
     def __init__(self, graph: RankerGraph, snapshot: CatalogueSnapshot, events: pd.DataFrame,

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from shopping_mtl.candidates.registry import QueryIndex
 from shopping_mtl.export import graphs
 from shopping_mtl.export.publishing import publish
 from shopping_mtl.retrieval import examples as retrieval_examples, index as index_lib
@@ -74,7 +75,7 @@ def recommend_module(state: RunState, graph: graphs.RankerGraph,
     config, parts = state.config, state.retrieval.index
     return graphs.RecommendServing(
         graph, snapshot, state.split.history, config.baselines, config.candidates.quotas, config.ranking.list_size,
-        retrieval=(parts.build(), parts.query_model.input_names, graph.features.spec.history_length))
+        retrieval=QueryIndex(parts.build(), parts.query_model.input_names, graph.features.spec.history_length))
 
 
 def warmup_lists(lists, n: int) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl import distribute, training
-from shopping_mtl.batches import infer, make_dataset, make_list_dataset
+from shopping_mtl.scale.batches import infer, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig

@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl.batches import as_tensor, compiled, infer
+from shopping_mtl.scale.batches import as_tensor, compiled, infer
 from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import FeatureSet
 

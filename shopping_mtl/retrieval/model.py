@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from shopping_mtl import distribute, training
-from shopping_mtl.batches import make_dataset
+from shopping_mtl.scale.batches import make_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.retrieval.config import RetrievalConfig
