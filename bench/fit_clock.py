@@ -3,8 +3,8 @@
 
 The project records the two-tower model's throughput (`run_info.json`,
 `retrieval_pairs_per_s`) but not the ranker's: `timings_s.ranking_fit` spans the whole ranking
-stage (building the rows of every day, the fit, scoring the test rows, the exports and the
-single-task fits). This module wraps `tf.keras.Model.fit` (the tf-keras class every model of the
+stage (building the rows of every day, the fit, scoring the test rows and the single-task
+fits). This module wraps `tf.keras.Model.fit` (the tf-keras class every model of the
 project derives from) so that each fit gets one more callback, a clock: per epoch the seconds
 from the epoch's start to the start of its validation pass (training only, as the project's own
 retrieval figure is measured), the whole epoch's seconds and the number of training steps. A
@@ -29,14 +29,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project imports from here on
+
+import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import tensorflow as tf
 
 
 def install(out: str | Path | None = None) -> list[dict]:
     """Wrap `tf.keras.Model.fit`; return the list the records go to (also written to `out`
     after every fit when given)."""
-    import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-    import tensorflow as tf
-
     records: list[dict] = []
     model_class = tf.keras.Model
     original = model_class.fit
@@ -104,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python bench/fit_clock.py --out FILE.json -- SCRIPT.py [ARGS...]", file=sys.stderr)
         return 2
     out, script, script_args = argv[1], argv[3], argv[4:]
-    sys.path.insert(0, str(ROOT))
     install(out)
     sys.argv = [script, *script_args]
     sys.path[0] = str(Path(script).resolve().parent)

@@ -1,11 +1,13 @@
 """The ranker's quality against how many training lists it learns from (`ranking.max_training_lists`).
 
-The data and retrieval stages run once; then, for every cap and seed, the ranker's rows are
-built (`prepare_ranking`) and it is fitted, calibrated and weighted (`fit_ranker`) as `train.py`
-does. The figure is the NDCG@10 (any engagement) of the held-out users' lists on the validation
-day, the one day every cap builds with all its held-out users, so it is comparable across caps
-(the held-out user-days of earlier days come and go with the cap). Validation data only: the
-test period is never read by this script's figures.
+The data and retrieval stages run once (`pipeline.run_stage`); then, for every cap and seed,
+the ranker's rows are built (`prepare_ranking`) and it is fitted, calibrated and weighted
+(`fit_ranker`) as `train.py` does. The figure is the NDCG@10 (any engagement) of the held-out
+users' lists on the validation day, the one day every cap builds with all its held-out users, so
+it is comparable across caps (the held-out user-days of earlier days come and go with the cap);
+each list is the user's top `ranking.list_size` by the fitted value score, ties by item id, as
+the final list is ordered. Validation data only: the test period is never read by this script's
+figures.
 
 Usage:
   python bench/lists_curve.py --dataset ecomm --caps 250,500,1000,none --seeds 0
@@ -22,7 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project imports from here on
+
+import pandas as pd
+
+from shopping_mtl import pipeline
+from shopping_mtl.config import load_config
+from shopping_mtl.data.split import GroundTruth
+from shopping_mtl.evaluation import score_lists
+from shopping_mtl.ranking import model as model_lib
+from shopping_mtl.ranking.calibration import calibrate
+from shopping_mtl.ranking.stage import fit_ranker, prepare_ranking, value_score
 
 
 def parse_caps(text: str) -> list[int | None]:
@@ -38,6 +50,29 @@ def parse_caps(text: str) -> list[int | None]:
     return caps
 
 
+def top_lists(users, items, score, k: int) -> pd.DataFrame:
+    """Each user's top `k` rows by `score`, ties by item id: `user_id, rank, item_id, score`."""
+    frame = pd.DataFrame({"user_id": users, "item_id": items, "score": score})
+    frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    frame["rank"] = frame.groupby("user_id", sort=False).cumcount() + 1
+    return frame[frame["rank"] <= k].reset_index(drop=True)
+
+
+def validation_day_ndcg(data, fitted, rconfig) -> tuple[float, int]:
+    """NDCG@10 (any engagement) of the validation day's held-out users' lists, and their number."""
+    day0 = data.holdout_rows["user_id"].str.endswith("@0").to_numpy()
+    users = tuple(u for u in data.holdout_truth.users if u.endswith("@0"))
+    truth = GroundTruth(users, {g: {u: v for u, v in items.items() if u.endswith("@0")}
+                                for g, items in data.holdout_truth.items.items()},
+                        {u: v for u, v in data.holdout_truth.seen.items() if u.endswith("@0")})
+    inputs = {k: v[day0] for k, v in data.holdout_inputs.items()}
+    p = calibrate(model_lib.predict(fitted.model.scorer, inputs), fitted.platt, rconfig.architecture == "esmm")
+    held = data.holdout_rows[day0]
+    lists = top_lists(held["user_id"].to_numpy(), held["item_id"].to_numpy(), value_score(p, fitted.weights),
+                      rconfig.list_size)
+    return score_lists(lists, truth, "h", (10,), n_resamples=0).get("h/ndcg@10", float("nan")), len(users)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,46 +85,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    from shopping_mtl.config import load_config
-    from shopping_mtl.data.split import GroundTruth
-    from shopping_mtl.evaluation import score_lists
-    from shopping_mtl.pipeline import RunState, run_data, run_retrieval
-    from shopping_mtl.ranking import model as model_lib
-    from shopping_mtl.ranking.calibration import calibrate
-    from shopping_mtl.ranking.stage import _lists, fit_ranker, prepare_ranking, value_score
-
     work = Path(tempfile.mkdtemp(prefix="lists-curve-"))
     config = load_config(overrides={"data": {"dataset": args.dataset, "max_events": args.max_events},
                                     "run_dir": str(work / "run"), "tracking": {"enabled": False},
+                                    "stages": ["data", "retrieval"],  # the ranker is fitted below, per cap
                                     "ranking": {"compare_single_task": False}})
-    state = RunState(config=config, run_dir=work / "run")
-    state.run_dir.mkdir(parents=True)
-    run_data(state)
-    run_retrieval(state)
+    state = pipeline.prepare_state(config)
+    pipeline.run_stage("data", state)
+    pipeline.run_stage("retrieval", state)
     rows_out = []
     for cap in args.caps:
         for seed in seeds:
             rconfig = dataclasses.replace(config.ranking, max_training_lists=cap)
             started = time.perf_counter()
             data = prepare_ranking(state, rconfig)
-            fitted = fit_ranker(state.retrieval["data"].features, data, rconfig, seed)
-            day0 = data.holdout_rows["user_id"].str.endswith("@0").to_numpy()
-            users = tuple(u for u in data.holdout_truth.users if u.endswith("@0"))
-            truth = GroundTruth(users, {g: {u: v for u, v in items.items() if u.endswith("@0")}
-                                        for g, items in data.holdout_truth.items.items()},
-                                {u: v for u, v in data.holdout_truth.seen.items() if u.endswith("@0")})
-            inputs = {k: v[day0] for k, v in data.holdout_inputs.items()}
-            p = calibrate(model_lib.predict(fitted.model.scorer, inputs), fitted.platt,
-                          rconfig.architecture == "esmm")
-            held = data.holdout_rows[day0]
-            lists = _lists(held["user_id"].to_numpy(), held["item_id"].to_numpy(), value_score(p, fitted.weights),
-                           p, rconfig.list_size)
-            ndcg = score_lists(lists, truth, "h", (10,), n_resamples=0).get("h/ndcg@10", float("nan"))
-            row = (cap, seed, data.n_fit_lists, data.n_fit_rows, data.n_days, len(users), ndcg,
+            fitted = fit_ranker(state.retrieval.data.features, data, rconfig, seed)
+            ndcg, n_users = validation_day_ndcg(data, fitted, rconfig)
+            row = (cap, seed, data.n_fit_lists, data.n_fit_rows, data.n_days, n_users, ndcg,
                    time.perf_counter() - started)
             rows_out.append(row)
             print(f"cap {cap}, seed {seed}: {row[2]:,} lists, {row[3]:,} rows, {row[4]} days; validation-day "
-                  f"held-out NDCG@10 {ndcg:.4f} on {len(users)} users ({row[7]:.0f} s)", flush=True)
+                  f"held-out NDCG@10 {ndcg:.4f} on {n_users} users ({row[7]:.0f} s)", flush=True)
     lines = [f"### Ranker quality against training lists ({args.dataset})", "",
              f"- command: `python bench/lists_curve.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
              f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores", "",

@@ -11,8 +11,8 @@ that writes its markdown with `--out`):
 - speed: `bench/retrieval_bench.py` (two-tower training pairs/s; exported top-100 latency against
   the matmul floor), `bench/serving_bench.py` (latency of the exported `recommend` model) and
   `bench/ranker_bench.py` (the ranker's training rows/s beside the two-tower pairs/s).
-- scale: `bench/scale_bench.py` (synthetic logs of 10^5, 10^6, 10^7 events through data,
-  retrieval and ranking: wall time, peak memory, slopes).
+- scale: `bench/scale_bench.py` (synthetic logs of 10^5, 10^6, 10^7 events through the data,
+  retrieval, candidates and ranking stages: wall time, peak memory, slopes per stage).
 
 Each part's markdown goes into its section under the exact command that made it, with the
 part's wall time and the load average around it. A part that fails (or whose script does not
@@ -43,8 +43,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from retrieval_bench import git_commit, load_average  # the benches' shared helpers (stdlib only)
-from retrieval_bench import machine as described_machine
+from bench_common import git_commit, load_average  # the benches' shared helpers (stdlib only)
+from bench_common import machine as described_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("quality", "speed", "scale")
@@ -59,8 +59,8 @@ WHAT = {
     "speed": "two-tower training pairs/s against the 50k target; the ranker's training rows/s beside it; exported "
              "top-100 retrieval latency against the matmul floor; `recommend` (retrieval + ranking) latency "
              "against the 20 ms target and the retrieval export alone",
-    "scale": "synthetic logs of 10^5, 10^6, 10^7 events through data, retrieval and ranking: wall time and peak "
-             "memory per stage, the slope of cost against size, the 30 min / 8 GB target",
+    "scale": "synthetic logs of 10^5, 10^6, 10^7 events through the data, retrieval, candidates and ranking "
+             "stages: wall time and peak memory per stage, the slope of cost against size, the 30 min / 8 GB target",
 }
 SHORT = {"quality": "final list, two-tower, candidate sources and baselines: every docs/EVALUATION.md metric with "
                     "95% intervals; ranker heads",

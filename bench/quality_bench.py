@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Quality benchmark: every metric of `shared/docs/EVALUATION.md` on EComm and Taobao, for the
+"""Quality benchmark: every metric of `docs/EVALUATION.md` on EComm and Taobao, for the
 final list, the two-tower model alone, the merged candidate set and each of its sources, and each
 baseline, with 95% bootstrap intervals; the ranker's heads; the final list against the best
 baseline; and the runs' training speed.
@@ -28,10 +28,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -40,9 +42,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from retrieval_bench import git_commit, load_average, machine  # the benches' shared helpers (stdlib only)
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project imports from here on
+
+import numpy as np
+import pandas as pd
+
+from bench_common import git_commit, load_average, machine
+from shopping_mtl import pipeline
+from shopping_mtl.config import load_config
+from shopping_mtl.evaluation import lists_by_user, score_lists, user_metrics
+
 DATASETS = {
     "ecomm": "EComm (Alibaba EComm sample, bundled in data/ecomm)",
     "taobao": "Taobao (UserBehavior head and tail files)",
@@ -127,19 +137,12 @@ def extra_figures(run_dir: Path) -> dict:
     """Per-source figures of the candidate set, and paired ratios of the final list over each
     baseline and over retrieval order; also checks that the re-scored lists give metrics.json's
     figures (the same truth)."""
-    import numpy as np
-    import pandas as pd
-
-    import shopping_mtl  # noqa: F401
-    from shopping_mtl.config import load_config
-    from shopping_mtl.evaluation import lists_by_user, score_lists, user_metrics
-    from shopping_mtl.pipeline import RunState, run_data
-
     config = load_config(run_dir / "config.yaml")
     ev = config.evaluation
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
-        state = RunState(config=config, run_dir=Path(tmp))
-        run_data(state)
+        # The run's data stage again (read, split, ground truth), into a scratch run folder.
+        state = pipeline.prepare_state(dataclasses.replace(config, run_dir=tmp))
+        pipeline.run_stage("data", state)
     truth = state.truth
     out: dict = {"metrics": {}, "sources": {}, "paired": {}}
     size = config.candidates.size
@@ -223,8 +226,6 @@ def list_rows(m: dict, sources: dict) -> list[tuple[str, str]]:
 
 def metric_columns(m: dict) -> list[str]:
     """recall@k and hitrate@k for the ks of the final list, then ndcg@k: EVALUATION.md's metrics."""
-    import re
-
     names = {k.split("/", 1)[1] for k in m if k.startswith("pipeline/") and
              re.fullmatch(r"pipeline/(recall|hitrate|ndcg)@\d+", k)}
     order = {"recall": 0, "hitrate": 1, "ndcg": 2}
@@ -439,7 +440,7 @@ def render(meta: dict, blocks: list[list[str]], summaries: list[dict], failures:
         f"- machine: {meta['cpu']}, {meta['cores']} cores; Python {meta['python']}",
         f"- load average (1/5/15 min) at start / end: {meta['load_start']} / {meta['load_end']}",
         f"- commit: {meta['commit']}",
-        "- protocol: `shared/docs/EVALUATION.md` (split by calendar day, test = last day; Recall@K, HitRate@K, "
+        "- protocol: `docs/EVALUATION.md` (split by calendar day, test = last day; Recall@K, HitRate@K, "
         "NDCG@10; any engagement, save, purchase; all items, excl_seen, new_gt; 95% bootstrap intervals over "
         "users, the resamples and seed of each run's config)",
         "",

@@ -5,13 +5,14 @@ model's (pairs/s) on the same log, in the same process, measured the same way.
 The project records the two-tower model's throughput (`run_info.json`, `retrieval_pairs_per_s`)
 but not the ranker's, so this benchmark measures it with `bench/fit_clock.py` (one more Keras
 callback on every fit: the seconds from an epoch's start to its validation pass; the project's
-code is not changed). A SYNTHETIC log (`shopping_mtl.data.synthetic.generate`, seed 0) goes
-through the project's own path: `pipeline.run_data` (read, split), `pipeline.run_retrieval` (the
-two-tower fit with `early_stopping: val_loss` and patience = epochs, so it runs every epoch; the
-candidate set), `ranking.stage.prepare_ranking` (the rows of the validation day and
-`ranking.extra_days` train days, as `train.py` builds them) and `ranking.model.train_ranker` (the
-default multi-task ranker: click, save, purchase; patience = epochs) `--repeats` times on the same
-rows. Figures: rows (or pairs) of one epoch / the epoch's training seconds, median of epochs 2..N
+code is not changed). A SYNTHETIC log (`tools.synthetic.generate`, seed 0) goes through the
+project's own path: the data stage (`pipeline.run_stage("data", state)`: read, split), the
+retrieval stage (`pipeline.run_stage("retrieval", state)`: the two-tower fit with
+`early_stopping: val_loss` and patience = epochs, so it runs every epoch; its validation lists,
+a candidate source of the ranking rows), `ranking.stage.prepare_ranking` (the rows of the
+validation day and `ranking.extra_days` train days, as `train.py` builds them) and
+`ranking.model.train_ranker` (the default multi-task ranker: click, save, purchase; patience =
+epochs) `--repeats` times on the same rows. Figures: rows (or pairs) of one epoch / the epoch's training seconds, median of epochs 2..N
 (the first traces the graphs), then the median over the fits. Every epoch of the ranker covers
 all its training rows (whole lists, `batches.make_list_dataset`).
 
@@ -34,6 +35,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project and tools/ import from here on
+
+import fit_clock  # first: it imports shopping_mtl before TensorFlow (TF_USE_LEGACY_KERAS)
+import tensorflow as tf
+
+from bench_common import git_commit, machine
+from shopping_mtl import pipeline
+from shopping_mtl.config import load_config, merge, parse_override
+from shopping_mtl.ranking import model as model_lib
+from shopping_mtl.ranking.stage import prepare_ranking
+from tools.synthetic import generate
 TARGET_PAIRS_PER_S = 50_000.0  # the issue's two-tower target on the 2-core machine
 FULL = {"events": 200_000, "epochs": 3, "repeats": 2, "extra_days": None}
 QUICK = {"events": 3_000, "epochs": 2, "repeats": 1, "extra_days": 0}
@@ -45,8 +57,7 @@ def later_epochs(fit: dict, rows: float) -> list[float]:
     return rates[1:] or rates
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/ranker_bench.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, help=f"synthetic events (default {FULL['events']:,})")
@@ -56,7 +67,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="another config override, as train.py --set (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (seconds)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def bench_config(folder: Path, spec: Path, epochs: int, extra_days: int | None, sets: list[str]):
+    """The run's config: the data and retrieval stages (then the ranking rows and fits, timed
+    one by one), `epochs` per fit with patience = epochs, no intervals, no tracking."""
+    ranking = {"epochs": epochs, "patience": epochs, "compare_single_task": False}
+    if extra_days is not None:
+        ranking["extra_days"] = extra_days
+    overrides = {
+        "run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
+        "stages": ["data", "retrieval"],
+        "evaluation": {"bootstrap_resamples": 0},
+        "tracking": {"enabled": False},
+        "retrieval": {"epochs": epochs, "early_stopping": "val_loss", "patience": epochs},
+        "ranking": ranking,
+    }
+    for text in sets:
+        overrides = merge(overrides, parse_override(text))
+    return load_config(overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     defaults = QUICK if args.quick else FULL
     events = args.events or defaults["events"]
     epochs = args.epochs or defaults["epochs"]
@@ -66,47 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[ranker_bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    import fit_clock
-    from retrieval_bench import git_commit, machine
-
     records = fit_clock.install()
-    import tensorflow as tf
-
-    from shopping_mtl import pipeline
-    from shopping_mtl.config import load_config, merge, parse_override
-    from tools.synthetic import generate
-    from shopping_mtl.ranking import model as model_lib
-    from shopping_mtl.ranking.stage import prepare_ranking
-
     meta = {"command": "python bench/ranker_bench.py " + shlex.join(argv), **machine(), "tf": tf.__version__,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit()}
-    ranking_overrides = {"epochs": epochs, "patience": epochs, "compare_single_task": False}
-    if defaults["extra_days"] is not None:
-        ranking_overrides["extra_days"] = defaults["extra_days"]
     with tempfile.TemporaryDirectory(prefix="ranker-bench-") as tmp:
         tmp = Path(tmp)
         spec = generate(tmp / "synthetic", events, seed=0)
-        overrides = {
-            "run_dir": str(tmp / "run"), "data": {"dataset": str(spec)},
-            "evaluation": {"bootstrap_resamples": 0},
-            "tracking": {"enabled": False},
-            "retrieval": {"epochs": epochs, "early_stopping": "val_loss", "patience": epochs},
-            "ranking": ranking_overrides,
-        }
-        for text in args.set:
-            overrides = merge(overrides, parse_override(text))
-        config = load_config(overrides=overrides)
+        config = bench_config(tmp, spec, epochs, defaults["extra_days"], args.set)
         state = pipeline.prepare_state(config)
         started = time.perf_counter()
-        pipeline.run_data(state)
+        pipeline.run_stage("data", state)
         data_s = time.perf_counter() - started
         split = state.split
         log(f"data in {data_s:.1f}s: train {len(split.train):,}, validation {len(split.validation):,}, "
             f"test {len(split.test):,} events")
         started = time.perf_counter()
-        pipeline.run_retrieval(state)
+        pipeline.run_stage("retrieval", state)
         retrieval_s = time.perf_counter() - started
         pairs = float(state.metrics["retrieval/train_pairs"])
         retrieval_fit = [r for r in records if r["model"] == "TwoTowerModel"][-1]
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = ranking.n_fit_rows
         log(f"ranking rows of {ranking.n_days} days in {prepare_s:.1f}s: {rows:,} training rows, "
             f"{len(ranking.holdout_rows):,} holdout rows")
-        features = state.retrieval["data"].features
+        features = state.retrieval.data.features
         fits = []
         for r in range(repeats):
             model_lib.train_ranker(features, ranking.fit_inputs, ranking.holdout_inputs, config.ranking, config.seed)

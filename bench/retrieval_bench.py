@@ -2,8 +2,8 @@
 """Retrieval benchmark: two-tower training throughput and exported top-100 latency, each beside
 its baseline, written as a markdown table with the machine, the date and the exact command.
 
-1. Training throughput (pairs/s). A SYNTHETIC log (`shopping_mtl.data.synthetic.generate`,
-   seed 0) is read and split by the project's readers (`pipeline.run_data`), retrieval pairs are
+1. Training throughput (pairs/s). A SYNTHETIC log (`tools.synthetic.generate`, seed 0) is
+   read and split by the data stage (`pipeline.run_stage("data", state)`), retrieval pairs are
    prepared (`retrieval.stage.prepare`) and the two-tower model is fitted (`retrieval.stage.fit`)
    as `train.py` does, with `early_stopping: val_loss` and a fixed number of epochs (patience =
    epochs, so it never stops early). The figure is the project's own (`fit["pairs_per_s"]`:
@@ -14,9 +14,10 @@ its baseline, written as a markdown table with the machine, the date and the exa
 2. Exported top-100 latency (ms). For each catalogue size, random unit item vectors are indexed
    (`retrieval.index.build_index`, TFRS BruteForce) behind an untrained query tower
    (`retrieval.model.build_towers`; latency does not depend on weights) and exported with
-   `retrieval.index.export_retrieval`, as the retrieval stage does. A fresh Python process that
-   imports only TensorFlow loads it and calls `signatures["serving_default"]` on real query
-   rows (user id, last-20 history, timestamp) at batch 1 and 64. Baseline, timed in the same
+   `retrieval.index.export_retrieval`, as the export stage does. A fresh Python process that
+   imports only TensorFlow (`bench/latency_workers.py retrieval`) loads it and calls
+   `signatures["serving_default"]` on real query rows (user id, last-20 history, timestamp) at
+   batch 1 and 64. Baseline, timed in the same
    process and interleaved call by call: the floor, a bare `tf.function` doing
    `tf.linalg.matmul(query, items, transpose_b=True)` + `tf.math.top_k(k=100)` over a variable
    of the same shape. Ratio = exported p50 / floor p50 in that process, median over repeats.
@@ -33,26 +34,39 @@ Usage:
 `--profile` adds a split of one training step (input pipeline, lookups, towers, loss,
 gradients, optimizer) measured in-process on the same batches.
 
-Only the standard library is imported at the top: the latency worker (`--worker JOB`, run by
-this script) must be a process that imports TensorFlow and nothing of the project.
+The latency is timed in `bench/latency_workers.py`, a process that imports TensorFlow and
+nothing of the project; this script imports the project at the top.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
-import json
 import os
-import platform
 import shlex
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project and tools/ import from here on
+
+import numpy as np
+import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from bench_common import git_commit, machine, run_latency_worker
+from shopping_mtl import pipeline
+from shopping_mtl.config import load_config
+from shopping_mtl.export import publishing
+from shopping_mtl.retrieval import index as index_lib, model as model_lib, stage
+from tools.synthetic import generate
+
 TARGET_PAIRS_PER_S = 50_000.0  # the issue's target on the 2-core machine
 TARGET_RATIO = 1.5  # exported top-100 over 100k items within 1.5x the matmul floor
 TARGET_ITEMS = 100_000
@@ -65,112 +79,28 @@ BATCHES = (1, 64)
 
 
 # --------------------------------------------------------------------------------------------
-# The latency worker: a fresh process that imports only TensorFlow.
-
-
-def latency_worker(job_path: str) -> int:
-    """Load the exports named in the job file, time them against the floor, print JSON.
-
-    Each timed iteration calls every variant once, in an order rotated per iteration, so that
-    noise from other processes falls on all of them alike.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    job = json.loads(Path(job_path).read_text())
-    n_items, dim, calls, budget = job["items"], job["dim"], job["calls"], job["budget_s"]
-    started = time.perf_counter()
-    # name -> (serving_default, takes the raw request (True) or a query vector (False))
-    signatures = {name: (tf.saved_model.load(path).signatures["serving_default"], name != "index_only")
-                  for name, path in job["exports"].items()}
-    load_s = time.perf_counter() - started
-
-    rng = np.random.default_rng(job["seed"])
-    items = rng.standard_normal((n_items, dim), dtype=np.float32)
-    items /= np.linalg.norm(items, axis=1, keepdims=True)
-    items = tf.Variable(items, trainable=False)  # (n_items, dim), like the index's variable
-
-    @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])
-    def floor(query):
-        scores = tf.linalg.matmul(query, items, transpose_b=True)  # (batch, n_items)
-        return tf.math.top_k(scores, k=K)  # (batch, K) values and indices
-
-    raw = np.load(job["queries"], allow_pickle=False)
-    n_rows = len(raw[next(iter(raw.files))])
-    variants = ["exported", "floor", *[n for n in signatures if n != "exported"]]
-    results = {}
-    for batch in job["batches"]:
-        # A few different request batches, cycled; strings as the server would receive them.
-        requests, vectors = [], []
-        for j in range(8):
-            rows = (np.arange(batch) + j * batch) % n_rows
-            requests.append({name: tf.constant(raw[name][rows]) for name in raw.files})
-            q = rng.standard_normal((batch, dim), dtype=np.float32)
-            vectors.append(tf.constant(q / np.linalg.norm(q, axis=1, keepdims=True)))
-
-        def call(name, j):
-            if name == "floor":
-                return floor(vectors[j])
-            fn, takes_request = signatures[name]
-            return fn(**requests[j]) if takes_request else fn(query=vectors[j])
-
-        # Warm-up, also an estimate of one iteration's cost for the call budget.
-        warm = time.perf_counter()
-        for j in range(job["warmup"]):
-            for name in variants:
-                call(name, j % 8)
-        per_iteration = (time.perf_counter() - warm) / max(job["warmup"], 1)
-        n_calls = int(min(calls, max(job["min_calls"], budget / max(per_iteration, 1e-9))))
-        times = {name: [] for name in variants}
-        for i in range(n_calls):
-            for r in range(len(variants)):
-                name = variants[(i + r) % len(variants)]
-                t0 = time.perf_counter_ns()
-                call(name, i % 8)
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
-        results[str(batch)] = {
-            "calls": n_calls,
-            **{name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
-               for name, v in times.items()},
-        }
-    project = ("shopping_mtl", "tensorflow_recommenders")
-    out = {"load_s": load_s, "results": results,
-           "project_modules_loaded": sorted(m for m in sys.modules if m.split(".")[0] in project)}
-    print("RESULT " + json.dumps(out))
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
 # The main process: data, training, exports.
 
 
 def synthetic_run(workdir: Path, n_events: int, config_overrides: dict):
-    """Generate the synthetic log, read and split it as `train.py` does; return the run state."""
-    from shopping_mtl.config import load_config
-    from tools.synthetic import generate
-    from shopping_mtl.pipeline import RunState, run_data
-
+    """Generate the synthetic log, read and split it as `train.py` does (the data stage); return
+    the run state."""
     spec = generate(workdir / "synthetic", n_events, seed=0)
-    config = load_config(overrides={"data": {"dataset": str(spec)}, **config_overrides})
-    run_dir = workdir / "run"
-    run_dir.mkdir()
-    state = RunState(config=config, run_dir=run_dir)
-    run_data(state)
+    config = load_config(overrides={"data": {"dataset": str(spec)}, "run_dir": str(workdir / "run"),
+                                    "stages": ["data"], "tracking": {"enabled": False}, **config_overrides})
+    state = pipeline.prepare_state(config)
+    pipeline.run_stage("data", state)
     return state
 
 
 def bench_config(state, epochs: int, dim: int):
     """The run's retrieval config with a fixed number of epochs and val_loss early stopping."""
-    import dataclasses
-
     return dataclasses.replace(state.config.retrieval, early_stopping="val_loss", epochs=epochs,
                                patience=epochs, embedding_dim=dim)
 
 
 def bench_training(data, rconfig, seed: int, repeats: int, log) -> dict:
     """`repeats` fresh fits; per fit, the median pairs/s of epochs 2..N."""
-    from shopping_mtl.retrieval import stage
-
     per_fit, epochs_seen = [], []
     for r in range(repeats):
         _, fitted = stage.fit(data, rconfig, seed)
@@ -188,8 +118,6 @@ def bench_training(data, rconfig, seed: int, repeats: int, log) -> dict:
 
 def query_rows(data, query_model, n: int):
     """Real query inputs (user, last items, time) from the validation pairs: name -> array."""
-    import numpy as np
-
     rows = {}
     for name in query_model.input_names:
         values = np.asarray(data.validation[name])[:n]
@@ -201,15 +129,6 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
                   query_model) -> dict:
     """The project's retrieval export over `n_items` random unit vectors, plus the two exports
     that split its time (query tower alone, index alone). Returns their paths."""
-    import inspect
-
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_recommenders as tfrs
-
-    from shopping_mtl.export import publishing
-    from shopping_mtl.retrieval import index as index_lib
-
     rng = np.random.default_rng(n_items)
     vectors = rng.standard_normal((n_items, dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # (n_items, dim)
@@ -217,13 +136,10 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
     sample = {k: tf.constant(v[:2]) for k, v in queries.items()}
 
     index = index_lib.build_index(query_model, ids, vectors, K)
-    index(sample)  # BruteForce saves only once called (STACK.md pitfall 11)
-    kwargs = {}
-    if "exclude_seen" in inspect.signature(index_lib.export_retrieval).parameters:
-        kwargs["exclude_seen"] = rconfig.exclude_seen  # as the retrieval stage exports it
-    paths = {"exported": index_lib.export_retrieval(
-        index, query_model, data.features, K, folder / "retrieval" / "1", **kwargs)}
-    if kwargs.get("exclude_seen"):
+    index(sample)  # a TFRS BruteForce layer will not save until it has been called once
+    paths = {"exported": index_lib.export_retrieval(  # exclude_seen as the export stage exports it
+        index, query_model, data.features, K, folder / "retrieval" / "1", exclude_seen=rconfig.exclude_seen)}
+    if rconfig.exclude_seen:
         paths["exported_keep_seen"] = index_lib.export_retrieval(
             index, query_model, data.features, K, folder / "keep_seen" / "1", exclude_seen=False)
 
@@ -252,32 +168,8 @@ def build_exports(data, rconfig, n_items: int, dim: int, folder: Path, queries: 
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_worker(job: dict, folder: Path, timeout: int, script: Path | None = None) -> dict:
-    """Run `script --worker JOB` (default: this file) in a fresh process that must import no
-    project code; return its RESULT line as a dict."""
-    job_path = folder / "job.json"
-    job_path.write_text(json.dumps(job))
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run([sys.executable, str(Path(script or __file__).resolve()), "--worker", str(job_path)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"latency worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    if result["project_modules_loaded"]:
-        raise RuntimeError(f"the latency worker imported {result['project_modules_loaded']}")
-    return result
-
-
 def bench_latency(data, rconfig, sizes, dim, repeats, calls, budget, workdir, log, seed=0) -> dict:
     """Per catalogue size: build the exports once, then `repeats` fresh worker processes."""
-    import shutil
-
-    import numpy as np
-
-    from shopping_mtl.retrieval import model as model_lib
-
     query_model, _ = model_lib.build_towers(data.features, rconfig)
     queries = query_rows(data, query_model, 8 * max(BATCHES))
     queries_path = workdir / "queries.npz"
@@ -294,7 +186,7 @@ def bench_latency(data, rconfig, sizes, dim, repeats, calls, budget, workdir, lo
                    "warmup": 5, "budget_s": budget, "batches": list(BATCHES),
                    "queries": str(queries_path),
                    "seed": seed + r}
-            result = run_worker(job, folder, timeout=600)
+            result = run_latency_worker("retrieval", job, folder, timeout=600)
             runs.append(result)
             for batch, row in result["results"].items():
                 log(f"latency {n_items:,} items, batch {batch}, run {r + 1}/{repeats}: exported p50 "
@@ -330,11 +222,6 @@ def profile_step(data, rconfig, seed: int, repeats: int, log) -> list[tuple[str,
     """ms per training batch of the pieces of one step, timed on the same (up to) 20 batches
     of the fit's own pipeline, interleaved over repeats. Returns (piece, ms, adds): the rows from
     the towers down are nested, each including the one above, and `adds` is the difference."""
-    import numpy as np
-    import tensorflow as tf
-
-    from shopping_mtl.retrieval import model as model_lib
-
     batch_size = min(rconfig.batch_size, len(data.train["sample_weight"]))
     dataset = model_lib.make_dataset(data.train, batch_size, shuffle=True, seed=seed,
                                      id_dropout=rconfig.id_dropout)
@@ -413,46 +300,6 @@ def profile_step(data, rconfig, seed: int, repeats: int, log) -> list[tuple[str,
 
 # --------------------------------------------------------------------------------------------
 # The report
-
-
-def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory_kb = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_kb = int(line.split()[1])
-                break
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"cpu": model, "cores": cores, "python": platform.python_version(), "mem_gb": memory_kb / 2**20}
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages, as the benches record them around a measurement."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def fmt(x: float, digits: int = 2) -> str:
@@ -579,15 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "loss / gradients / optimizer")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (seconds)")
     parser.add_argument("--out", help="write the markdown table here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.worker:
-        return latency_worker(args.worker)
 
     load_start = os.getloadavg()[0]
     defaults = QUICK if args.quick else FULL
@@ -606,12 +450,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-    sys.path.insert(0, str(ROOT))
-    import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-    import tensorflow as tf
-
-    from shopping_mtl.retrieval import stage
 
     meta = {"command": "python bench/retrieval_bench.py " + shlex.join(argv),
             "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),

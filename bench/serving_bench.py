@@ -2,11 +2,12 @@
 """Serving benchmark: latency of the exported `recommend` signature (retrieval and ranking in
 one graph) in a fresh process, beside the issue's target and the `retrieval` export alone.
 
-For each catalogue size, a SYNTHETIC log (`shopping_mtl.data.synthetic.generate`, seed 0) whose
+For each catalogue size, a SYNTHETIC log (`tools.synthetic.generate`, seed 0) whose
 item table has about that many items goes through `train.py`'s whole pipeline with short
 training (one epoch each; latency does not depend on the weights, only on the shapes and the
-catalogue), which exports `retrieval`, `ranker` and `recommend`. A fresh Python process that
-imports only TensorFlow (it checks) loads `recommend` and `retrieval` and calls their
+catalogue), whose export stage publishes `retrieval`, `ranker` and `recommend`. A fresh Python
+process that imports only TensorFlow (`bench/latency_workers.py recommend`; it checks) loads
+`recommend` and `retrieval` and calls their
 `serving_default` signatures on real requests (the test users' raw features and last 150
 events) at batch 1 and 64, interleaved call by call so that noise falls on both alike: p50 and
 p99 over up to `--calls` calls after 5 warm-up calls.
@@ -19,15 +20,14 @@ Usage:
   python bench/serving_bench.py --items 100000 --calls 500 --out /tmp/serving.md
   python bench/serving_bench.py --quick --out /tmp/x.md  # smoke run, about a minute
 
-Only the standard library is imported at the top: the worker (`--worker JOB`) must be a process
-that imports TensorFlow and nothing of the project.
+The latency is timed in `bench/latency_workers.py`, a process that imports TensorFlow and
+nothing of the project; this script imports the project at the top.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shlex
 import sys
 import tempfile
@@ -35,6 +35,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project and tools/ import from here on
+
+import numpy as np
+import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+from bench_common import git_commit, load_average, machine, run_latency_worker
+from shopping_mtl import pipeline
+from shopping_mtl.config import load_config
+from shopping_mtl.export import graphs
+from tools import synthetic
+
 TARGET_P99_MS = 20.0  # recommend p99 at batch 1 over 100k items
 TARGET_ITEMS = 100_000
 BATCHES = (1, 64)
@@ -42,79 +53,29 @@ BATCHES = (1, 64)
 EVENTS_FOR_ITEMS = {2_000: 1_000, 10_000: 3_000, 100_000: 90_000}
 
 
-def worker(job_path: str) -> int:
-    """Load the exports, time them on the requests, print one RESULT line of JSON."""
-    import numpy as np
-    import tensorflow as tf
-
-    job = json.loads(Path(job_path).read_text())
-    started = time.perf_counter()
-    signatures = {name: tf.saved_model.load(path).signatures["serving_default"] for name, path in job["exports"].items()}
-    load_s = time.perf_counter() - started
-    raw = np.load(job["requests"])
-    n_rows = len(raw["timestamp"])
-    inputs = {name: {k for k in fn.structured_input_signature[1]} for name, fn in signatures.items()}
-    results = {}
-    for batch in job["batches"]:
-        requests = []
-        for j in range(8):
-            rows = (np.arange(batch) + j * batch) % n_rows
-            requests.append({name: tf.constant(raw[name][rows]) for name in raw.files})
-        names = list(signatures)
-
-        def call(name, j):
-            return signatures[name](**{k: v for k, v in requests[j].items() if k in inputs[name]})
-
-        for j in range(job["warmup"]):
-            for name in names:
-                call(name, j % 8)
-        times = {name: [] for name in names}
-        deadline = time.perf_counter() + job["budget_s"]
-        n_calls = 0
-        while n_calls < job["calls"] and (n_calls < 20 or time.perf_counter() < deadline):
-            for r in range(len(names)):
-                name = names[(n_calls + r) % len(names)]
-                t0 = time.perf_counter_ns()
-                call(name, n_calls % 8)
-                times[name].append((time.perf_counter_ns() - t0) / 1e6)
-            n_calls += 1
-        results[str(batch)] = {"calls": n_calls, **{
-            name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} for name, v in times.items()}}
-    project = ("shopping_mtl", "tensorflow_recommenders")
-    print("RESULT " + json.dumps({"load_s": load_s, "results": results,
-                                  "project_modules_loaded": sorted(m for m in sys.modules if m.split(".")[0] in project)}))
-    return 0
-
-
 def build(n_items: int, folder: Path, log) -> dict:
     """Run the pipeline on a synthetic log sized for about `n_items` items; return the exports,
     the catalogue size and the requests file."""
-    import numpy as np
-
-    import shopping_mtl  # noqa: F401
-    from shopping_mtl.config import load_config
-    from tools import synthetic
-    from shopping_mtl.pipeline import run
-    from shopping_mtl.ranking import serving
-
     n_events = EVENTS_FOR_ITEMS.get(n_items) or max(1_000, int(n_items * 0.9))
     log(f"{n_items} items: generating {n_events:,} synthetic events, running the pipeline")
     spec = synthetic.generate(folder / "data", n_events, seed=0)
     config = load_config(overrides={
         "run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
+        # The baselines stage only scores the null models: no part of the exports.
+        "stages": ["data", "retrieval", "candidates", "ranking", "export"],
         "evaluation": {"bootstrap_resamples": 0},
         "tracking": {"enabled": False},  # a benchmark's models are no candidates for the registry
         "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
         "ranking": {"epochs": 1, "extra_days": 1, "compare_single_task": False},
     })
-    state = run(config)
+    state = pipeline.run(config)
     users = list(state.truth.users) or sorted(set(state.split.history["user_id"]))
-    request = serving.requests_for(users[:512], state.split.history, state.split.test_start, state.dataset.users,
-                                   state.retrieval["data"].features, config.ranking.history_length)
+    request = graphs.requests_for(users[:512], state.split.history, state.split.test_start, state.dataset.users,
+                                  state.retrieval.data.features, config.ranking.history_length)
     requests = folder / "requests.npz"
     np.savez(requests, **request)
     return {"exports": {"recommend": state.info["exports"]["recommend"], "retrieval": state.info["exports"]["retrieval"]},
-            "catalogue": int(len(state.retrieval["data"].catalogue)), "requests": str(requests),
+            "catalogue": int(len(state.retrieval.data.catalogue)), "requests": str(requests),
             "users": len(users)}
 
 
@@ -153,14 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=30.0, help="seconds of timed calls per batch size at most")
     parser.add_argument("--quick", action="store_true", help="one small catalogue, few calls: a smoke run")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args.worker)
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    from retrieval_bench import git_commit, load_average, machine, run_worker
-
     sizes = [int(s) for s in (args.items or ("2000" if args.quick else "10000,100000")).split(",")]
     calls, budget = (20, 2.0) if args.quick else (args.calls, args.budget)
     meta = {**machine(), "command": "python bench/serving_bench.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -176,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp) / str(n_items)
             built = build(n_items, folder, log)
             log(f"{built['catalogue']:,} items: timing in a fresh process")
-            result = run_worker({"exports": built["exports"], "requests": built["requests"], "batches": list(BATCHES),
-                                 "calls": calls, "budget_s": budget, "warmup": 5}, folder, 1800, Path(__file__))
+            result = run_latency_worker("recommend", {
+                "exports": built["exports"], "requests": built["requests"], "batches": list(BATCHES),
+                "calls": calls, "budget_s": budget, "warmup": 5}, folder, 1800)
             rows.append({"catalogue": built["catalogue"], **result})
     meta["load_end"] = load_average()
     text = render(meta, rows)

@@ -1,9 +1,12 @@
-"""Smoke test of bench/retrieval_bench.py: `--quick` runs end to end and writes the tables with
-the expected rows and numeric cells. No timing is asserted (the machines are noisy)."""
+"""Smoke tests of the bench/ scripts: each quick run goes end to end and writes its tables with
+the expected rows and numeric cells, and the figures agree with each other (stage walls add up to
+their total, slopes follow from the totals). No timing is asserted (the machines are noisy)."""
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 
 from conftest import ROOT, run_cli
 
@@ -95,13 +98,43 @@ def test_serving_bench_quick_run_writes_its_table(tmp_path):
         assert row[7] == ""  # the 20 ms target is for 100k items only
 
 
+SCALE_STAGES = ("data", "retrieval", "candidates", "ranking")  # the scale bench's stages without --export
+
+
+def scale_stage_rows(text: str) -> dict[int, dict[str, list[str]]]:
+    """events -> stage -> its row of the scale bench's per-stage table, in table order."""
+    out: dict[int, dict[str, list[str]]] = {}
+    for row in table_rows(text, "## Per stage"):
+        out.setdefault(int(number(row[0])), {})[row[1]] = row
+    return out
+
+
+def check_stage_rows(rows: dict[str, list[str]], stages: tuple[str, ...]) -> None:
+    """One size's rows: the stages in data-flow order then the total; the stage walls add up to
+    the total (measured around the whole loop of stages, so the check is not a sum of itself),
+    their shares to 100%; each peak is at least the RSS at the stage's end and above the RSS
+    after the imports; the total's peak is the largest stage peak."""
+    assert list(rows) == [*stages, "total"]
+    for row in rows.values():
+        wall, peak, above, end = number(row[2]), number(row[4]), number(row[5]), number(row[6])
+        assert wall > 0 and 0 <= above <= peak and 0 < end <= peak + 0.005
+        assert row[3].endswith("%")
+        assert row[7] == "-" or number(row[7]) >= 0  # TensorFlow's allocator, where it reports
+    total = number(rows["total"][2])
+    walls = [number(rows[s][2]) for s in stages]
+    assert abs(sum(walls) - total) <= 0.3 + 0.02 * total
+    assert abs(sum(number(rows[s][3].rstrip("%")) for s in stages) - 100) <= len(stages)
+    assert number(rows["total"][4]) == max(number(rows[s][4]) for s in stages)
+
+
 def test_scale_bench_quick_run_writes_its_tables(tmp_path):
-    """`bench/scale_bench.py --quick`: two tiny synthetic logs through data, retrieval and
-    ranking, each in its own process; the tables have a row per size and stage, with positive
-    times and memory, and the slopes and the target beside them."""
-    out = tmp_path / "scale.md"
+    """`bench/scale_bench.py --quick`: two tiny synthetic logs through the data, retrieval,
+    candidates and ranking stages (no export stage: no SavedModel written), each size in its own
+    process; a row per size and stage whose walls add up to the total, the total's peak the
+    largest stage's, the process's peak at least that; slopes that follow from the totals."""
+    out, work = tmp_path / "scale.md", tmp_path / "work"
     proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--quick", "--out", str(out),
-                   "--data-dir", str(tmp_path / "data"), timeout=600)
+                   "--data-dir", str(tmp_path / "data"), "--work-dir", str(work), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert text.strip() in proc.stdout
@@ -110,14 +143,9 @@ def test_scale_bench_quick_run_writes_its_tables(tmp_path):
     assert re.search(r"- date: \d{4}-\d{2}-\d{2}", text)
     assert re.search(r"- load average \(1/5/15 min\) at start / end: [\d. ]+ / [\d. ]+", text)
     assert "- commit: " in text
+    assert "- stages (`pipeline.run_stage`, one child process per size): data, retrieval, candidates, ranking; " \
+           "exports not run" in text
     sizes = (2000, 5000)  # the --quick sizes
-    stages = ("data", "retrieval", "ranking")
-
-    target = table_rows(text, "## Target")
-    assert any("peak memory" in r[0] and r[2] == "<= 8 GB" for r in target)
-    assert any("wall of data + retrieval + ranking" in r[0] and r[2] == "<= 30 min" for r in target)
-    for row in target:
-        assert number(row[1].split()[0]) >= 0 or row[1] == "-"
 
     size_rows = table_rows(text, "## Sizes")
     assert [number(r[0]) for r in size_rows] == list(sizes)
@@ -126,37 +154,95 @@ def test_scale_bench_quick_run_writes_its_tables(tmp_path):
         users, items, catalogue = map(number, row[1:4])
         assert 0 < users and 0 < items <= catalogue
         assert all(number(c) > 0 for c in row[4].split(" / "))  # train / validation / test events
-        assert number(row[5]) > 0 and number(row[7]) > 0  # retrieval pairs, ranker rows
+        assert all(number(c) > 0 for c in row[5:8])  # retrieval pairs, candidate rows, ranker rows
         assert number(row[9]) > 0  # child wall
 
-    per_stage = [r for r in table_rows(text, "## Per stage") if "of which" not in r[1]]
-    assert [(number(r[0]), r[1]) for r in per_stage] == [
-        (n, s) for n in sizes for s in (*stages, "total")]
+    stage_rows = scale_stage_rows(text)
+    assert list(stage_rows) == list(sizes)
     for n in sizes:
-        rows = {r[1]: r for r in per_stage if number(r[0]) == n}
-        for name, row in rows.items():
-            wall, peak, above, end = number(row[2]), number(row[4]), number(row[5]), number(row[6])
-            assert wall > 0 and peak > 0 and end > 0 and above >= 0 and above <= peak
-            assert row[3].endswith("%")
-        total = number(rows["total"][2])
-        assert abs(sum(number(rows[s][2]) for s in stages) - total) <= 0.2
-        assert number(rows["total"][4]) == max(number(rows[s][4]) for s in stages)
+        check_stage_rows(stage_rows[n], SCALE_STAGES)
+        assert not (work / f"run-{n}" / "export").exists()  # the export stage was not configured
+        assert (work / f"run-{n}" / "candidate_set.parquet").is_file()  # the candidates stage ran
 
-    slopes = table_rows(text, "## Slopes of cost against events")
-    assert [r[0] for r in slopes] == [*stages, "total"]
-    for row in slopes:
+    target = {r[0]: r for r in table_rows(text, "## Target")}
+    largest = stage_rows[sizes[-1]]["total"]
+    wall_row = target[f"5,000 events (largest run; the target is for 10,000,000): wall of "
+                      f"{' + '.join(SCALE_STAGES)}"]
+    assert wall_row[2] == "<= 30 min" and abs(number(wall_row[1].split()[0]) - number(largest[2]) / 60) <= 0.06
+    peak_row = target["5,000 events (largest run; the target is for 10,000,000): peak memory (RSS) of the process"]
+    assert peak_row[2] == "<= 8 GB" and number(peak_row[1].split()[0]) >= number(largest[4])
+
+    # The slopes: two sizes, so the least-squares slope is the one step's, from the totals above.
+    slopes = {r[0]: r for r in table_rows(text, "## Slopes of cost against events")}
+    assert list(slopes) == [*SCALE_STAGES, "total"]
+    for name, row in slopes.items():
         for cell in (row[1], row[3], row[4]):
             assert re.fullmatch(r"-?\d+\.\d\d", cell)
-        assert row[6] in ("yes", "**no**")
+        assert row[2] == row[1] and row[5] == row[4]  # one step: per step = least squares
+        assert row[6] == ("yes" if max(number(row[1]), number(row[4])) <= 1.0 else "**no**")
+    walls = [number(stage_rows[n]["total"][2]) for n in sizes]
+    expected = math.log(walls[1] / walls[0]) / math.log(sizes[1] / sizes[0])
+    assert abs(number(slopes["total"][1]) - expected) <= 0.02
+    wall_slope = next(r for name, r in target.items() if name.startswith("slope of total wall"))
+    assert wall_slope[1] == slopes["total"][1] and wall_slope[2] == "<= 1.0"
+    assert "## Where the time and the memory go" not in text  # the per-function table is gone
 
-    calls = table_rows(text, "## Where the time and the memory go")
-    names = [r[0].replace("&nbsp;", "") for r in calls]
-    for name in (*stages, "retrieval.fit", "prepare_ranking (rows of every day)"):
-        assert name in names
-    for row in calls:
-        assert number(row[1]) >= 1  # calls
-        assert all(number(c) >= 0 for c in row[2:4])  # seconds per size
-        assert all(number(c) > 0 for c in row[5:7])  # peak GB per size
+
+def test_scale_bench_export_is_a_stage(tmp_path):
+    """`--export` configures the export stage: it gets its own row after ranking, its time is in
+    the total, and the run folder holds the published SavedModels."""
+    out, work = tmp_path / "scale.md", tmp_path / "work"
+    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--sizes", "2000", "--timeout", "8", "--export",
+                   "--out", str(out), "--data-dir", str(tmp_path / "data"), "--work-dir", str(work), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "candidates, ranking, export; exports run" in text
+    check_stage_rows(scale_stage_rows(text)[2000], (*SCALE_STAGES, "export"))
+    exports = work / "run-2000" / "export"
+    for name in ("retrieval", "ranker", "recommend"):
+        assert list((exports / name).glob("*/saved_model.pb")), name
+
+
+def test_scale_report_slopes_and_over_limit_rows():
+    """The report alone, on figures made up: costs linear in the events give slope 1.00 and meet
+    the target, a cost growing as events^1.5 does not; a size ended at the memory cap shows the
+    stage it was in and the stages it finished, and enters no total slope."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import scale_report
+
+    def row(n, walls, status="ok", child_peak_kb=0):
+        peak_kb = (1 << 19) + n // 10  # 0.5 GB after the imports, then 100 bytes an event
+        stages = {name: {"wall_s": w, "peak_kb": peak_kb, "rss_end_kb": peak_kb, "tf_peak_kb": None}
+                  for name, w in walls.items()}
+        child = {"wall_s": sum(walls.values()) + 9, "polled_max_rss_kb": max(peak_kb, child_peak_kb),
+                 "ru_maxrss_kb": peak_kb}
+        out = {"events": n, "status": status, "child": child, "load_start": (1.0,), "load_end": (1.0,), "log": "x.log"}
+        if status == "ok":
+            out["result"] = {"baseline_kb": 1 << 19, "stages": stages, "run_s": sum(walls.values()), "figures": {}}
+        else:
+            child.update(over_limit="memory", reached={"rss_kb": child_peak_kb})
+            out["partial"] = {"baseline_kb": 1 << 19, "stages": stages, "open": "retrieval", "figures": {}}
+        return out
+
+    rows = [row(n, {"data": n / 1e4, "ranking": (n / 1e4) ** 1.5}) for n in (10**4, 10**5, 10**6)]
+    rows.append(row(10**7, {"data": 1000.0}, status="over limit (memory)", child_peak_kb=9 << 20))
+    meta = {"command": "x", "date": "d", "cpu": "c", "cores": 2, "mem_gb": 8, "python": "3", "load_start": "1",
+            "load_end": "1", "commit": "c", "stages": ["data", "ranking"], "export": False, "overrides": "o",
+            "timeout_min": 45, "cap": "RSS cap 8 GB"}
+    text = scale_report.render(meta, rows)
+    slopes = {r[0]: r for r in table_rows(text, "## Slopes of cost against events")}
+    assert slopes["data"][1] == "1.00" and slopes["ranking"][1] == "1.50"
+    assert slopes["data"][4] == "1.00" and slopes["data"][6] == "yes" and slopes["ranking"][6] == "**no**"
+    assert slopes["data"][2] == "1.00, 1.00, 1.00"  # the ended size finished its data stage
+    assert slopes["ranking"][2] == "1.50, 1.50, -"
+    stage_rows = scale_stage_rows(text)
+    assert list(stage_rows[10**7]) == ["data", "over limit (memory): in retrieval"]
+    target = table_rows(text, "## Target")
+    assert target[0][1].startswith("over limit (memory) after") and target[0][3] == "**no**"
+    assert target[1][1] == ">= 9.00 GB" and target[1][3] == "**no**"
+    assert [r[0] for r in target[2:]] == [f"slope of total {what} against events, 10,000 to 1,000,000"
+                                          for what in ("wall", "peak memory above start")]
+    assert target[2][3] == "**no**" and (target[3][1], target[3][3]) == ("1.00", "yes")  # linear meets it
 
 
 def test_scale_bench_help_names_the_flags():
