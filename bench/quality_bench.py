@@ -420,7 +420,7 @@ def render_dataset(name: str, run_dir: Path, meta: dict, m: dict, info: dict, ex
         approx = m["ranker/training_rows"] * m.get("ranker/epochs", 0) / timings["ranking_fit"]
         lines.append(f"| ranker rows/s from run_info alone | {approx:,.0f} | training_rows x epochs / "
                      f"`timings_s.ranking_fit` ({timings['ranking_fit']:.1f} s): a lower bound, as that "
-                     "timer spans the whole ranking stage (rows of every day, the fit, test scoring, exports, "
+                     "timer spans the whole ranking stage (rows of every day, the fit, test scoring, "
                      "single-task fits) |")
     stage_s = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
     lines.append(f"| stage seconds | {info.get('wall_s', math.nan):.1f} | `run_info.json` wall; "
