@@ -17,7 +17,6 @@ import logging
 import sys
 
 import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from shopping_mtl import pipeline, tuning
 from shopping_mtl.config import STAGES, load_config, merge, parse_override
 from shopping_mtl.errors import ShoppingMtlError
 
@@ -103,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         lambda record: "non-serializable objects" not in record.getMessage())
     try:
         config = config_from_args(args)
+        # Imported once the flags and the config are known good: they bring TensorFlow, MLflow
+        # and Keras Tuner (~6 s), and --help or a bad flag should answer at once.
+        from shopping_mtl import pipeline, tuning
+
         if args.tune:
             result = tuning.run_search(config, args.tune, args.max_trials, final_run=not args.no_final_run)
             if result is None:  # a distributed search's worker: the chief reports

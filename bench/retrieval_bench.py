@@ -35,7 +35,8 @@ Usage:
 gradients, optimizer) measured in-process on the same batches.
 
 The latency is timed in `bench/latency_workers.py`, a process that imports TensorFlow and
-nothing of the project; this script imports the project at the top.
+nothing of the project; this script imports the project at the top. The markdown is rendered by
+`bench/retrieval_report.py` (standard library only), where the targets are.
 """
 
 from __future__ import annotations
@@ -61,15 +62,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from bench_common import git_commit, machine, run_latency_worker
+from retrieval_report import render
 from shopping_mtl import pipeline
 from shopping_mtl.config import load_config
 from shopping_mtl.export import publishing
 from shopping_mtl.retrieval import index as index_lib, model as model_lib, stage
 from tools.synthetic import generate
 
-TARGET_PAIRS_PER_S = 50_000.0  # the issue's target on the 2-core machine
-TARGET_RATIO = 1.5  # exported top-100 over 100k items within 1.5x the matmul floor
-TARGET_ITEMS = 100_000
 K = 100
 FULL = {"events": 200_000, "items": "10000,100000,1000000", "epochs": 3, "repeats": 3,
         "calls": 200, "budget": 20.0}
@@ -299,110 +298,7 @@ def profile_step(data, rconfig, seed: int, repeats: int, log) -> list[tuple[str,
 
 
 # --------------------------------------------------------------------------------------------
-# The report
-
-
-def fmt(x: float, digits: int = 2) -> str:
-    return f"{x:,.{digits}f}"
-
-
-def render(meta: dict, training: dict | None, latency: dict | None,
-           profile: list | None) -> str:
-    lines = [
-        "# Retrieval benchmark",
-        "",
-        f"- command: `{meta['command']}`",
-        f"- date: {meta['date']}",
-        f"- machine: {meta['cpu']}, {meta['cores']} cores; Python {meta['python']}, "
-        f"TensorFlow {meta['tf']}",
-        f"- load average (1 min) at start / end: {meta['load_start']:.2f} / {meta['load_end']:.2f}",
-        f"- commit: {meta['commit']}",
-        f"- data: SYNTHETIC log of {meta['events']:,} events (seed 0): {meta['split']}",
-        f"- repeats: {meta['repeats']}; every figure is the median over them",
-        "",
-    ]
-    if training is not None:
-        ratio = training["pairs_per_s"] / TARGET_PAIRS_PER_S
-        lines += [
-            "## Training throughput",
-            "",
-            "| figure | measured | baseline | measured / baseline | meets target |",
-            "|---|---:|---:|---:|---|",
-            f"| two-tower training pairs/s | {fmt(training['pairs_per_s'], 0)} | "
-            f"{fmt(TARGET_PAIRS_PER_S, 0)} (issue target) | {ratio:.2f} | "
-            f"{'yes' if ratio >= 1 else 'no'} |",
-            "",
-            f"{training['train_pairs']:,} training pairs, batch {training['batch_size']}, "
-            f"{training['epochs']} epochs per fit, embedding dim {meta['dim']}; per fit (median of "
-            f"epochs 2..N): {', '.join(fmt(x, 0) for x in training['per_fit'])} pairs/s. The "
-            "project's figure: training pairs / training time of the epoch (its validation pass excluded).",
-            "",
-        ]
-    if latency is not None:
-        lines += [
-            "## Exported top-100 latency",
-            "",
-            "| items | batch | exported p50 ms | exported p99 ms | floor p50 ms | floor p99 ms | "
-            "exported / floor (p50) | exported / floor (p99) | target | calls |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-        ]
-        for n_items, by_batch in latency["sizes"].items():
-            for batch, c in by_batch.items():
-                target = f"<= {TARGET_RATIO}x (issue)" if int(n_items) == TARGET_ITEMS else "-"
-                lines.append(
-                    f"| {int(n_items):,} | {batch} | {fmt(c['exported_p50'])} | "
-                    f"{fmt(c['exported_p99'])} | "
-                    f"{fmt(c['floor_p50'])} | {fmt(c['floor_p99'])} | {c['ratio_p50']:.2f} | "
-                    f"{c['ratio_p99']:.2f} | {target} | {c['calls']} |")
-        lines += [
-            "",
-            "Exported: `tf.saved_model.load(path).signatures['serving_default'](**inputs)` on the "
-            "project's retrieval export (query tower + TFRS BruteForce"
-            f"{', exclude_seen' if latency['meta']['exclude_seen'] else ''}), in a fresh process "
-            "that imports only TensorFlow. Floor: `tf.linalg.matmul` + `tf.math.top_k(k=100)` in a "
-            "`tf.function` over the same number of items and dim, same process, interleaved call by "
-            f"call. Query tower vocabularies: {latency['meta']['vocab']}.",
-            "",
-            "### Where the exported time goes (p50 ms)",
-            "",
-            "Each column is its own SavedModel, loaded and timed in the same fresh process, "
-            "interleaved with the others.",
-            "",
-        ]
-        keep_seen = any("exported_keep_seen_p50" in c for by in latency["sizes"].values()
-                        for c in by.values())
-        header = ["items", "batch", "query tower alone", "index alone (matmul + top_k + id gather)",
-                  "floor"]
-        if keep_seen:
-            header.append("exported, exclude_seen off")
-        header += ["exported", "exported - floor"]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-        for n_items, by_batch in latency["sizes"].items():
-            for batch, c in by_batch.items():
-                cells = [f"{int(n_items):,}", str(batch), fmt(c["query_tower_p50"]),
-                         fmt(c["index_only_p50"]), fmt(c["floor_p50"])]
-                if keep_seen:
-                    cells.append(fmt(c["exported_keep_seen_p50"]))
-                cells += [fmt(c["exported_p50"]), fmt(c["exported_p50"] - c["floor_p50"])]
-                lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    if profile is not None:
-        lines += [
-            "## One training step, split (ms per batch, in-process)",
-            "",
-            "| piece | ms/batch | adds (ms) | pairs/s if it were the whole step |",
-            "|---|---:|---:|---:|",
-        ]
-        batch = meta["batch_size"]
-        for name, ms, adds in profile:
-            lines.append(f"| {name} | {fmt(ms)} | {'-' if adds is None else fmt(adds)} | "
-                         f"{fmt(batch / ms * 1e3, 0)} |")
-        lines += ["", f"Batch {batch}, the fit's own batches (id dropout on); the Keras fit adds its "
-                  "per-step overhead and the val_loss pass on top of the full step.", ""]
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
+# The command line
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import time
 
-from shopping_mtl.candidates import SourceDay, baseline_list
+from shopping_mtl.candidates.candidate_set import baseline_list
+from shopping_mtl.candidates.registry import SourceDay
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.run_state import RunState, write_parquet_atomic
 

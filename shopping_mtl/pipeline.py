@@ -25,7 +25,7 @@ import yaml
 
 from shopping_mtl import distribute, tracking, training
 from shopping_mtl.baselines import run_baselines
-from shopping_mtl.candidates import registry
+from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.candidates.stage import run_candidates
 from shopping_mtl.config import DEFAULT_STAGES, STAGES, Config  # noqa: F401  (tuning reads them here)
 from shopping_mtl.data.stage import run_data

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from shopping_mtl.candidates import ServingCandidates, Source, SourceDay, build_candidate_set, registry
+from shopping_mtl.candidates import registry
+from shopping_mtl.candidates.candidate_set import build_candidate_set
+from shopping_mtl.candidates.registry import ServingCandidates, Source, SourceDay
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.config import load_config
 from shopping_mtl.errors import ConfigError

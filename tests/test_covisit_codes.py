@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopping_mtl.candidates import SourceDay, baseline_list
+from shopping_mtl.candidates.candidate_set import baseline_list
+from shopping_mtl.candidates.registry import SourceDay
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.candidates.covisit import covisit, covisitation_counts
 from shopping_mtl.candidates.lists import fill_from, top_k

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import DAY, T0, event_lines, tiny_rows, write_spec, CSV_SPEC
-from shopping_mtl.candidates import SourceDay, baseline_list
+from shopping_mtl.candidates.candidate_set import baseline_list
+from shopping_mtl.candidates.registry import SourceDay
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.candidates.covisit import covisit, covisitation_counts
 from shopping_mtl.candidates.popularity import popularity

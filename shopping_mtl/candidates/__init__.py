@@ -1,13 +1,10 @@
 """Candidate sources, their merge with quotas, and the candidate set of any day.
 
-Each source is one module that registers itself (`registry.register`); importing this package
-registers the built-in ones, in this order: two_tower, user_history, covisit, popularity.
+- `registry`: `Source`, `SourceDay`, the serving context, `register`; `builtin` registers the
+  built-in sources (two_tower, user_history, covisit, popularity, one module each).
+- `candidate_set`: `build_candidate_set` (any day) and `baseline_list` (a source's list as a
+  baseline); `merge`: the merge with quotas; `lists`: the list frame's helpers.
+- `config`: the sources' and the set's settings; `stage`: the candidates stage.
+
+This file imports nothing, so the settings load without TensorFlow.
 """
-
-from shopping_mtl.candidates import two_tower, user_history, covisit, popularity  # noqa: F401  (registers them)
-from shopping_mtl.candidates.candidate_set import baseline_list, build_candidate_set
-from shopping_mtl.candidates.merge import merge_sources
-from shopping_mtl.candidates.registry import ServingCandidates, ServingContext, Source, SourceDay, register
-
-__all__ = ["ServingCandidates", "ServingContext", "Source", "SourceDay", "baseline_list", "build_candidate_set",
-           "merge_sources", "register"]

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from shopping_mtl.candidates import registry
+from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.candidates.lists import fill_from
 from shopping_mtl.candidates.merge import merge_sources
 from shopping_mtl.candidates.popularity import SOURCE as POPULARITY

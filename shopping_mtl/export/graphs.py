@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from shopping_mtl.candidates import ServingContext, registry
+from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
+from shopping_mtl.candidates.registry import ServingContext
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import TIMESTAMP, FeatureSet

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from shopping_mtl import tracking
-from shopping_mtl.candidates import SourceDay, build_candidate_set
+from shopping_mtl.candidates.candidate_set import build_candidate_set
+from shopping_mtl.candidates.registry import SourceDay
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
