@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shopping_mtl.export.check import check, rest_example, version_dirs
+from shopping_mtl.export.check import check, version_dirs
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shopping_mtl", description=__doc__,
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     example.add_argument("--columns", type=int, help="keep only the first N history events and candidates")
     args = parser.parse_args(argv)
     if args.command == "rest-example":
+        # Only this command needs TensorFlow in this process (~3 s to import); check-export
+        # loads each export in a fresh process of its own.
+        from shopping_mtl.export.rest_example import rest_example
+
         return rest_example(args.version, args.columns)
     if not args.dir.is_dir():
         print(f"error: {args.dir} is not a folder", file=sys.stderr)

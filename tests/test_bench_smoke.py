@@ -128,23 +128,25 @@ def check_stage_rows(rows: dict[str, list[str]], stages: tuple[str, ...]) -> Non
 
 
 def test_scale_bench_quick_run_writes_its_tables(tmp_path):
-    """`bench/scale_bench.py --quick`: two tiny synthetic logs through the data, retrieval,
-    candidates and ranking stages (no export stage: no SavedModel written), each size in its own
-    process; a row per size and stage whose walls add up to the total, the total's peak the
-    largest stage's, the process's peak at least that; slopes that follow from the totals."""
+    """`bench/scale_bench.py --quick --export`: two tiny synthetic logs through the data,
+    retrieval, candidates, ranking and (configured, not stubbed) export stages, each size in its
+    own process; a row per size and stage whose walls add up to the total, the total's peak the
+    largest stage's, the process's peak at least that; slopes that follow from the totals; the
+    run folders hold the published SavedModels."""
     out, work = tmp_path / "scale.md", tmp_path / "work"
-    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--quick", "--out", str(out),
+    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--quick", "--export", "--out", str(out),
                    "--data-dir", str(tmp_path / "data"), "--work-dir", str(work), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert text.strip() in proc.stdout
-    assert "- command: `python bench/scale_bench.py --quick --out " in text
+    assert "- command: `python bench/scale_bench.py --quick --export --out " in text
     assert re.search(r"- machine: .+, \d+ cores", text)
     assert re.search(r"- date: \d{4}-\d{2}-\d{2}", text)
     assert re.search(r"- load average \(1/5/15 min\) at start / end: [\d. ]+ / [\d. ]+", text)
     assert "- commit: " in text
-    assert "- stages (`pipeline.run_stage`, one child process per size): data, retrieval, candidates, ranking; " \
-           "exports not run" in text
+    assert "- stages (`pipeline.run_stage`, one child process per size): data, retrieval, candidates, ranking, " \
+           "export; exports run" in text
+    stages = (*SCALE_STAGES, "export")
     sizes = (2000, 5000)  # the --quick sizes
 
     size_rows = table_rows(text, "## Sizes")
@@ -160,21 +162,22 @@ def test_scale_bench_quick_run_writes_its_tables(tmp_path):
     stage_rows = scale_stage_rows(text)
     assert list(stage_rows) == list(sizes)
     for n in sizes:
-        check_stage_rows(stage_rows[n], SCALE_STAGES)
-        assert not (work / f"run-{n}" / "export").exists()  # the export stage was not configured
+        check_stage_rows(stage_rows[n], stages)
         assert (work / f"run-{n}" / "candidate_set.parquet").is_file()  # the candidates stage ran
+        for name in ("retrieval", "ranker", "recommend"):
+            assert list((work / f"run-{n}" / "export" / name).glob("*/saved_model.pb")), name
 
     target = {r[0]: r for r in table_rows(text, "## Target")}
     largest = stage_rows[sizes[-1]]["total"]
     wall_row = target[f"5,000 events (largest run; the target is for 10,000,000): wall of "
-                      f"{' + '.join(SCALE_STAGES)}"]
+                      f"{' + '.join(stages)}"]
     assert wall_row[2] == "<= 30 min" and abs(number(wall_row[1].split()[0]) - number(largest[2]) / 60) <= 0.06
     peak_row = target["5,000 events (largest run; the target is for 10,000,000): peak memory (RSS) of the process"]
     assert peak_row[2] == "<= 8 GB" and number(peak_row[1].split()[0]) >= number(largest[4])
 
     # The slopes: two sizes, so the least-squares slope is the one step's, from the totals above.
     slopes = {r[0]: r for r in table_rows(text, "## Slopes of cost against events")}
-    assert list(slopes) == [*SCALE_STAGES, "total"]
+    assert list(slopes) == [*stages, "total"]
     for name, row in slopes.items():
         for cell in (row[1], row[3], row[4]):
             assert re.fullmatch(r"-?\d+\.\d\d", cell)
@@ -188,19 +191,18 @@ def test_scale_bench_quick_run_writes_its_tables(tmp_path):
     assert "## Where the time and the memory go" not in text  # the per-function table is gone
 
 
-def test_scale_bench_export_is_a_stage(tmp_path):
-    """`--export` configures the export stage: it gets its own row after ranking, its time is in
-    the total, and the run folder holds the published SavedModels."""
-    out, work = tmp_path / "scale.md", tmp_path / "work"
-    proc = run_cli(str(ROOT / "bench" / "scale_bench.py"), "--sizes", "2000", "--timeout", "8", "--export",
-                   "--out", str(out), "--data-dir", str(tmp_path / "data"), "--work-dir", str(work), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = out.read_text()
-    assert "candidates, ranking, export; exports run" in text
-    check_stage_rows(scale_stage_rows(text)[2000], (*SCALE_STAGES, "export"))
-    exports = work / "run-2000" / "export"
-    for name in ("retrieval", "ranker", "recommend"):
-        assert list((exports / name).glob("*/saved_model.pb")), name
+def test_scale_bench_adds_the_export_stage_only_when_asked(tmp_path):
+    """The bench's stages are configuration: without `--export` the child's config has no export
+    stage (no SavedModel is written), with it the export stage comes last."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import scale_bench
+        import scale_worker
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    job = {"spec": "ecomm", "run_dir": str(tmp_path / "run"), "overrides": scale_bench.BENCH_OVERRIDES, "set": []}
+    assert scale_worker.bench_config({**job, "export": False}).stages == SCALE_STAGES
+    assert scale_worker.bench_config({**job, "export": True}).stages == (*SCALE_STAGES, "export")
 
 
 def test_scale_report_slopes_and_over_limit_rows():
