@@ -26,7 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project imports from here on
 
-import pandas as pd
 
 from shopping_mtl import pipeline
 from shopping_mtl.config import load_config
@@ -34,7 +33,9 @@ from shopping_mtl.data.split import GroundTruth
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import model as model_lib
 from shopping_mtl.ranking.calibration import calibrate
-from shopping_mtl.ranking.stage import fit_ranker, prepare_ranking, value_score
+from shopping_mtl.ranking.stage import fit_ranker, prepare_ranking
+from shopping_mtl.ranking.value import value_score
+from shopping_mtl.scale.top_lists import top_lists
 
 
 def parse_caps(text: str) -> list[int | None]:
@@ -50,14 +51,6 @@ def parse_caps(text: str) -> list[int | None]:
     return caps
 
 
-def top_lists(users, items, score, k: int) -> pd.DataFrame:
-    """Each user's top `k` rows by `score`, ties by item id: `user_id, rank, item_id, score`."""
-    frame = pd.DataFrame({"user_id": users, "item_id": items, "score": score})
-    frame = frame.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    frame["rank"] = frame.groupby("user_id", sort=False).cumcount() + 1
-    return frame[frame["rank"] <= k].reset_index(drop=True)
-
-
 def validation_day_ndcg(data, fitted, rconfig) -> tuple[float, int]:
     """NDCG@10 (any engagement) of the validation day's held-out users' lists, and their number."""
     day0 = data.holdout_rows["user_id"].str.endswith("@0").to_numpy()
@@ -68,7 +61,7 @@ def validation_day_ndcg(data, fitted, rconfig) -> tuple[float, int]:
     inputs = {k: v[day0] for k, v in data.holdout_inputs.items()}
     p = calibrate(model_lib.predict(fitted.model.scorer, inputs), fitted.platt, rconfig.architecture == "esmm")
     held = data.holdout_rows[day0]
-    lists = top_lists(held["user_id"].to_numpy(), held["item_id"].to_numpy(), value_score(p, fitted.weights),
+    lists = top_lists(held["user_id"].to_numpy(), held["item_id"].to_numpy(), value_score(p, fitted.weights), p,
                       rconfig.list_size)
     return score_lists(lists, truth, "h", (10,), n_resamples=0).get("h/ndcg@10", float("nan")), len(users)
 

@@ -60,21 +60,22 @@ def export_retrieval(state: RunState) -> None:
     gc.collect()  # the module's traced functions, in reference cycles, hold the built index
 
 
-def ranker_graph(state: RunState) -> tuple[graphs.RankerGraph, graphs.CatalogueSnapshot]:
-    """The ranker's serving graph over the catalogue known before the test period."""
+def ranker_graph(state: RunState, history: pd.DataFrame) -> tuple[graphs.RankerGraph, graphs.CatalogueSnapshot]:
+    """The ranker's serving graph over the catalogue known before the test period (`history`:
+    the events before it)."""
     config, data, ranking = state.config, state.retrieval.data, state.ranking
-    snapshot = graphs.CatalogueSnapshot.from_events(data.catalogue, state.split.history)
+    snapshot = graphs.CatalogueSnapshot.from_events(data.catalogue, history)
     graph = graphs.RankerGraph(ranking.scorer, data.features, snapshot, ranking.platt, ranking.weights,
                                config.ranking.history_length, config.ranking.list_features,
                                ordered=config.ranking.architecture == "esmm")
     return graph, snapshot
 
 
-def recommend_module(state: RunState, graph: graphs.RankerGraph,
-                     snapshot: graphs.CatalogueSnapshot) -> graphs.RecommendServing:
+def recommend_module(state: RunState, graph: graphs.RankerGraph, snapshot: graphs.CatalogueSnapshot,
+                     history: pd.DataFrame) -> graphs.RecommendServing:
     config, parts = state.config, state.retrieval.index
     return graphs.RecommendServing(
-        graph, snapshot, state.split.history, config.baselines, config.candidates.quotas, config.ranking.list_size,
+        graph, snapshot, history, config.baselines, config.candidates.quotas, config.ranking.list_size,
         retrieval=QueryIndex(parts.build(), parts.query_model.input_names, graph.features.spec.history_length))
 
 
@@ -110,7 +111,8 @@ def warmup_requests(state: RunState, n: int) -> tuple[dict, dict]:
 
 def export_ranker_and_recommend(state: RunState) -> None:
     """`<export base>/ranker/<version>` and `.../recommend/<version>`, with warmup requests."""
-    graph, snapshot = ranker_graph(state)
+    history = state.split.history  # a copy for an unsorted log: taken once for both graphs
+    graph, snapshot = ranker_graph(state, history)
     request, ranker_request = warmup_requests(state, state.config.export.warmup_requests)
     _publish(state, "ranker", graphs.RankerServing(graph), ranker_request)
-    _publish(state, "recommend", recommend_module(state, graph, snapshot), request)
+    _publish(state, "recommend", recommend_module(state, graph, snapshot, history), request)
