@@ -128,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     names = pipeline.summary_lists(state.config)
     print()
-    print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users, "
+    folds = state.info.get("folds", [])
+    pooled = f" over {len(folds)} test days ({', '.join(folds)}), pooled" if len(folds) > 1 else ""
+    print(f"{state.info['dataset']}: {int(state.metrics.get('eval/test_users', 0))} test users{pooled}, "
           f"cold-item share {state.metrics.get('eval/cold_item_share', float('nan')):.3f}")
     print(pipeline.summary_table(state.metrics, names))
+    ratios = pipeline.summary_ratios(state.metrics, state.info.get("best_baseline", {}))
+    if ratios:
+        print(ratios)
     size = state.config.candidates.size
     if f"candidate_set/recall@{size}" in state.metrics:
         m = state.metrics

@@ -71,12 +71,17 @@ class EvaluationConfig:
         list_size: rows per user in every list written.
         bootstrap_resamples: resamples over users for the 95% intervals.
         bootstrap_seed: seed of the resampling, fixed so intervals reproduce.
+        test_days: rolling origin: each of the last `test_days` days is the test day of one
+            fold, with every stage fitted again on the days before it (>= 1; 1: one test day,
+            the last). Figures are pooled over the folds' test users; each fold's lists go to
+            `folds/<test day>/` of the run folder; exports are the last fold's.
     """
 
     ks: tuple[int, ...] = (10, 50, 100)
     list_size: int = 100
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
+    test_days: int = 1
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,8 @@ class Config:
                 f"{self.evaluation.list_size}")
         if self.evaluation.bootstrap_resamples < 0:
             raise ConfigError("evaluation.bootstrap_resamples must be >= 0")
+        if self.evaluation.test_days < 1:
+            raise ConfigError(f"evaluation.test_days must be >= 1, got {self.evaluation.test_days}")
         self.baselines.validate()
         if self.export.keep_versions < 1:
             raise ConfigError(f"export.keep_versions must be >= 1, got {self.export.keep_versions}")

@@ -85,27 +85,52 @@ def user_metrics(ranked: Mapping[str, list], truth: Mapping[str, frozenset],
     return out
 
 
-def bootstrap_interval(values: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over users (resampling users with replacement).
+def resampled_means(columns: list[np.ndarray], n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_resamples, len(columns)) means of equally long per-user arrays over the same bootstrap
+    resamples of users (with replacement): paired figures are resampled together.
 
-    The resample indices depend only on (seed, number of users), so every metric over the same
-    users shares them, and a rerun gives identical bounds.
+    The resample indices depend only on (seed, number of users), so every figure over the same
+    users shares them, and a rerun gives identical resamples.
     """
-    n = len(values)
-    if n == 0:
-        return (math.nan, math.nan)
+    n = len(columns[0])
     rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
+    means = np.empty((n_resamples, len(columns)))
     # Chunks keep memory at about 100 x n indices even for very many users.
     chunk = max(1, min(n_resamples, 10_000_000 // max(n, 1)))
     for start in range(0, n_resamples, chunk):
         stop = min(n_resamples, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = values[idx].mean(axis=1)
+        for j, values in enumerate(columns):
+            means[start:stop, j] = values[idx].mean(axis=1)
+    return means
+
+
+def bootstrap_interval(values: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over users (`resampled_means`'s resamples)."""
+    if len(values) == 0:
+        return (math.nan, math.nan)
+    means = resampled_means([values], n_resamples, seed)[:, 0]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """The ratio of two means over the same users, with its paired percentile bootstrap
+    interval (both means taken on each resample of users). NaN where the denominator's mean is
+    zero; resamples whose denominator is zero are left out of the interval."""
+    if len(numerator) == 0 or denominator.mean() <= 0:
+        return (math.nan, math.nan, math.nan)
+    ratio = float(numerator.mean() / denominator.mean())
+    if not n_resamples:
+        return (ratio, math.nan, math.nan)
+    means = resampled_means([numerator, denominator], n_resamples, seed)
+    kept = means[:, 1] > 0
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means[kept, 0] / means[kept, 1], [tail, 100 - tail])
+    return ratio, float(low), float(high)
 
 
 def rows_that_count(frame: pd.DataFrame, truth: GroundTruth, deepest: int) -> pd.DataFrame:
@@ -176,24 +201,84 @@ def score_lists(frame: pd.DataFrame, truth: GroundTruth, prefix: str, ks: Iterab
         n_resamples: bootstrap resamples over users (0 skips the intervals).
         seed: bootstrap seed.
     """
+    return summarize(user_values(frame, truth, prefix, ks), n_resamples, seed)
+
+
+def user_values(frame: pd.DataFrame, truth: GroundTruth, prefix: str,
+                ks: Iterable[int] = (10, 50, 100)) -> dict[str, np.ndarray]:
+    """Every metric of `score_lists` per user: name -> (users,) array, the users of
+    `truth.for_variant(type, variant)` in its order (empty where no user has that truth), so
+    two lists scored on one truth pair up user by user."""
     ks = tuple(ks)
     deepest = max(max(ks, default=0), NDCG_K)
     lists = _CodedLists(rows_that_count(frame, truth, deepest), truth)
-    out: dict[str, float] = {}
+    names = [f"recall@{k}" for k in ks] + [f"hitrate@{k}" for k in ks] + [f"ndcg@{NDCG_K}"]
+    out: dict[str, np.ndarray] = {}
     for variant in VARIANTS:
         for gt_type in GT_TYPES:
             relevant = truth.for_variant(gt_type, variant)
-            name = metric_prefix(prefix, variant, gt_type)
-            out[f"{name}/users"] = float(len(relevant))
-            if not relevant:
-                continue
-            for metric, values in lists.user_metrics(relevant, ks, unseen=variant != "all").items():
-                out[f"{name}/{metric}"] = float(values.mean())
-                if n_resamples:
-                    low, high = bootstrap_interval(values, n_resamples, seed)
-                    out[f"{name}/{metric}/ci95_low"] = low
-                    out[f"{name}/{metric}/ci95_high"] = high
+            group = metric_prefix(prefix, variant, gt_type)
+            values = (lists.user_metrics(relevant, ks, unseen=variant != "all") if relevant
+                      else {name: np.zeros(0) for name in names})
+            out.update({f"{group}/{metric}": array for metric, array in values.items()})
     return out
+
+
+def summarize(values: Mapping[str, np.ndarray], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Per-user values (`user_values`, or several folds' concatenated) -> each figure's mean
+    over its users with a 95% bootstrap interval, and `<group>/users`: how many users it
+    averages. A figure without users is left out; its `users` is 0."""
+    out: dict[str, float] = {}
+    for name, array in values.items():
+        out[f"{name.rsplit('/', 1)[0]}/users"] = float(len(array))
+        if not len(array):
+            continue
+        out[name] = float(array.mean())
+        if n_resamples:
+            out[f"{name}/ci95_low"], out[f"{name}/ci95_high"] = bootstrap_interval(array, n_resamples, seed)
+    return out
+
+
+def pool(folds: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several folds' per-user values -> one array per figure over all their users (a user who
+    is scored in two folds counts twice), in fold order."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for values in folds:
+        for name, array in values.items():
+            parts.setdefault(name, []).append(array)
+    return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+
+
+def versus_best(values: Mapping[str, np.ndarray], final: str, others: Iterable[str], n_resamples: int = 1000,
+                seed: int = 0) -> tuple[dict[str, float], dict[str, str]]:
+    """The final list over the best of the other lists, figure by figure, with a paired 95%
+    bootstrap interval over users.
+
+    For each figure of `final` (`<final>/<rest>`), the best other list is the one with the
+    highest mean of `<other>/<rest>` (the first of equals): for purchase NDCG@10 that is the
+    best list on purchase NDCG@10.
+
+    Returns:
+        `vs_best_baseline/<rest>` -> ratio (and `/ci95_low`, `/ci95_high`), and `<rest>` ->
+        the best list's name.
+    """
+    others = list(others)
+    figures, best = {}, {}
+    for name, array in values.items():
+        if not name.startswith(f"{final}/") or not len(array):
+            continue
+        rest = name[len(final) + 1:]
+        means = {other: values[f"{other}/{rest}"].mean() for other in others
+                 if len(values.get(f"{other}/{rest}", ()))}
+        if not means:
+            continue
+        best[rest] = max(means, key=lambda other: (means[other], -others.index(other)))
+        ratio, low, high = ratio_interval(array, values[f"{best[rest]}/{rest}"], n_resamples, seed)
+        figures[f"vs_best_baseline/{rest}"] = ratio
+        if n_resamples:
+            figures[f"vs_best_baseline/{rest}/ci95_low"] = low
+            figures[f"vs_best_baseline/{rest}/ci95_high"] = high
+    return figures, best
 
 
 # Rows of a list frame keyed and de-duplicated at once when it is scored (~50 bytes each).

@@ -21,14 +21,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import pandas as pd
 import yaml
 
-from shopping_mtl import distribute, tracking, training
+from shopping_mtl import distribute, evaluation, tracking, training
 from shopping_mtl.baselines import run_baselines
 from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.candidates.stage import run_candidates
 from shopping_mtl.config import DEFAULT_STAGES, STAGES, Config  # noqa: F401  (tuning reads them here)
-from shopping_mtl.data.stage import run_data
+from shopping_mtl.data.split import Fold, fold_cuts
+from shopping_mtl.data.stage import fold_data, run_data
 from shopping_mtl.export.stage import run_export
 from shopping_mtl.ranking.stage import run_ranking_stage
 from shopping_mtl.retrieval.stage import run_retrieval_stage
@@ -108,6 +110,19 @@ def summary_table(metrics: dict[str, float], names: list[str]) -> str:
     return "\n".join(rows)
 
 
+def summary_ratios(metrics: dict[str, float], best: dict[str, str]) -> str:
+    """The final list over the best baseline (per figure) for the headline figures, each with
+    its paired 95% interval; "" when the run has no such figure."""
+    lines = []
+    for figure in ("ndcg@10", "purchase/ndcg@10", "recall@100"):
+        key = f"vs_best_baseline/{figure}"
+        if key in metrics:
+            low, high = metrics.get(f"{key}/ci95_low"), metrics.get(f"{key}/ci95_high")
+            interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+            lines.append(f"  {figure:<18} {metrics[key]:.3f}x{interval}  (best: {best.get(figure, '?')})")
+    return "final list / best baseline (paired 95% interval over users):\n" + "\n".join(lines) if lines else ""
+
+
 def prepare_state(config: Config) -> RunState:
     """The run folder (created) with the resolved config.yaml, and an empty RunState."""
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.data.dataset)
@@ -145,8 +160,15 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
     tracker = start_tracking(state, parent_run_id=parent_run_id) if config.tracking.enabled else None
     started = time.perf_counter()
     try:
-        for name in stages:
-            run_stage(name, state)
+        run_stage("data", state)
+        folds = fold_cuts(state.dataset.events, config.evaluation.test_days, config.split.min_days,
+                          config.split.quantile)
+        if len(folds) == 1:
+            for name in stages[1:]:
+                run_stage(name, state)
+            fold_values = [list_values(state)]
+        else:
+            state, fold_values = run_folds(state, folds, stages)
     except Exception:
         if tracker is not None:
             tracker.end("FAILED")
@@ -155,9 +177,8 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
         if tracker is not None:
             tracker.end("KILLED")
         raise
-    shutil.rmtree(run_dir / ".examples", ignore_errors=True)  # rebuilt by any later run
-    with contextlib.suppress(OSError):  # each fit removed its own backup; an empty folder goes too
-        (run_dir / ".backup").rmdir()
+    record_pooled(state, fold_values)
+    clean_scratch(run_dir)
     state.info["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
     state.info["wall_s"] = round(time.perf_counter() - started, 3)
     write_atomic(run_dir / "metrics.json", json.dumps(state.metrics, indent=1, sort_keys=True))
@@ -165,6 +186,127 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
     if tracker is not None:
         record_run(state, tracker)
     return state
+
+
+def clean_scratch(run_dir: Path) -> None:
+    """Remove what only a running fit needs: streamed examples and the fits' empty backup folder."""
+    shutil.rmtree(run_dir / ".examples", ignore_errors=True)  # rebuilt by any later run
+    with contextlib.suppress(OSError):  # each fit removed its own backup; an empty folder goes too
+        (run_dir / ".backup").rmdir()
+
+
+def run_folds(state: RunState, folds: list[Fold], stages: list[str]) -> tuple[RunState, list[dict]]:
+    """Rolling origin: the stages after data (export aside) once per fold, oldest first, each in
+    `folds/<name>/` of the run folder with its own metrics.json and run_info.json; then the
+    export from the last fold's models.
+
+    Returns:
+        the run's state, holding the last fold's hand-offs, metrics and info (what the exports
+        are), and each fold's per-user list values for pooling.
+    """
+    config, run_dir = state.config, state.run_dir
+    fold_values, headlines, last = [], {}, None
+    for number, fold in enumerate(folds, 1):
+        fold_dir = run_dir / "folds" / fold.name
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        fold_state = RunState(config=dataclasses.replace(config, run_dir=str(fold_dir)), run_dir=fold_dir,
+                              metrics=dict(state.metrics), info=dict(state.info))
+        log.info("fold %d of %d: test %s (folds/%s)", number, len(folds),
+                 "day " + fold.name if fold.end is None or len(fold.name) == 10 else "period " + fold.name,
+                 fold.name)
+        with stage("data", fold_state.timings):
+            fold_state.data = fold_data(fold_state, state.data, fold)
+        fold_state.info["fold"] = {"name": fold.name, "number": number, "of": len(folds),
+                                   "end": fold.end.isoformat() if fold.end is not None else None}
+        for name in stages[1:]:
+            if name != "export":
+                run_stage(name, fold_state)
+        fold_values.append(list_values(fold_state))
+        record_pooled(fold_state, fold_values[-1:])
+        clean_scratch(fold_dir)
+        fold_state.info["timings_s"] = {k: round(v, 3) for k, v in fold_state.timings.items()}
+        write_atomic(fold_dir / "metrics.json", json.dumps(fold_state.metrics, indent=1, sort_keys=True))
+        write_atomic(fold_dir / "run_info.json", json.dumps(fold_state.info, indent=1, sort_keys=True))
+        for name, seconds in fold_state.timings.items():
+            state.timings[f"{name}/{fold.name}"] = seconds
+        for name in FOLD_HEADLINES:
+            if name in fold_state.metrics:
+                headlines[f"fold/{fold.name}/{name}"] = fold_state.metrics[name]
+        last = fold_state
+        gc.collect()
+    # The run is the last fold's as far as models go: its hand-offs, figures and curves, the
+    # exports and the registry entries made from them.
+    state = dataclasses.replace(last, config=config, run_dir=run_dir, timings=state.timings,
+                                metrics={**last.metrics, **headlines}, info={**last.info, "folds": [f.name for f in folds]})
+    state.metrics["eval/test_users"] = sum(v for k, v in headlines.items() if k.endswith("/eval/test_users"))
+    state.metrics["eval/folds"] = float(len(folds))
+    state.info.pop("fold", None)
+    if "export" in stages:
+        run_stage("export", state)
+    return state, fold_values
+
+
+# Each fold's figures that the run's metrics.json repeats as `fold/<name>/...`.
+FOLD_HEADLINES = ("eval/test_users", "pipeline/ndcg@10", "pipeline/purchase/ndcg@10", "pipeline/recall@100",
+                  "vs_best_baseline/ndcg@10", "vs_best_baseline/purchase/ndcg@10", "ranker/holdout_ndcg@10")
+
+
+def run_lists(config: Config) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The lists a run scores: name -> (file in the run folder, cut-offs)."""
+    ks = tuple(config.evaluation.ks)
+    lists = {f"baseline/{name}": (f"baselines/{name}.parquet", ks) for name in config.baselines.names}
+    lists.update({"retrieval": ("candidates.parquet", ks),
+                  "candidate_set": ("candidate_set.parquet", (100, config.candidates.size)),
+                  "retrieval_order": ("candidate_set.parquet", ks),
+                  "pipeline": ("recommendations.parquet", ks)})
+    return lists
+
+
+def list_values(state: RunState) -> dict:
+    """Per-user values of every list the run folder holds (`evaluation.user_values`), for
+    pooling over folds and the paired ratio; {} when neither is asked for (one fold, no
+    intervals: the scale benchmark), as the lists are read back for them."""
+    config = state.config
+    if config.evaluation.test_days == 1 and not config.evaluation.bootstrap_resamples:
+        return {}
+    values = {}
+    names = list(run_lists(config).items())
+    if config.evaluation.test_days == 1:  # only the paired ratio reads them
+        names = [(n, v) for n, v in names if n == "pipeline" or n.startswith("baseline/")]
+    for name, (file, ks) in names:
+        path = state.run_dir / file
+        if path.is_file():
+            values.update(evaluation.user_values(pd.read_parquet(path, columns=["user_id", "rank", "item_id"]),
+                                                 state.truth, name, ks))
+    return values
+
+
+def record_pooled(state: RunState, fold_values: list[dict]) -> None:
+    """The run's list figures pooled over its folds' test users (several folds), and the final
+    list over the best baseline per figure with a paired interval, into `state.metrics`; the
+    best baseline of each figure into `state.info`."""
+    ev = state.config.evaluation
+    baselines = [f"baseline/{name}" for name in state.config.baselines.names]
+    if len(fold_values) > 1:
+        pooled = evaluation.pool(fold_values)
+        state.metrics.update(evaluation.summarize(pooled, ev.bootstrap_resamples, ev.bootstrap_seed))
+    else:
+        pooled = fold_values[0]
+    if pooled:
+        ratios, best = evaluation.versus_best(pooled, "pipeline", baselines, ev.bootstrap_resamples, ev.bootstrap_seed)
+    else:  # no per-user values: the ratio of the means, without an interval
+        ratios, best = {}, {}
+        for name, value in list(state.metrics.items()):
+            if name.startswith("pipeline/") and not name.endswith(("ci95_low", "ci95_high", "/users")):
+                rest = name[len("pipeline/"):]
+                means = {b: state.metrics[f"{b}/{rest}"] for b in baselines if f"{b}/{rest}" in state.metrics}
+                if means:
+                    best[rest] = max(means, key=lambda b: (means[b], -baselines.index(b)))
+                    if means[best[rest]] > 0:
+                        ratios[f"vs_best_baseline/{rest}"] = value / means[best[rest]]
+    state.metrics.update(ratios)
+    if best:
+        state.info["best_baseline"] = best
 
 
 def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None,

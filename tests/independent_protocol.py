@@ -269,6 +269,7 @@ def score_lists(list_rows, gt, seen, ks=(10, 50, 100)):
             names = ["recall@%d" % k for k in ks] + ["hitrate@%d" % k for k in ks] + ["ndcg@10"]
             for name in names:
                 metrics[prefix + name] = sums[name] / users if users else float("nan")
+            metrics[prefix + "users"] = float(users)
     return metrics
 
 
@@ -331,15 +332,39 @@ def popularity_rows(top_items, users):
     return rows
 
 
-def evaluate(dataset, data_dir):
-    """Load, split and build the ground truth of a dataset; return everything in one dict."""
+def load(dataset, data_dir):
+    """The canonical events of a dataset, and the loader's counts."""
     if dataset == "ecomm":
         events = load_ecomm(data_dir)
     elif dataset == "taobao":
         events = load_taobao(data_dir)
     else:
         raise ValueError("unknown dataset %r" % dataset)
-    stats = dict(LAST_LOAD_STATS)
+    return events, dict(LAST_LOAD_STATS)
+
+
+def up_to_day(events, test_day):
+    """The events up to the end of ``test_day`` ('YYYY-MM-DD'): the log as it stood when a
+    rolling-origin fold with that test day was run (later days unseen)."""
+    end = _date_to_unix(test_day.replace("-", "")) + SECONDS_PER_DAY
+    return [event for event in events if event[3] < end]
+
+
+def fold_test_day(run_dir):
+    """The test day of a fold folder ``.../folds/YYYY-MM-DD``, else None."""
+    path = os.path.normpath(run_dir)
+    name = os.path.basename(path)
+    if os.path.basename(os.path.dirname(path)) == "folds" and len(name) == 10 and name[4] == name[7] == "-":
+        return name
+    return None
+
+
+def evaluate(dataset, data_dir, test_day=None, loaded=None):
+    """Load (or take ``loaded``: events and counts), cut after ``test_day`` if given, split and
+    build the ground truth of a dataset; return everything in one dict."""
+    events, stats = loaded if loaded is not None else load(dataset, data_dir)
+    if test_day is not None:
+        events = up_to_day(events, test_day)
     parts = split(events)
     gt, seen = ground_truth(parts["train"], parts["validation"], parts["test"])
     return {"events": events, "stats": stats, "split": parts, "gt": gt, "seen": seen}
@@ -350,12 +375,13 @@ def _format(value):
     return "nan" if value != value else "%.10f" % value
 
 
-def compare_run(run_dir, gt, seen, tolerance=1e-9):
+def compare_run(run_dir, gt, seen, tolerance=1e-9, scores=None):
     """Score every list file of a run and compare with its metrics.json; return #mismatches.
 
     Scores ``baselines/<name>.parquet`` under the key prefix ``baseline/<name>/`` and, when
     present, ``candidates.parquet`` under ``retrieval/`` and ``recommendations.parquet`` under
-    ``pipeline/``. Keys missing in metrics.json are reported, not counted as mismatches.
+    ``pipeline/``. Keys missing in metrics.json are reported, not counted as mismatches. Every
+    figure scored here goes to the dict ``scores`` when one is given.
     """
     with open(os.path.join(run_dir, "metrics.json")) as handle:
         reported = json.load(handle)
@@ -374,6 +400,8 @@ def compare_run(run_dir, gt, seen, tolerance=1e-9):
     for prefix, path in files:
         print("\n== %s  (%s)" % (prefix, os.path.relpath(path, run_dir)))
         mine = score_lists(read_list_file(path), gt, seen)
+        if scores is not None:
+            scores.update({prefix + key: value for key, value in mine.items()})
         for key in sorted(mine):
             full_key = prefix + key
             if full_key not in reported:
@@ -390,15 +418,56 @@ def compare_run(run_dir, gt, seen, tolerance=1e-9):
     return mismatches
 
 
+def compare_folds(run_dir, dataset, data_dir, tolerance=1e-9):
+    """A rolling-origin run: score each ``folds/<test day>/`` folder on the log cut after its
+    test day, compare it with its own metrics.json, then pool each figure over the folds (the
+    mean over all folds' users: each fold's mean weighted by its users) and compare with the
+    run's metrics.json. Returns the number of mismatches."""
+    loaded = load(dataset, data_dir)
+    folds_dir = os.path.join(run_dir, "folds")
+    names = sorted(name for name in os.listdir(folds_dir) if fold_test_day(os.path.join(folds_dir, name)))
+    mismatches, sums, users = 0, defaultdict(float), defaultdict(float)
+    for name in names:
+        result = evaluate(dataset, data_dir, test_day=name, loaded=loaded)
+        scores = {}
+        print("\n==== fold %s: %d test users" % (name, len(result["gt"]["any"])))
+        mismatches += compare_run(os.path.join(folds_dir, name), result["gt"], result["seen"], tolerance, scores)
+        for key, value in scores.items():
+            if key.endswith("/users"):
+                continue
+            count = scores[key.rsplit("/", 1)[0] + "/users"]
+            if count:
+                sums[key] += value * count
+                users[key] += count
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        reported = json.load(handle)
+    print("\n==== pooled over folds %s" % ", ".join(names))
+    for key in sorted(sums):
+        mine = sums[key] / users[key]
+        theirs = reported.get(key)
+        differs = theirs is None or not abs(mine - float(theirs)) <= tolerance
+        mismatches += 1 if differs else 0
+        print("  %-45s mine %s   theirs %s%s" % (key, _format(mine), "MISSING" if theirs is None else _format(theirs),
+                                                  "  <-- DIFFERS" if differs else ""))
+    print("\n%d figures differ over the folds and pooled" % mismatches)
+    return mismatches
+
+
 def main(argv=None):
     """Command line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, choices=["ecomm", "taobao"])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--run-dir")
+    parser.add_argument("--run-dir", help="a run folder; with folds/ (several test days) each fold is checked "
+                        "and the pooled figures too; a fold folder folds/YYYY-MM-DD is checked on its own")
+    parser.add_argument("--test-day", help="YYYY-MM-DD: cut the log after this day first (default: a fold "
+                        "folder's name)")
     args = parser.parse_args(argv)
+    if args.run_dir and os.path.isdir(os.path.join(args.run_dir, "folds")):
+        return 1 if compare_folds(args.run_dir, args.dataset, args.data_dir) else 0
 
-    result = evaluate(args.dataset, args.data_dir)
+    test_day = args.test_day or (fold_test_day(args.run_dir) if args.run_dir else None)
+    result = evaluate(args.dataset, args.data_dir, test_day=test_day)
     stats, parts, gt, seen = result["stats"], result["split"], result["gt"], result["seen"]
     print("dataset: %s" % args.dataset)
     print("raw rows: %d   malformed dropped: %d   duplicates dropped: %d   events: %d"

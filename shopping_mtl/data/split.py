@@ -100,6 +100,64 @@ def split_events(events: pd.DataFrame, min_days: int = 3, quantile: float = 0.2)
 
 
 @dataclass(frozen=True)
+class Fold:
+    """One fold of the rolling origin: the log cut before `end` (None: the whole log), then
+    split as `split_events` splits a log.
+
+    Attributes:
+        name: the fold's test day, `YYYY-MM-DD`, or its number (1 = oldest) for quantile folds.
+        end: events at or after this time are unseen by the fold; None: the whole log.
+    """
+
+    name: str
+    end: pd.Timestamp | None
+
+
+def fold_cuts(events: pd.DataFrame, n: int, min_days: int = 3, quantile: float = 0.2) -> list[Fold]:
+    """The folds of the last `n` test periods, oldest first; the last fold is the whole log.
+
+    A log of at least `min_days` calendar days has the last `n` days present as test days, each
+    fold cut at the end of its test day. A shorter log is split at event-time quantiles: fold k
+    of n (counted from the last) drops the last `k * quantile` of the events, so each earlier
+    fold's test period ends where the next one's starts.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if n == 1:
+        return [Fold(_test_day_name(events, min_days), None)]
+    days = pd.DatetimeIndex(events["timestamp"].dt.floor("D").unique()).sort_values()
+    if len(days) >= min_days:
+        if len(days) - n + 1 < min_days:
+            raise DataError(
+                f"evaluation.test_days={n} needs at least {n + min_days - 1} days of events (each "
+                f"fold keeps {min_days} before its cut); the log has {len(days)}")
+        tests = list(days[-n:])
+        return [Fold(day.strftime("%Y-%m-%d"), day + pd.Timedelta(days=1) if i < n - 1 else None)
+                for i, day in enumerate(tests)]
+    times = events["timestamp"].sort_values(kind="stable").reset_index(drop=True)
+    folds = []
+    for back in range(n - 1, -1, -1):
+        end = None if back == 0 else times.iloc[int(np.floor(len(times) * (1 - back * quantile)))]
+        folds.append(Fold(str(n - back), end))
+    return folds
+
+
+def _test_day_name(events: pd.DataFrame, min_days: int) -> str:
+    days = events["timestamp"].dt.floor("D")
+    return days.max().strftime("%Y-%m-%d") if days.nunique() >= min_days else "1"
+
+
+def events_before(events: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
+    """The events before `end` (None: all of them); a slice when they are in time order."""
+    if end is None:
+        return events
+    time = events["timestamp"]
+    if time.is_monotonic_increasing:
+        return events.iloc[:int(time.searchsorted(end))]
+    return events[time < end].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """Per test user: the items engaged with in the test period, by type, and items seen before.
 

@@ -3,6 +3,7 @@ protocol and find the test users' ground truth."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import pandas as pd
 
 from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
 from shopping_mtl.data.spec import load_spec
-from shopping_mtl.data.split import GroundTruth, Split, cold_item_shares, ground_truth, split_events
+from shopping_mtl.data.split import (Fold, GroundTruth, Split, cold_item_shares, events_before, ground_truth,
+                                     split_events)
 from shopping_mtl.run_state import RunState
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def data_fingerprint(spec_path: Path, files: list[Path]) -> str:
 
 
 def run_data(state: RunState) -> DataOutput:
-    """Read, validate, limit and split the dataset; compute the ground truth."""
+    """Read, validate, limit and split the dataset; compute the ground truth. The split is the
+    last fold's (the whole log); `fold_data` gives the earlier folds'."""
     config = state.config
     spec = load_spec(config.data.dataset, config.data.root)
     dataset = read_dataset(spec, config.data.on_bad_rows)
@@ -69,17 +72,10 @@ def run_data(state: RunState) -> DataOutput:
         log.info("--max-events %d: kept %d events of %d users", config.data.max_events,
                  len(events), events["user_id"].nunique())
         dataset.events = events
-    split = split_events(events, config.split.min_days, config.split.quantile)
-    truth = ground_truth(split)
     state.metrics.update({
         "data/events_used": float(len(events)),
         "data/distinct_users": float(events["user_id"].nunique()),
         "data/distinct_items": float(events["item_id"].nunique()),
-        "split/train_events": float(len(split.train)),
-        "split/validation_events": float(len(split.validation)),
-        "split/test_events": float(len(split.test)),
-        "eval/test_users": float(len(truth.users)),
-        **cold_item_shares(split, truth),
     })
     input_files = spec_files(spec)
     state.info.update({
@@ -89,11 +85,36 @@ def run_data(state: RunState) -> DataOutput:
         "synthetic": spec.synthetic,
         "data_fingerprint": data_fingerprint(spec.path, input_files),
         "input_files": [str(p) for p in input_files],
-        "split": split.describe(),
     })
+    return split_data(state, dataset)
+
+
+def split_data(state: RunState, dataset: Dataset) -> DataOutput:
+    """Split `dataset`'s events by the protocol, find the test users' truth, and record the
+    split's figures on `state`."""
+    config = state.config
+    split = split_events(dataset.events, config.split.min_days, config.split.quantile)
+    truth = ground_truth(split)
+    state.metrics.update({
+        "split/train_events": float(len(split.train)),
+        "split/validation_events": float(len(split.validation)),
+        "split/test_events": float(len(split.test)),
+        "eval/test_users": float(len(truth.users)),
+        **cold_item_shares(split, truth),
+    })
+    state.info["split"] = split.describe()
     log.info("split (%s): train %d, validation %d, test %d events; test from %s; %d test users",
              split.method, len(split.train), len(split.validation), len(split.test),
              split.test_start.date(), len(truth.users))
     if not truth.users:
         log.warning("no test users: no user has events both in train and on the test day")
     return DataOutput(dataset, split, truth)
+
+
+def fold_data(state: RunState, data: DataOutput, fold: Fold) -> DataOutput:
+    """The data of one rolling-origin fold: `data`'s log cut before the fold's end (its later
+    events unseen), split as a whole log is, the figures recorded on `state` (the fold's)."""
+    if fold.end is None:
+        return data
+    events = events_before(data.dataset.events, fold.end)
+    return split_data(state, dataclasses.replace(data.dataset, events=events))
