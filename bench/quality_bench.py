@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -46,14 +45,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project imports from here on
 
-import numpy as np
 import pandas as pd
 
 from bench_common import git_commit, load_average, machine
 from quality_report import BASELINES, GT_TYPES, VARIANTS, render, render_dataset
 from shopping_mtl import pipeline
 from shopping_mtl.config import load_config
-from shopping_mtl.evaluation import lists_by_user, score_lists, user_metrics
+from shopping_mtl.data.split import fold_cuts
+from shopping_mtl.data.stage import fold_data
+from shopping_mtl.evaluation import pool, ratio_interval, summarize, user_values
 
 # train.py flags of a --quick run: tiny data, short fits, fewer resamples.
 QUICK_FLAGS = ["--max-events", "3000", "--set", "retrieval.epochs=2", "--set", "ranking.epochs=2",
@@ -127,66 +127,69 @@ def reused(run_dir: Path) -> dict:
 # Figures the project does not record, from the run folder's lists
 
 
-def extra_figures(run_dir: Path) -> dict:
-    """Per-source figures of the candidate set, and paired ratios of the final list over each
-    baseline and over retrieval order; also checks that the re-scored lists give metrics.json's
-    figures (the same truth)."""
-    config = load_config(run_dir / "config.yaml")
-    ev = config.evaluation
+def fold_truths(config) -> list[tuple[str | None, object]]:
+    """Each fold's name (None: a run of one test day) and test users' ground truth, from the
+    run's data stage again (read, cut, split) in a scratch folder."""
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
-        # The run's data stage again (read, split, ground truth), into a scratch run folder.
         state = pipeline.prepare_state(dataclasses.replace(config, run_dir=tmp))
         pipeline.run_stage("data", state)
-    truth = state.truth
-    out: dict = {"metrics": {}, "sources": {}, "paired": {}}
+        ev = config.evaluation
+        folds = fold_cuts(state.dataset.events, ev.test_days, config.split.min_days, config.split.quantile)
+        if len(folds) == 1:
+            return [(None, state.truth)]
+        return [(fold.name, fold_data(state, state.data, fold).truth) for fold in folds]
+
+
+def extra_figures(run_dir: Path) -> dict:
+    """Per-source figures of the candidate set, and paired ratios of the final list over each
+    baseline, retrieval order and the GBDT reference (where `gbdt.parquet` was written), pooled
+    over the run's folds with the project's own scoring (`evaluation.user_values`, `pool`,
+    `ratio_interval`); also checks that the re-scored lists give metrics.json's figures."""
+    config = load_config(run_dir / "config.yaml")
+    ev = config.evaluation
     size = config.candidates.size
     ks = sorted({*ev.ks, size})
-    path = run_dir / "candidate_set.parquet"
-    if path.is_file():
-        merged = pd.read_parquet(path)
-        n_users = max(len(truth.users), 1)
-        for name, quota in config.candidates.quotas.items():
-            part = merged[merged["source"] == name].copy()
-            part["rank"] = part["source_rank"]
-            out["metrics"].update(score_lists(part, truth, f"source/{name}", ks, ev.bootstrap_resamples,
-                                              ev.bootstrap_seed))
-            out["sources"][name] = {"quota": int(quota), "items_per_user": len(part) / n_users,
-                                    "share": len(part) / max(len(merged), 1)}
-        out["size"] = size
+    lists = {"pipeline": "recommendations.parquet", "retrieval_order": "candidate_set.parquet",
+             "gbdt": "gbdt.parquet", **{f"baseline/{b}": f"baselines/{b}.parquet" for b in BASELINES}}
+    fold_values, source_counts, n_users = [], {}, 0
+    for name, truth in fold_truths(config):
+        folder = run_dir if name is None else run_dir / "folds" / name
+        values = {}
+        path = folder / "candidate_set.parquet"
+        if path.is_file():
+            merged = pd.read_parquet(path)
+            for source in config.candidates.quotas:
+                part = merged[merged["source"] == source].copy()
+                part["rank"] = part["source_rank"]
+                values.update(user_values(part, truth, f"source/{source}", ks))
+                rows, total = source_counts.get(source, (0, 0))
+                source_counts[source] = (rows + len(part), total + len(merged))
+            n_users += len(truth.users)
+        for key, file in lists.items():
+            if (folder / file).is_file():
+                values.update(user_values(pd.read_parquet(folder / file), truth, key, ev.ks))
+        fold_values.append(values)
+    pooled = pool(fold_values)
+    out: dict = {"metrics": {}, "sources": {}, "paired": {}, "size": size}
+    out["metrics"] = summarize({k: v for k, v in pooled.items() if k.startswith(("source/", "gbdt/"))},
+                               ev.bootstrap_resamples, ev.bootstrap_seed)
+    for source, quota in config.candidates.quotas.items():
+        if source in source_counts:
+            rows, total = source_counts[source]
+            out["sources"][source] = {"quota": int(quota), "items_per_user": rows / max(n_users, 1),
+                                      "share": rows / max(total, 1)}
     # Paired ratios: the final list over each other list, the same resampled users for both.
-    lists = {"pipeline": run_dir / "recommendations.parquet", "retrieval_order": path,
-             **{f"baseline/{b}": run_dir / "baselines" / f"{b}.parquet" for b in BASELINES}}
-    frames = {name: lists_by_user(pd.read_parquet(p)) for name, p in lists.items() if p.is_file()}
-    if "pipeline" not in frames:
-        return out
-    for variant, _ in VARIANTS:
-        for gt_type, _ in GT_TYPES:
-            relevant = truth.for_variant(gt_type.strip("/") or "any", variant.strip("/") or "all")
-            if not relevant:
+    for key, values in pooled.items():
+        if not key.startswith("pipeline/") or not len(values):
+            continue
+        rest = key[len("pipeline/"):]
+        for other in lists:
+            theirs = pooled.get(f"{other}/{rest}")
+            if other == "pipeline" or theirs is None or not len(theirs):
                 continue
-            per_user = {}
-            for name, ranked in frames.items():
-                if variant:
-                    ranked = {u: [i for i in items if i not in truth.seen.get(u, frozenset())]
-                              for u, items in ranked.items()}
-                per_user[name] = user_metrics(ranked, relevant, ev.ks)
-            n = len(relevant)
-            rng = np.random.default_rng(ev.bootstrap_seed)
-            idx = rng.integers(0, n, size=(max(ev.bootstrap_resamples, 1), n))
-            for metric, values in per_user["pipeline"].items():
-                key = f"{variant}{gt_type}{metric}"
-                for other, figures in per_user.items():
-                    if other == "pipeline":
-                        continue
-                    a, b = values, figures[metric]
-                    ratio = a.mean() / b.mean() if b.mean() > 0 else math.nan
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        boot = a[idx].mean(axis=1) / b[idx].mean(axis=1)
-                    boot = boot[np.isfinite(boot)]
-                    low, high = (np.percentile(boot, [2.5, 97.5]) if len(boot) and ev.bootstrap_resamples
-                                 else (math.nan, math.nan))
-                    out["paired"][(key, other)] = (float(ratio), float(low), float(high), float(b.mean()))
-                out["paired"][(key, "pipeline")] = (1.0, 1.0, 1.0, float(values.mean()))
+            ratio, low, high = ratio_interval(values, theirs, ev.bootstrap_resamples, ev.bootstrap_seed)
+            out["paired"][(rest, other)] = (ratio, low, high, float(theirs.mean()))
+        out["paired"][(rest, "pipeline")] = (1.0, 1.0, 1.0, float(values.mean()))
     return out
 
 
@@ -207,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to train.py as --set (repeatable)")
     parser.add_argument("--timeout", type=float, default=60, help="minutes per train.py run (60)")
+    parser.add_argument("--test-days", type=int,
+                        help="rolling-origin folds (evaluation.test_days; default 3, --quick 2: the last "
+                        "days, each a test day in turn, figures pooled over them)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: train.py " + " ".join(QUICK_FLAGS))
     parser.add_argument("--out", type=Path, help="also write the markdown here")
@@ -217,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": shlex.join([python_cmd(), "bench/quality_bench.py", *argv]), **machine(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": git_commit(),
             "load_start": load_average()}
-    extra_flags = (QUICK_FLAGS if args.quick else []) + [x for s in args.set for x in ("--set", s)]
+    test_days = args.test_days or (2 if args.quick else 3)
+    extra_flags = (["--set", f"evaluation.test_days={test_days}"] + (QUICK_FLAGS if args.quick else [])
+                   + [x for s in args.set for x in ("--set", s)])
     blocks, summaries, failures = [], [], []
     for name in datasets:
         run_dir = args.runs_dir / (f"bench-quick-{name}" if args.quick else f"bench-{name}")

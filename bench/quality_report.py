@@ -47,7 +47,8 @@ def list_rows(m: dict, sources: dict) -> list[tuple[str, str]]:
     """(metric key prefix, row label) of every list that has a figure in `m`, in table order."""
     rows = [("pipeline", "final list (ranked)"), ("retrieval", "two-tower model alone"),
             ("retrieval_order", "candidate set in retrieval order, top 100"),
-            ("candidate_set", "candidate set, whole (only @100, @size)")]
+            ("candidate_set", "candidate set, whole (only @100, @size)"),
+            ("gbdt", "GBDT reference (LightGBM LambdaRank, the ranker's rows and features)")]
     rows += [(f"source/{name}", f"source {name}: its part of the set*") for name in sources]
     rows += [(f"baseline/{b}", f"baseline {b}") for b in BASELINES]
     return [(key, label) for key, label in rows if any(k.startswith(key + "/") for k in m)]
@@ -212,7 +213,7 @@ def versus_lines(m: dict, paired: dict, columns: list[str]) -> tuple[list[str], 
                                    if v or t for c in ("recall@100", "ndcg@10")]
     lines = ["#### The final list against the best baseline", "",
              "| metric | users | final list | best baseline | its value | final / best [95% CI, paired] | "
-             "final / retrieval order | target |", "|---|---:|---:|---|---:|---:|---:|---|"]
+             "final / retrieval order | final / GBDT [95% CI] | target |", "|---|---:|---:|---|---:|---:|---:|---:|---|"]
     for key in keys:
         if f"pipeline/{key}" not in m:
             continue
@@ -223,21 +224,27 @@ def versus_lines(m: dict, paired: dict, columns: list[str]) -> tuple[list[str], 
         ratio, low, high, value = scored[best]
         users = m.get(f"pipeline/{key.rsplit('/', 1)[0]}/users" if "/" in key else "pipeline/users")
         order = paired.get((key, "retrieval_order"))
+        gbdt = paired.get((key, "gbdt"))
+        gbdt_cell = "-" if gbdt is None or math.isnan(gbdt[0]) else (
+            f"{gbdt[0]:.2f}" + (f" [{gbdt[1]:.2f}, {gbdt[2]:.2f}]" if not math.isnan(gbdt[1]) else ""))
         target = ""
         if key == "ndcg@10":
             target = f">= {NDCG_TARGET}x (project aim, README): {'met' if ratio >= NDCG_TARGET else 'NOT met'}"
         ci = f" [{low:.2f}, {high:.2f}]" if not math.isnan(low) else ""
         lines.append(f"| {key} | {users:,.0f} | {m[f'pipeline/{key}']:.4f} | {best} | {value:.4f} | "
                      f"{'-' if math.isnan(ratio) else f'{ratio:.2f}'}{ci} | "
-                     f"{'-' if order is None or math.isnan(order[0]) else f'{order[0]:.2f}'} | {target} |")
+                     f"{'-' if order is None or math.isnan(order[0]) else f'{order[0]:.2f}'} | {gbdt_cell} | "
+                     f"{target} |")
         if key == "ndcg@10":
             found.update(final_ndcg=m[f"pipeline/{key}"], best=best, best_ndcg=value, ratio=ratio,
-                         ratio_ci=(low, high))
+                         ratio_ci=(low, high), gbdt_ndcg=None if gbdt is None else gbdt[3],
+                         gbdt_ratio=None if gbdt is None else gbdt[:3])
     lines += ["", "Best baseline: the baseline with the highest figure for that metric. The ratio's interval is a "
               "paired bootstrap over users (the same resampled users for both lists; resamples and seed of the "
-              "run's config), computed by this benchmark from `recommendations.parquet` and "
-              "`baselines/*.parquet`; `final / retrieval order`: what ranking adds over the merged set's "
-              "order.", ""]
+              "run's config), over all folds' test users, computed by this benchmark from each fold's "
+              "`recommendations.parquet` and `baselines/*.parquet` (the run's `vs_best_baseline/*` are the same "
+              "figures); `final / retrieval order`: what ranking adds over the merged set's order; `final / GBDT`: "
+              "the TF ranker's list over the LightGBM reference's (`bench/gbdt_reference.py`).", ""]
     # The re-scored lists must give metrics.json's own figures (the same ground truth).
     off = [f"{other}/{key}: {got:.6f} re-scored, {m[f'{other}/{key}']:.6f} in metrics.json"
            for (key, other), (_, _, _, got) in paired.items()
@@ -247,6 +254,27 @@ def versus_lines(m: dict, paired: dict, columns: list[str]) -> tuple[list[str], 
     if off:
         lines.append("")
     return lines, found
+
+
+def folds_lines(m: dict, info: dict) -> list[str]:
+    """One row per fold of a rolling-origin run (its test users and headline figures); none for
+    a run of one test day."""
+    folds = info.get("folds", [])
+    if len(folds) < 2:
+        return []
+    lines = ["#### Each test day (fold)", "",
+             "| test day | test users | final NDCG@10 | final / best baseline NDCG@10 | final purchase NDCG@10 | "
+             "final / best on purchase NDCG@10 | ranker held-out NDCG@10 (validation) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in folds:
+        def f(key, digits=4):
+            return plain(m.get(f"fold/{name}/{key}"), digits)
+        lines.append(f"| {name} | {f('eval/test_users', 0)} | {f('pipeline/ndcg@10')} | "
+                     f"{f('vs_best_baseline/ndcg@10', 3)} | {f('pipeline/purchase/ndcg@10')} | "
+                     f"{f('vs_best_baseline/purchase/ndcg@10', 3)} | {f('ranker/holdout_ndcg@10')} |")
+    lines += ["", "Every stage is fitted again for each fold on the days before its test day; the tables above "
+              "pool all folds' test users (docs/EVALUATION.md, Rolling origin).", ""]
+    return lines
 
 
 def speed_lines(m: dict, info: dict, speeds: dict) -> list[str]:
@@ -301,6 +329,7 @@ def render_dataset(name: str, run_dir: str, meta: dict, m: dict, info: dict, ext
     summary = {"dataset": name, "users": m.get("eval/test_users"), "cold": m.get("eval/cold_item_share")}
     versus, ndcg = versus_lines(m, extra.get("paired", {}), columns)
     lines += versus
+    lines += folds_lines(m, info)
     summary.update(ndcg)
     summary["two_tower_new"] = m.get("retrieval/new_gt/recall@100")
     summary["set_recall"] = m.get(f"candidate_set/recall@{size}") if size else None
@@ -323,8 +352,9 @@ def summary_lines(summaries: list[dict]) -> list[str]:
         return []
     lines = ["### Summary", "",
              "| dataset | test users | cold-item share | final list NDCG@10 | best baseline NDCG@10 | "
-             "final / best [95% CI] | two-tower new_gt recall@100 | candidate set recall (mean size) | "
-             "two-tower pairs/s | ranker rows/s |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "final / best [95% CI] | GBDT NDCG@10 | final / GBDT [95% CI] | two-tower new_gt recall@100 | "
+             "candidate set recall (mean size) | two-tower pairs/s | ranker rows/s |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         ratio = "-"
         if s.get("ratio") is not None and not math.isnan(s["ratio"]):
@@ -332,8 +362,13 @@ def summary_lines(summaries: list[dict]) -> list[str]:
             ratio = f"{s['ratio']:.2f}" + (f" [{low:.2f}, {high:.2f}]" if not math.isnan(low) else "")
         best = f"{s['best_ndcg']:.4f} ({s['best']})" if s.get("best") else "-"
         size = f"{s['set_recall']:.4f} ({s['set_size']:.0f})" if s.get("set_recall") is not None else "-"
+        gbdt = "-"
+        if s.get("gbdt_ratio") is not None and not math.isnan(s["gbdt_ratio"][0]):
+            r, low, high = s["gbdt_ratio"]
+            gbdt = f"{r:.2f}" + (f" [{low:.2f}, {high:.2f}]" if not math.isnan(low) else "")
         lines.append(f"| {s['dataset']} | {s['users']:,.0f} | {plain(s.get('cold'), 3)} | "
-                     f"{plain(s.get('final_ndcg'))} | {best} | {ratio} | {plain(s.get('two_tower_new'))} | "
+                     f"{plain(s.get('final_ndcg'))} | {best} | {ratio} | {plain(s.get('gbdt_ndcg'))} | {gbdt} | "
+                     f"{plain(s.get('two_tower_new'))} | "
                      f"{size} | {'-' if s.get('pairs_s') is None else format(s['pairs_s'], ',.0f')} | "
                      f"{'-' if s.get('ranker_rows_s') is None else format(s['ranker_rows_s'], ',.0f')} |")
     lines.append("")
@@ -351,7 +386,8 @@ def render(meta: dict, blocks: list[list[str]], summaries: list[dict], failures:
         f"- machine: {meta['cpu']}, {meta['cores']} cores; Python {meta['python']}",
         f"- load average (1/5/15 min) at start / end: {meta['load_start']} / {meta['load_end']}",
         f"- commit: {meta['commit']}",
-        "- protocol: `docs/EVALUATION.md` (split by calendar day, test = last day; Recall@K, HitRate@K, "
+        "- protocol: `docs/EVALUATION.md` (rolling origin: each of the last days a test day in turn, every "
+        "stage fitted per fold, figures pooled over all folds' test users; Recall@K, HitRate@K, "
         "NDCG@10; any engagement, save, purchase; all items, excl_seen, new_gt; 95% bootstrap intervals over "
         "users, the resamples and seed of each run's config)",
         "",

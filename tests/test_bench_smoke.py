@@ -308,6 +308,8 @@ def test_make_benchmarks_quick_writes_every_section(tmp_path):
                 assert 0 <= low <= value + 1e-4 and value <= high + 1e-4 and high <= 1
     summary = table_rows(quality, "Summary")
     assert [r[0] for r in summary] == ["ecomm"] and number(summary[0][1]) > 0
+    folds = table_rows(quality, "Each test day (fold)")  # --quick: two test days, pooled
+    assert len(folds) == 2 and sum(number(r[1]) for r in folds) == number(summary[0][1])
     assert 0 <= number(summary[0][3]) <= 1 and number(summary[0][5].split()[0]) >= 0
     heads = table_rows(quality, "Ranker heads")
     assert [r[0] for r in heads] == ["click", "save", "purchase"]
