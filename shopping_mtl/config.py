@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import datetime as dt
 import difflib
 import types
 import typing
@@ -44,11 +45,16 @@ class DataConfig:
             `<run folder>/.examples/` and streamed through tf.data instead of held in memory;
             0: always; None: never.
         shard_rows: examples per Parquet shard when streaming (four shards are read at a time).
+        until: read the log as it stood then: events at or after this UTC time (ISO, e.g.
+            `2019-06-18`) are left out (and counted); None: the whole log. A run with `until`
+            set to the day after the first fold's test day is that fold alone: where defaults
+            are chosen on data before every test day.
     """
 
     dataset: str = "ecomm"
     root: str | None = None
     max_events: int | None = None
+    until: str | None = None
     on_bad_rows: str = "fail"
     stream_above_events: int | None = 500_000
     shard_rows: int = 200_000
@@ -154,6 +160,12 @@ class Config:
         if self.data.stream_above_events is not None and self.data.stream_above_events < 0:
             raise ConfigError(f"data.stream_above_events must be >= 0 (or null: never stream), "
                               f"got {self.data.stream_above_events}")
+        if self.data.until is not None:
+            try:
+                dt.datetime.fromisoformat(self.data.until)
+            except ValueError:
+                raise ConfigError(f"data.until is '{self.data.until}'; give an ISO date or time such as "
+                                  "2019-06-18 or 2019-06-18T12:00:00+00:00 (UTC when no offset is given)") from None
         if self.data.shard_rows < 1:
             raise ConfigError(f"data.shard_rows must be positive, got {self.data.shard_rows}")
         if not 0 < self.split.quantile < 0.5:
@@ -235,6 +247,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, (dt.date, dt.datetime)):  # YAML reads an unquoted 2019-06-18 as a date
+            return value.isoformat()
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)

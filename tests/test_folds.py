@@ -148,3 +148,17 @@ def test_every_stage_is_fitted_per_fold_and_the_exports_are_the_last_folds(tmp_p
     assert low <= ratio <= high
     best = state.info["best_baseline"]["ndcg@10"]
     assert ratio == pytest.approx(metrics["pipeline/ndcg@10"] / metrics[f"{best}/ndcg@10"])
+
+
+def test_data_until_is_the_first_fold_alone(tmp_path):
+    """`data.until` reads the log as it stood: the run of the first of three folds, cheaply."""
+    config = load_config(overrides={"run_dir": str(tmp_path / "run"), "stages": ["data", "baselines"],
+                                    "tracking": {"enabled": False}, "evaluation": {"bootstrap_resamples": 0},
+                                    "data": {"until": "2019-06-18"}})
+    state = run(config)
+    assert state.split.test_start == pd.Timestamp("2019-06-17", tz="UTC")
+    assert state.dataset.events["timestamp"].max() < pd.Timestamp("2019-06-18", tz="UTC")
+    assert state.metrics["data/events_after_until"] > 0
+    assert state.metrics["eval/test_users"] == 622  # the first fold's of the three-day run
+    with pytest.raises(ConfigError, match="data.until is 'June'; give an ISO date"):
+        load_config(overrides={"data": {"until": "June"}})

@@ -72,6 +72,14 @@ def run_data(state: RunState) -> DataOutput:
         log.info("--max-events %d: kept %d events of %d users", config.data.max_events,
                  len(events), events["user_id"].nunique())
         dataset.events = events
+    if config.data.until is not None:
+        until = pd.Timestamp(config.data.until)
+        until = until.tz_localize("UTC") if until.tzinfo is None else until.tz_convert("UTC")
+        kept = events_before(events, until)
+        log.info("data.until %s: %d of %d events kept, the later ones left out", until.isoformat(), len(kept),
+                 len(events))
+        state.metrics["data/events_after_until"] = float(len(events) - len(kept))
+        events = dataset.events = kept
     state.metrics.update({
         "data/events_used": float(len(events)),
         "data/distinct_users": float(events["user_id"].nunique()),
