@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))  # the project imports from here on
 
 import pandas as pd
 
+import gbdt_reference
 from bench_common import git_commit, load_average, machine
 from quality_report import BASELINES, GT_TYPES, VARIANTS, render, render_dataset
 from shopping_mtl import pipeline
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         "days, each a test day in turn, figures pooled over them)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: train.py " + " ".join(QUICK_FLAGS))
+    parser.add_argument("--no-gbdt", action="store_true",
+                        help="leave out the LightGBM LambdaRank reference (bench/gbdt_reference.py), fitted per "
+                        "fold on the ranker's rows and features after each run")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
     args = parser.parse_args(argv)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -236,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             info = json.loads((run_dir / "run_info.json").read_text())
             clock_path = run_dir / "fit_clock.json"
             clock = json.loads(clock_path.read_text()) if clock_path.is_file() else None
+            if not args.no_gbdt and (args.reuse is False or not any(run_dir.rglob("gbdt.parquet"))):
+                log(f"{name}: the GBDT reference, per fold (the stages up to candidates again, then LightGBM)")
+                started = time.time()
+                gbdt = gbdt_reference.gbdt_for_run(run_dir)
+                run_meta["gbdt"] = {"wall_s": time.time() - started, "folds": gbdt}
             log(f"{name}: scoring the candidate sources and the paired ratios")
             extra = extra_figures(run_dir)
             block, summary = render_dataset(name, rel(run_dir), run_meta, metrics, info, extra, clock)

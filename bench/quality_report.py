@@ -119,8 +119,18 @@ def run_lines(name: str, run_dir: str, meta: dict, m: dict, info: dict) -> list[
         f"in train): {m.get('eval/cold_item_share', math.nan):.3f}, never seen before the test day: "
         f"{m.get('eval/unseen_before_test_share', math.nan):.3f}",
         f"- data fingerprint: `{str(info.get('data_fingerprint', '?'))[:16]}`",
-        "",
     ]
+    gbdt = meta.get("gbdt")
+    if gbdt:
+        folds = gbdt["folds"]
+        held = ", ".join(f"{f} {i['holdout_ndcg@10']:.4f} ({i['chosen']['num_leaves']} leaves, "
+                         f"{i['best_iteration']} trees)" for f, i in folds.items())
+        same = all(i.get("same_candidates") for i in folds.values())
+        lines.append(f"- GBDT reference (`bench/gbdt_reference.py`, LightGBM LambdaRank on the ranker's rows and "
+                     f"features, settings chosen on the held-out users): {gbdt['wall_s']:.0f} s; held-out NDCG@10 "
+                     f"per fold: {held}; the run's candidate sets rebuilt identically: "
+                     f"{'yes' if same else 'NO (the GBDT saw other candidates than the ranker)'}")
+    lines.append("")
     return lines
 
 
