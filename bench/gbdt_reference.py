@@ -291,9 +291,11 @@ def gbdt_lists(state, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     started = time.perf_counter()
     # Every column of the set: `label_rows` keeps what the inputs are made of (the source and its
     # score, and where the set has them the ranks that `source_features` read).
-    test_rows = examples.label_rows(shards.held(state.candidates.candidate_set), split.test, add_missed=False)
+    test_rows = examples.label_rows(shards.held(state.candidates.candidate_set), split.test, add_missed=False,
+                                    provenance=rconfig.source_features)
     test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users, data.catalogue,
-                                          data.features, rconfig.history_length, rconfig.list_features)
+                                          data.features, rconfig.history_length, rconfig.list_features,
+                                          rconfig.engagement_features)
     timings["test_inputs"] = time.perf_counter() - started
     started = time.perf_counter()
     score = booster.predict(encoder.matrix(test_inputs), num_iteration=chosen["best_iteration"], num_threads=2)

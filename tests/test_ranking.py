@@ -310,3 +310,70 @@ def test_final_lists_on_codes_equal_the_string_sort():
         got = _lists(users[by_user], items[by_user], score[by_user],
                      {t: p[by_user] for t, p in probabilities.items()}, 10, rows_per_pass=rows_per_pass)
         pd.testing.assert_frame_equal(got, expected)
+
+
+def test_engagement_half_lives_and_provenance_by_hand():
+    from shopping_mtl.ranking.cross import ENGAGEMENT_FEATURES, ENGAGEMENT_HALF_LIVES, provenance_features
+
+    # History (most recent first): a clicked 0.5 days ago, a bought 2 days ago.
+    out = cross_features(tf.constant([["a", "a"]]), tf.constant([["x", "x"]]), tf.constant([["click", "purchase"]]),
+                         tf.constant([[0.5, 2.0]]), tf.constant([["a", "c"]]), tf.constant([["x", "y"]]),
+                         ENGAGEMENT_HALF_LIVES).numpy()[0]
+    assert out.shape == (2, len(CROSS_FEATURES) + len(ENGAGEMENT_FEATURES))
+    for j, half_life in enumerate(ENGAGEMENT_HALF_LIVES):
+        expected = math.log1p(0.5 ** (0.5 / half_life) + 4 * 0.5 ** (2.0 / half_life))
+        assert out[0, len(CROSS_FEATURES) + j] == pytest.approx(expected, rel=1e-5)
+        assert out[1, len(CROSS_FEATURES) + j] == 0.0  # c: never touched
+    # The cross features themselves do not change with the extra columns.
+    plain = cross_features(tf.constant([["a", "a"]]), tf.constant([["x", "x"]]), tf.constant([["click", "purchase"]]),
+                           tf.constant([[0.5, 2.0]]), tf.constant([["a", "c"]]), tf.constant([["x", "y"]])).numpy()[0]
+    np.testing.assert_array_equal(out[:, :len(CROSS_FEATURES)], plain)
+    # source_rank 4 at merged position 9 with score 2.5; a two-tower score of -1; no source.
+    values = provenance_features(tf.constant([4.0, 1.0, 0.0]), tf.constant([9.0, 1.0, 0.0]),
+                                 tf.constant([2.5, -1.0, 0.0])).numpy()
+    np.testing.assert_allclose(values[0], [0.25, math.log1p(4), math.log1p(9), math.log1p(2.5)], rtol=1e-6)
+    np.testing.assert_allclose(values[1], [1.0, math.log1p(1), math.log1p(1), -math.log1p(1.0)], rtol=1e-6)
+    assert not values[2].any()
+
+
+def test_rows_keep_where_candidates_came_from_and_missed_positives_come_from_none():
+    candidates = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "rank": [1, 2],
+                               "score": [0.7, 3.0], "source": ["two_tower", "covisit"], "source_rank": [1, 5]})
+    target = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["b", "z"], "event": ["click", "save"]})
+    for add_missed in (False, True):
+        rows = examples.label_rows(candidates, target, add_missed=add_missed, provenance=True).set_index("item_id")
+        assert rows.loc["b", ["source", "source_rank", "rank", "source_score"]].tolist() == ["covisit", 5, 2, 3.0]
+        assert rows.loc["a", "source_score"] == pytest.approx(0.7)
+    assert rows.loc["z", ["source", "source_rank", "rank", "source_score"]].tolist() == ["", 0, 0, 0.0]
+    inputs = examples.provenance_inputs(rows["source"], rows["source_rank"], rows["rank"], rows["source_score"])
+    vocabulary = examples.source_vocabulary()
+    assert {"two_tower", "user_history", "covisit", "popularity"} <= set(vocabulary)
+    assert inputs["source"].tolist() == [vocabulary.index("two_tower") + 1, vocabulary.index("covisit") + 1, 0]
+    assert inputs["provenance"].shape == (3, 4) and not inputs["provenance"][2].any()
+
+
+def test_the_ranker_reads_sources_and_engagement_when_told(tiny_features):
+    features, events, items = tiny_features
+    rng = np.random.default_rng(7)
+    rows = pd.DataFrame({"user_id": [f"u{i}" for i in rng.integers(0, 40, 300)],
+                         "item_id": [f"i{i}" for i in rng.integers(0, 60, 300)],
+                         "two_tower_score": np.float32(0.0), "click": (rng.random(300) < 0.3).astype(np.float32),
+                         "source": rng.choice(["user_history", "covisit", "popularity", ""], 300),
+                         "source_rank": rng.integers(1, 30, 300), "rank": rng.integers(1, 60, 300),
+                         "source_score": rng.random(300) * 10})
+    rows["save"] = rows["purchase"] = np.float32(0.0)
+    arrays = examples.ranking_inputs(rows, events, events["timestamp"].max(), None, items, features, history_length=10,
+                                     engagement_features=True)
+    assert arrays["engagement"].shape == (300, 3) and arrays["provenance"].shape == (300, 4)
+    plain = examples.ranking_inputs(rows.drop(columns=["source"]), events, events["timestamp"].max(), None, items,
+                                    features, history_length=10)
+    assert "engagement" not in plain and "provenance" not in plain  # nothing computed that is not read
+    for flags in ((False, False), (True, True)):
+        config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=1, batch_size=64,
+                               source_features=flags[0], engagement_features=flags[1])
+        model, fitted = model_lib.train_ranker(features, arrays, arrays, config, seed=0)
+        assert ("source" in model.scorer.input_names) == flags[0] == ("engagement" in model.scorer.input_names)
+        assert np.isfinite(fitted["history"]["loss"][0])
+    # Another source for the same rows changes the scores: the model reads it.
+    moved = dict(arrays, source=np.where(arrays["source"] > 0, 0, 1).astype(np.int32))
+    assert not np.allclose(model_lib.predict(model.scorer, arrays)["click"], model_lib.predict(model.scorer, moved)["click"])

@@ -355,3 +355,84 @@ def test_an_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):
     assert done.returncode == 2
     assert f"127.0.0.1:{port}" in done.stderr and "unreachable" in done.stderr
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "baselines").exists()
+
+
+def test_recommend_graph_knows_where_candidates_came_from_as_the_offline_set(tmp_path):
+    """With requests that hold each user's whole history, the `recommend` graph's merged
+    candidates carry the offline candidate set's source, source rank, merged rank and source
+    score (ties broken by item id, as offline: the log's times are cut to whole days), and a
+    ranker reading them and the extra engagement half-lives scores every candidate as the
+    offline rows; the `ranker` export, given the set's columns, answers the same."""
+    import tensorflow as tf
+
+    from shopping_mtl.candidates.candidate_set import build_candidate_set
+    from shopping_mtl.candidates.config import BaselineConfig
+    from shopping_mtl.candidates.registry import SourceDay
+    from shopping_mtl.features import FeatureSet, FeatureSpec
+    from shopping_mtl.ranking import examples, model as model_lib
+
+    events, items = tiny_log()
+    events["timestamp"] = events["timestamp"].dt.floor("D")  # many equal scores: ties by item id
+    spec = FeatureSpec.from_dict({"user": {"user_id": {"type": "id"}},
+                                  "item": {"item_id": {"type": "id"}, "category": {"type": "categorical"}},
+                                  "context": ["hour", "weekday"]})
+    features = FeatureSet.adapt(spec, events, items=items)
+    at, length = events["timestamp"].max() + pd.Timedelta(days=1), 60
+    assert events["user_id"].value_counts().max() <= length  # every request holds the whole history
+    settings = BaselineConfig(history_half_life_days=0.25)
+    quotas = {"user_history": 15, "covisit": 20, "popularity": 10}
+    users = sorted(set(events["user_id"]))[:10]
+    offline = build_candidate_set(SourceDay(events, users, at, settings), quotas)
+    assert set(offline["source"]) == set(quotas)
+    rows = examples.label_rows(offline, None, add_missed=False, provenance=True)
+    arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=length,
+                                     engagement_features=True)
+    config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), history_length=length,
+                           source_features=True, engagement_features=True)
+    scorer = model_lib.build_scorer(features, config)
+    platt = {"click": Platt(1.2, -0.3), "save": Platt(0.8, 0.1), "purchase": Platt(1.0, 0.5)}
+    expected = calibrate(model_lib.predict(scorer, arrays), platt, False)
+    snapshot = serving.CatalogueSnapshot.from_events(items, events)
+    graph = serving.RankerGraph(scorer, features, snapshot, platt, {"click": 1.0, "purchase": 2.0}, length, False)
+    module = serving.RecommendServing(graph, snapshot, events, settings, quotas, list_size=100)
+    request = serving.requests_for(users, events, at, None, features, length)
+
+    merged = {k: v.numpy() for k, v in module.candidates({k: tf.constant(v) for k, v in request.items()}).items()}
+    served = pd.DataFrame({"user_id": np.repeat(users, merged["valid"].shape[1]),
+                           **{k: merged[k].reshape(-1) for k in ("item_id", "valid", "source", "source_rank", "rank",
+                                                                 "source_score")}})
+    served = served[served["valid"]].assign(item_id=lambda f: f["item_id"].str.decode("utf-8"))
+    served = served.set_index(["user_id", "item_id"]).sort_index()
+    want = offline.set_index(["user_id", "item_id"]).sort_index()
+    assert served.index.equals(want.index)
+    codes = examples.source_codes(want["source"])
+    np.testing.assert_array_equal(served["source"], codes)
+    np.testing.assert_array_equal(served["source_rank"], want["source_rank"])
+    np.testing.assert_array_equal(served["rank"], want["rank"])
+    np.testing.assert_allclose(served["source_score"], want["score"], rtol=1e-6)
+
+    # Every candidate scored (list_size > candidates), in process and from the export.
+    offline_p = rows.assign(**{f"p_{t}": expected[t] for t in TASKS}).set_index(["user_id", "item_id"])
+    answer = serve_fresh(serving.export(module, tmp_path / "recommend" / "1"), request, tmp_path, "provenance")
+    for row, user in enumerate(users):
+        mine = offline_p.loc[user]
+        got = answer["item_ids"][row].astype(str)
+        got = got[got != ""]
+        assert sorted(got) == sorted(mine.index)
+        for task in TASKS:
+            np.testing.assert_allclose(answer[task][row][:len(got)], mine.loc[got, f"p_{task}"], atol=1e-5)
+
+    # The ranker export, given the offline set in its merged order and its provenance columns.
+    user = users[0]
+    mine = offline[offline["user_id"] == user].sort_values("rank")
+    ranker_request = serving.requests_for([user], events, at, None, features, length)
+    ranker_request["item_id"] = mine["item_id"].to_numpy(dtype=str)[None, :]
+    ranker_request["category"] = items.set_index("item_id").loc[mine["item_id"], "category"].to_numpy(dtype=str)[None, :]
+    ranker_request["two_tower_score"] = np.zeros((1, len(mine)), np.float32)
+    ranker_request["source"] = mine["source"].to_numpy(dtype=str)[None, :]
+    ranker_request["source_rank"] = mine["source_rank"].to_numpy(np.int64)[None, :]
+    ranker_request["source_score"] = mine["score"].to_numpy(np.float32)[None, :]
+    answer = serve_fresh(serving.export(serving.RankerServing(graph), tmp_path / "ranker" / "1"), ranker_request,
+                         tmp_path, "ranker-provenance")
+    for task in TASKS:
+        np.testing.assert_allclose(answer[task][0], offline_p.loc[user].loc[mine["item_id"], f"p_{task}"], atol=1e-5)

@@ -10,7 +10,8 @@ import pandas as pd
 import tensorflow as tf
 
 from shopping_mtl.candidates.lists import empty_lists
-from shopping_mtl.candidates.registry import ServingCandidates, ServingContext, Source, SourceDay, register
+from shopping_mtl.candidates.registry import (ServingCandidates, ServingContext, Source, SourceDay, best_first,
+                                              register)
 from shopping_mtl.history import HISTORY_ITEM_IDS, as_str
 from shopping_mtl.scale.covisit_table import best_items, build_table, pair_counts
 from shopping_mtl.serving_ops import first_occurrence, float_table, row_unique, top
@@ -71,6 +72,7 @@ class CovisitServing(tf.Module):
                                float(len(sources)))
         self.targets = tf.constant(targets.astype(str))
         self.counts = tf.constant(counts)
+        self.item_order = context.item_order
 
     def __call__(self, request) -> ServingCandidates:
         items = request[HISTORY_ITEM_IDS]
@@ -78,18 +80,20 @@ class CovisitServing(tf.Module):
         rank = tf.cumsum(tf.cast(first, tf.int32), axis=1) - 1
         order = tf.where(first & (rank < self.recent_items), -tf.cast(rank, tf.float32), -np.inf)
         order, seeds = top(order, self.recent_items, items)
-        weight = tf.where(tf.math.is_finite(order), tf.pow(self.decay, -order), 0.0)  # decay ** rank
+        # decay ** rank, in float64 as the offline sums (ties by item id then fall alike)
+        order = tf.cast(order, tf.float64)
+        weight = tf.where(tf.math.is_finite(order), tf.pow(tf.constant(self.decay, tf.float64), -order), 0.0)
         row = tf.cast(self.row.lookup(seeds), tf.int32)
         targets = tf.gather(self.targets, row)  # (b, seeds, M)
-        scores = tf.gather(self.counts, row) * weight[:, :, None]
+        scores = tf.cast(tf.gather(self.counts, row), tf.float64) * weight[:, :, None]
         batch = tf.shape(targets)[0]
         targets, scores = tf.reshape(targets, [batch, -1]), tf.reshape(scores, [batch, -1])
         keys, idx = row_unique(targets)
         total = tf.math.unsorted_segment_sum(tf.reshape(scores, [-1]), idx, tf.size(keys))
         total = tf.reshape(tf.gather(total, idx), tf.shape(targets))
         first = first_occurrence(targets) & (total > 0)
-        total, targets, keep = top(tf.where(first, total, -np.inf), self.quota, targets, first)
-        return ServingCandidates(targets, keep)
+        total, targets, keep = best_first(tf.where(first, total, -np.inf), self.quota, targets, self.item_order, first)
+        return ServingCandidates(targets, keep, scores=tf.where(keep, tf.cast(total, tf.float32), 0.0))
 
 
 def _lists(day: SourceDay, k: int) -> pd.DataFrame:

@@ -48,14 +48,16 @@ class PopularityServing(tf.Module):
 
     def __init__(self, context: ServingContext, quota: int):
         super().__init__()
-        popular = most_popular(context.events, quota, context.settings.event_weights)
-        self.popular = tf.constant(as_str(popular).astype(str).reshape(1, -1))
+        listed = popularity(context.events, ["_"], max(quota, 1), context.settings.event_weights).head(quota)
+        self.popular = tf.constant(as_str(listed["item_id"]).astype(str).reshape(1, -1))
+        self.scores = tf.constant(listed["score"].to_numpy(np.float32).reshape(1, -1))
         self.quota = int(quota)
 
     def __call__(self, request) -> ServingCandidates:
         batch = tf.shape(request[TIMESTAMP])[0]
         items = tf.tile(self.popular[:, :self.quota], [batch, 1])
-        return ServingCandidates(items, tf.not_equal(items, ""))
+        scores = tf.tile(self.scores[:, :self.quota], [batch, 1])
+        return ServingCandidates(items, tf.not_equal(items, ""), scores=scores)
 
 
 def _lists(day: SourceDay, k: int) -> pd.DataFrame:

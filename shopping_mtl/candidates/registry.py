@@ -40,11 +40,13 @@ class SourceDay:
 
 
 class ServingCandidates(NamedTuple):
-    """A source's candidates in the serving graph: each (batch, n)."""
+    """A source's candidates in the serving graph: each (batch, n), in the source's order (the
+    candidate in column j has the source's rank j + 1, as `source_rank` offline)."""
 
     items: tf.Tensor  # string item ids, "" where there is none
     valid: tf.Tensor  # bool
     two_tower_score: tf.Tensor | None = None  # float32; None: 0 for every candidate
+    scores: tf.Tensor | None = None  # the source's own score (the list's `score`); None: 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class ServingContext:
         item_tables: item feature name -> `StaticHashTable` from item id (id itself excluded).
         category_table: item id -> category ("" when the spec has none).
         retrieval: the two-tower index, or None when there is none.
+        item_order: item id -> its position (int64) among the catalogue's ids sorted as
+            strings (unknown ids: after all of them), for ties broken by item id as the
+            offline lists break them (`item_order_table`); None: ties by position.
     """
 
     events: pd.DataFrame
@@ -83,6 +88,33 @@ class ServingContext:
     item_tables: Mapping[str, Any]
     category_table: Any
     retrieval: QueryIndex | None = None
+    item_order: Any = None
+
+
+UNKNOWN_ITEM_ORDER = 2**62
+
+
+def item_order_table(ids) -> tf.lookup.StaticHashTable:
+    """Item id -> its position among `ids` sorted as Python sorts strings (the order of the
+    offline lists' ties), `UNKNOWN_ITEM_ORDER` for an id not among them."""
+    ordered = sorted({str(i) for i in ids})
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ordered, tf.string),
+                                            tf.range(len(ordered), dtype=tf.int64)),
+        default_value=UNKNOWN_ITEM_ORDER)
+
+
+def best_first(scores: tf.Tensor, k: int, items: tf.Tensor, item_order, *values: tf.Tensor):
+    """The top min(k, n) entries per row by `scores` (descending), ties by item id as the
+    offline lists break them (`item_order`: `item_order_table`; None: by column), with the same
+    entries of `items` and `values`."""
+    if item_order is not None:
+        by_id = tf.argsort(item_order.lookup(items), axis=1, stable=True)
+        scores, items = tf.gather(scores, by_id, batch_dims=1), tf.gather(items, by_id, batch_dims=1)
+        values = [tf.gather(v, by_id, batch_dims=1) for v in values]
+    k = tf.minimum(k, tf.shape(scores)[1])
+    best, position = tf.math.top_k(scores, k=k)  # equal scores: the lower column first
+    return (best, tf.gather(items, position, batch_dims=1), *[tf.gather(v, position, batch_dims=1) for v in values])
 
 
 @dataclass(frozen=True)

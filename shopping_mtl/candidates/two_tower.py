@@ -47,7 +47,8 @@ class TwoTowerServing(tf.Module):
         scores = tf.where(seen, tf.constant(-np.inf, scores.dtype), scores)
         scores, ids = top(scores, self.quota, ids)
         found = tf.math.is_finite(scores)
-        return ServingCandidates(ids, found, tf.where(found, scores, 0.0))
+        scores = tf.where(found, scores, 0.0)
+        return ServingCandidates(ids, found, scores, scores=scores)
 
 
 def _lists(day: SourceDay, k: int) -> pd.DataFrame | None:

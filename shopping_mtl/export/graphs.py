@@ -8,16 +8,25 @@ ranker's probabilities, Platt calibration per head, and the value score.
 
 - `ranker`: scores candidates the caller brings: per request row, (C,) candidates with their raw
   item features and two-tower score -> `click`, `save`, `purchase`, `score`, each (batch, C).
+  With a ranker that reads where candidates came from (`ranking.source_features`), each
+  candidate's `source` (name, "" = none), `source_rank` (its rank in that source, 0 = none) and
+  `source_score` (that source's score) are inputs too, and the candidates come in the merged
+  order: a candidate's position among the row's candidates is its merged `rank`.
 - `recommend`: retrieval and ranking in one graph. Candidates come from each registered source's
   serving part (`shopping_mtl.candidates`: the two-tower index's top items the user has not
   seen, the user's own history items, items co-visited with the user's recent items, the most
   popular items), merged with the training quotas in the same priority order as the offline
   merge, restricted to the catalogue known at export time; they are ranked by the value score
   and the top N returned as `item_ids`, `scores`, `click`, `save`, `purchase`, each (batch, N).
+  Each candidate's source, rank in its source's part, position in the merged set and source
+  score come from the merge itself, as the offline candidate set's columns do.
 
 Differences from the offline candidate set, by design of a request that carries only the user's
-recent events: the user's own items and the co-visitation seeds come from the request's history
-(offline: the whole log), and co-visitation keeps each seed's top 50 neighbours.
+recent events: the user's own items, their scores and the co-visitation seeds come from the
+request's history (offline: the whole log), the two-tower part leaves out the request's items
+(offline: all the user's), and co-visitation keeps each seed's top 50 neighbours. Where the
+request holds the user's whole history and no seed's neighbours are cut, the sets, orders and
+scores are the offline ones (ties by item id, as offline).
 """
 
 from __future__ import annotations
@@ -31,20 +40,22 @@ import pandas as pd
 import tensorflow as tf
 
 from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
-from shopping_mtl.candidates.registry import ServingContext
+from shopping_mtl.candidates.registry import UNKNOWN_ITEM_ORDER, ServingContext, item_order_table
+from shopping_mtl.candidates.user_history import HISTORY_EVENTS, HISTORY_TIMESTAMPS
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import TIMESTAMP, FeatureSet
 from shopping_mtl.history import HISTORY_ITEM_IDS, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.calibration import EPS, Platt
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import cross_features, list_features, list_values
+from shopping_mtl.ranking.cross import (CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, cross_features, list_features,
+                                        list_values, provenance_features)
+from shopping_mtl.ranking.examples import ENGAGEMENT_INPUT, PROVENANCE_INPUT, SOURCE_INPUT, source_vocabulary
 from shopping_mtl.retrieval.examples import user_frame
 from shopping_mtl.serving_ops import first_occurrence, float_table, pad_columns, string_table, top
 
-HISTORY_EVENTS = "history_events"
-HISTORY_TIMESTAMPS = "history_timestamps"
 TWO_TOWER_SCORE = "two_tower_score"
+SOURCE, SOURCE_RANK, SOURCE_SCORE = "source", "source_rank", "source_score"  # the ranker export's inputs
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,21 @@ class RankerGraph(tf.Module):
                                              np.log1p(counts.to_numpy(dtype=float)), 0.0)
         self.user_names = [f.name for f in features.spec.user]
         self.item_names = [f.name for f in features.spec.item]
+        # What the scorer reads besides the raw features (its config's switches).
+        self.use_engagement = ENGAGEMENT_INPUT in scorer.input_names
+        self.use_source = SOURCE_INPUT in scorer.input_names
+        self.source_names = source_vocabulary()  # the offline rows' codes (`examples.source_codes`)
+        if self.use_source:  # the ranker export's `source` names -> codes
+            self.source_table = float_table(np.array(self.source_names, dtype=object),
+                                            np.arange(1, len(self.source_names) + 1, dtype=np.float32), 0.0)
+
+    def source_code(self, name: str) -> int:
+        """A source's index in the `source` input (0: not a known source)."""
+        return self.source_names.index(name) + 1 if name in self.source_names else 0
+
+    def source_codes(self, names: tf.Tensor) -> tf.Tensor:
+        """(batch, C) source names -> their int32 indices in the `source` input (0: none)."""
+        return tf.cast(self.source_table.lookup(names), tf.int32)
 
     def history(self, request: Mapping[str, tf.Tensor]):
         """The request's last `history_length` events: items, categories, events, ages in days."""
@@ -94,16 +120,21 @@ class RankerGraph(tf.Module):
         return items, self.category_table.lookup(items), events, ages
 
     def score(self, request: Mapping[str, tf.Tensor], candidates: Mapping[str, tf.Tensor],
-              two_tower_score: tf.Tensor, valid: tf.Tensor) -> dict[str, tf.Tensor]:
+              two_tower_score: tf.Tensor, valid: tf.Tensor,
+              provenance: Mapping[str, tf.Tensor] | None = None) -> dict[str, tf.Tensor]:
         """Calibrated probabilities and value score of (batch, C) candidates for each request row.
 
         `candidates` holds the item features, each (batch, C); `valid` (batch, C) marks real
-        candidates (others score -inf)."""
+        candidates (others score -inf). `provenance` (needed when the scorer reads the `source`
+        input): each (batch, C), `source` (int32 codes, `source_codes`), `source_rank`, `rank`
+        and `source_score`, as the offline candidate set's columns."""
         items = candidates["item_id"]
         shape = tf.shape(items)
         categories = candidates["category"] if "category" in candidates else self.category_table.lookup(items)
         h_items, h_categories, h_events, h_ages = self.history(request)
-        cross = cross_features(h_items, h_categories, h_events, h_ages, items, categories)  # (b, C, F)
+        half_lives = ENGAGEMENT_HALF_LIVES if self.use_engagement else ()
+        cross = cross_features(h_items, h_categories, h_events, h_ages, items, categories, half_lives)  # (b, C, F)
+        engagement, cross = cross[..., len(CROSS_FEATURES):], cross[..., :len(CROSS_FEATURES)]
         item_popularity = self.popularity_table.lookup(items)
         rows = {}
         for name in self.user_names:
@@ -113,6 +144,15 @@ class RankerGraph(tf.Module):
         rows["cross"] = tf.reshape(cross, [-1, cross.shape[-1]])
         rows["item_popularity"] = tf.reshape(item_popularity, [-1])
         rows[TWO_TOWER_SCORE] = tf.reshape(tf.cast(two_tower_score, tf.float32), [-1])
+        if self.use_engagement:
+            rows[ENGAGEMENT_INPUT] = tf.reshape(engagement, [-1, len(ENGAGEMENT_HALF_LIVES)])
+        if self.use_source:
+            if provenance is None:
+                raise ValueError("this ranker reads where candidates came from: pass `provenance`")
+            source_rank = tf.where(valid, tf.cast(provenance[SOURCE_RANK], tf.float32), 0.0)
+            values = provenance_features(source_rank, provenance["rank"], provenance[SOURCE_SCORE])
+            rows[SOURCE_INPUT] = tf.reshape(tf.where(valid, tf.cast(provenance[SOURCE], tf.int32), 0), [-1])
+            rows[PROVENANCE_INPUT] = tf.reshape(values, [-1, values.shape[-1]])
         if self.use_list_features:
             relative = list_features(list_values(cross, item_popularity, two_tower_score), valid)
             rows["list"] = tf.reshape(relative, [-1, relative.shape[-1]])
@@ -146,7 +186,13 @@ def _request_signature(features: FeatureSet) -> dict[str, tf.TensorSpec]:
 
 class RankerServing(tf.Module):
     """`serving_default`: a user's raw features and history plus (batch, C) raw candidate item
-    features and two-tower scores -> `click`, `save`, `purchase` (calibrated) and `score`."""
+    features and two-tower scores -> `click`, `save`, `purchase` (calibrated) and `score`.
+
+    A ranker that reads where candidates came from (`ranking.source_features`) also takes, each
+    (batch, C): `source` (the source's name; "" or an unknown name: none), `source_rank` (int64,
+    the candidate's rank in that source's list, 1 = best; 0: none) and `source_score` (float32,
+    that source's score; 0 for none). The candidates come in the merged order: a candidate's
+    merged `rank` is its position among the row's candidates (1 = first)."""
 
     def __init__(self, graph: RankerGraph):
         super().__init__()
@@ -155,13 +201,21 @@ class RankerServing(tf.Module):
         for name, spec in graph.features.input_signature("item").items():
             signature[name] = tf.TensorSpec([None, None], spec.dtype, name)
         signature[TWO_TOWER_SCORE] = tf.TensorSpec([None, None], tf.float32, TWO_TOWER_SCORE)
+        if graph.use_source:
+            signature[SOURCE] = tf.TensorSpec([None, None], tf.string, SOURCE)
+            signature[SOURCE_RANK] = tf.TensorSpec([None, None], tf.int64, SOURCE_RANK)
+            signature[SOURCE_SCORE] = tf.TensorSpec([None, None], tf.float32, SOURCE_SCORE)
         self.signature = signature
         self.serve = tf.function(self._serve, input_signature=[signature])
 
     def _serve(self, request):
         candidates = {name: request[name] for name in self.graph.item_names}
         valid = tf.not_equal(request["item_id"], "")
-        out = self.graph.score(request, candidates, request[TWO_TOWER_SCORE], valid)
+        provenance = None
+        if self.graph.use_source:
+            provenance = {SOURCE: self.graph.source_codes(request[SOURCE]), SOURCE_RANK: request[SOURCE_RANK],
+                          "rank": tf.cumsum(tf.cast(valid, tf.int64), axis=1), SOURCE_SCORE: request[SOURCE_SCORE]}
+        out = self.graph.score(request, candidates, request[TWO_TOWER_SCORE], valid, provenance)
         return {name: tf.identity(out[name], name=name) for name in (*TASKS, "score")}
 
 
@@ -196,30 +250,54 @@ class RecommendServing(tf.Module):
                 self.item_tables[feature.name] = float_table(ids, values, np.nan)
             else:
                 self.item_tables[feature.name] = string_table(ids, catalogue[feature.name].to_numpy(dtype=object))
-        self.in_catalogue = float_table(ids, np.ones(len(ids), np.float32), 0.0)
+        # Item id -> its place in id order (ties of the sources' scores fall by id, as offline);
+        # unknown ids: not in the catalogue.
+        self.item_order = item_order_table(ids)
         context = ServingContext(events, catalogue, settings, graph.history_length, self.item_tables,
-                                 graph.category_table, retrieval)
+                                 graph.category_table, retrieval, self.item_order)
         # In merge priority order; a tf.Module list, so their tables are saved with the graph.
-        self.sources = [registry.get(name).serving(context, quota) for name, quota in quotas.items() if quota > 0]
+        self.source_names = [name for name, quota in quotas.items() if quota > 0]
+        self.sources = [registry.get(name).serving(context, quotas[name]) for name in self.source_names]
         self.signature = _request_signature(features)
         self.serve = tf.function(self._serve, input_signature=[self.signature])
 
-    def _serve(self, request):
+    def candidates(self, request) -> dict[str, tf.Tensor]:
+        """The merged candidates of each request row, each (batch, C): `item_id` ("" and
+        `valid` False where none), `two_tower_score`, and where each came from, as the offline
+        candidate set's columns: `source` (int32 code, `RankerGraph.source_codes`), `source_rank`
+        (its column in its source's part + 1), `rank` (its position among the valid merged
+        candidates) and `source_score`. Parts are concatenated in priority order and an item
+        belongs to its first occurrence, as in `candidates.merge`."""
         parts = [source(request) for source in self.sources]
         items = tf.concat([p.items for p in parts], axis=1)
         two_tower_score = tf.concat([p.two_tower_score if p.two_tower_score is not None
                                      else tf.zeros_like(p.items, tf.float32) for p in parts], axis=1)
+        scores = tf.concat([tf.cast(p.scores, tf.float32) if p.scores is not None
+                            else tf.zeros_like(p.items, tf.float32) for p in parts], axis=1)
+        source = tf.concat([tf.fill(tf.shape(p.items), self.graph.source_code(name))
+                            for name, p in zip(self.source_names, parts)], axis=1)
+        source_rank = tf.concat([tf.broadcast_to(tf.range(1, tf.shape(p.items)[1] + 1, dtype=tf.int64)[None, :],
+                                                 tf.shape(p.items)) for p in parts], axis=1)
         valid = tf.concat([p.valid for p in parts], axis=1)
         # Only catalogue items are recommended: an id the export never saw (say, in a request's
         # history) has no features to rank it by.
-        valid &= tf.equal(self.in_catalogue.lookup(items), 1.0)
+        valid &= tf.not_equal(self.item_order.lookup(items), UNKNOWN_ITEM_ORDER)
         items = tf.where(valid, items, "")
         valid = first_occurrence(items)
-        items = tf.where(valid, items, "")
+        return {"item_id": tf.where(valid, items, ""), "valid": valid,
+                TWO_TOWER_SCORE: tf.where(valid, two_tower_score, 0.0),
+                SOURCE: tf.where(valid, source, 0), SOURCE_RANK: tf.where(valid, source_rank, 0),
+                "rank": tf.where(valid, tf.cumsum(tf.cast(valid, tf.int64), axis=1), 0),
+                SOURCE_SCORE: tf.where(valid, scores, 0.0)}
+
+    def _serve(self, request):
+        merged = self.candidates(request)
+        items, valid = merged["item_id"], merged["valid"]
         candidates = {"item_id": items}
         for name, table in self.item_tables.items():
             candidates[name] = table.lookup(items)
-        out = self.graph.score(request, candidates, tf.where(valid, two_tower_score, 0.0), valid)
+        provenance = {k: merged[k] for k in (SOURCE, SOURCE_RANK, "rank", SOURCE_SCORE)}
+        out = self.graph.score(request, candidates, merged[TWO_TOWER_SCORE], valid, provenance)
         scores, ids, *probabilities = top(out["score"], self.list_size, items, *(out[t] for t in TASKS))
         found = tf.math.is_finite(scores)
         result = {"item_ids": tf.where(found, ids, ""), "scores": tf.where(found, scores, 0.0)}

@@ -106,6 +106,11 @@ def warmup_requests(state: RunState, n: int) -> tuple[dict, dict]:
         ranker[name] = values.reshape(len(users), width)
     ranker["item_id"] = item_ids.astype(str).reshape(len(users), width)
     ranker[graphs.TWO_TOWER_SCORE] = top["score"].fillna(0.0).to_numpy(np.float32).reshape(len(users), width)
+    # Where the candidates came from, for a ranker that reads it (`ranking.source_features`).
+    found = ranker["item_id"] != ""
+    ranker[graphs.SOURCE] = np.where(found, "two_tower", "")
+    ranker[graphs.SOURCE_RANK] = np.where(found, np.arange(1, width + 1)[None, :], 0).astype(np.int64)
+    ranker[graphs.SOURCE_SCORE] = ranker[graphs.TWO_TOWER_SCORE]
     return request, {k: v.astype(str) if v.dtype == object else v for k, v in ranker.items()}
 
 
@@ -114,5 +119,6 @@ def export_ranker_and_recommend(state: RunState) -> None:
     history = state.split.history  # a copy for an unsorted log: taken once for both graphs
     graph, snapshot = ranker_graph(state, history)
     request, ranker_request = warmup_requests(state, state.config.export.warmup_requests)
-    _publish(state, "ranker", graphs.RankerServing(graph), ranker_request)
+    module = graphs.RankerServing(graph)
+    _publish(state, "ranker", module, {k: v for k, v in ranker_request.items() if k in module.signature})
     _publish(state, "recommend", recommend_module(state, graph, snapshot, history), request)

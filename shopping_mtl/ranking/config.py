@@ -87,6 +87,14 @@ class RankingConfig:
         list_features: also give the model each candidate's user-item features, popularity and
             two-tower score relative to the user's other candidates (gap to the list's best and
             mean; `cross.LIST_FEATURES`). Off by default: the held-out days do not support it.
+        source_features: also give the model where each candidate came from: its source
+            (one-hot over the registered sources, plus "none" for a missed positive), its rank
+            in that source's list, its position in the merged candidate set and the source's
+            score (`cross.PROVENANCE_FEATURES`), computed alike offline (from the candidate
+            set's columns) and in the `recommend` graph (from the sources' serving parts); the
+            `ranker` export then takes `source`, `source_rank` and `source_score` per candidate.
+        engagement_features: also give the model `ui_engagement` at the half-lives of
+            `cross.ENGAGEMENT_HALF_LIVES` (0.25, 2 and 7 days; the cross features' own is 1).
     """
 
     architecture: str = "shared_bottom"
@@ -117,6 +125,8 @@ class RankingConfig:
     max_training_lists: int | None = 25_000
     listwise_weight: float = 1.0
     list_features: bool = False
+    source_features: bool = False
+    engagement_features: bool = False
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:

@@ -19,6 +19,11 @@ CROSS_FEATURES = (
 )
 EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
 HALF_LIFE_DAYS = 1.0
+# `ui_engagement` again at other half-lives (`ranking.engagement_features`): 0.25 and 2 days are
+# the user_history baseline's on EComm and Taobao (`baselines.history_half_life_days`), 7 a slow
+# one. Computed with the cross features (the same masks), returned as extra columns.
+ENGAGEMENT_HALF_LIVES = (0.25, 2.0, 7.0)
+ENGAGEMENT_FEATURES = tuple(f"ui_engagement_{h:g}d" for h in ENGAGEMENT_HALF_LIVES)
 
 
 def _codes(ids: tf.Tensor) -> tf.Tensor:
@@ -26,17 +31,19 @@ def _codes(ids: tf.Tensor) -> tf.Tensor:
 
 
 def cross_features(history_items, history_categories, history_events, history_ages,
-                   candidate_items, candidate_categories) -> tf.Tensor:
+                   candidate_items, candidate_categories, half_lives=()) -> tf.Tensor:
     """User-item features of each candidate against its user's history.
 
     Args:
         history_items, history_categories, history_events: (batch, L) strings, "" = padding.
         history_ages: (batch, L) float days between each event and the prediction time.
         candidate_items, candidate_categories: (batch, C) strings.
+        half_lives: also `ui_engagement` at each of these half-lives (days), as extra columns
+            after `CROSS_FEATURES` (`ENGAGEMENT_HALF_LIVES` for `ENGAGEMENT_FEATURES`).
 
     Returns:
-        (batch, C, len(CROSS_FEATURES)) float32, every value in [0, ~6] (log1p counts, recencies
-        in (0, 1]).
+        (batch, C, len(CROSS_FEATURES) + len(half_lives)) float32, every value in [0, ~6]
+        (log1p counts, recencies in (0, 1]).
     """
     valid = tf.not_equal(history_items, "")[:, None, :]  # (batch, 1, L)
     ages = tf.cast(history_ages, tf.float32)[:, None, :]
@@ -62,8 +69,13 @@ def cross_features(history_items, history_categories, history_events, history_ag
     weights = tf.zeros_like(ages)
     for event, weight in EVENT_WEIGHTS.items():
         weights += weight * tf.cast(tf.equal(events, event), tf.float32)
-    decayed = weights * tf.pow(0.5, tf.maximum(ages, 0.0) / HALF_LIFE_DAYS)
-    engagement = tf.math.log1p(tf.reduce_sum(decayed * tf.cast(same_item, tf.float32), -1))
+    touched = tf.cast(same_item, tf.float32)
+
+    def engagement_at(half_life):
+        decayed = weights * tf.pow(0.5, tf.maximum(ages, 0.0) / half_life)
+        return tf.math.log1p(tf.reduce_sum(decayed * touched, -1))
+
+    engagement = engagement_at(HALF_LIFE_DAYS)
     size = count(tf.broadcast_to(valid, tf.shape(same_item)))
     columns = [
         count(same_item & tf.equal(events, "click")),
@@ -74,7 +86,7 @@ def cross_features(history_items, history_categories, history_events, history_ag
         count(same_category),
         recency(same_category),
         size,
-    ]
+    ] + [engagement_at(float(h)) for h in half_lives]
     return tf.stack(columns, axis=-1)
 
 
@@ -99,3 +111,29 @@ def list_features(values, mask) -> tf.Tensor:
     mean = tf.reduce_sum(values * mask, axis=1, keepdims=True) / tf.maximum(
         tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
     return tf.concat([values - best, values - mean], axis=-1) * mask
+
+
+# Where a candidate came from (`ranking.source_features`): besides the source itself (an index
+# into `examples.source_vocabulary()`, 0 = none, one-hot in the model), these values of its
+# rank in that source's own list (`source_rank`), its position in the merged candidate set
+# (`rank`) and that source's score (`score`). 0 for a candidate no source brought (a missed
+# positive, source_rank 0). The same function offline and in the serving graphs.
+PROVENANCE_FEATURES = ("inverse_source_rank", "log_source_rank", "log_rank", "source_score")
+
+
+def provenance_features(source_rank, rank, score) -> tf.Tensor:
+    """(...,) source ranks (1 = the source's best, 0 = no source), merged positions (1 =
+    first) and source scores -> (..., len(PROVENANCE_FEATURES)) float32: 1 / source_rank,
+    log1p(source_rank), log1p(rank), sign(score) log1p(|score|), all 0 without a source."""
+    source_rank = tf.cast(source_rank, tf.float32)
+    rank = tf.cast(rank, tf.float32)
+    score = tf.cast(score, tf.float32)
+    known = source_rank > 0
+    zero = tf.zeros_like(source_rank)
+    columns = [
+        tf.where(known, 1.0 / tf.maximum(source_rank, 1.0), zero),
+        tf.where(known, tf.math.log1p(tf.maximum(source_rank, 0.0)), zero),
+        tf.where(known, tf.math.log1p(tf.maximum(rank, 0.0)), zero),
+        tf.where(known, tf.sign(score) * tf.math.log1p(tf.abs(score)), zero),
+    ]
+    return tf.stack(columns, axis=-1)

@@ -4,7 +4,10 @@ The candidates act as impressions. A row is labelled click (any engagement), sav
 from the user's events in the target period; for training, engaged items that the candidate
 sources missed are added, so every positive is learned. Features: the user's and the item's raw
 features, the prediction time, the user-item features of `cross.py` from the user's last events
-before the prediction time, the item's popularity before it, and the two-tower score.
+before the prediction time (also `ui_engagement` at `cross.ENGAGEMENT_HALF_LIVES`), the item's
+popularity before it, the two-tower score, and where the candidate came from (its source, the
+rank in that source's list, its position in the merged set, the source's score:
+`cross.provenance_features`).
 """
 
 from __future__ import annotations
@@ -13,16 +16,40 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import CROSS_FEATURES, cross_features, list_features, list_values
+from shopping_mtl.ranking.cross import (CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, cross_features, list_features,
+                                        list_values, provenance_features)
 from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 
+# The candidate set's columns that say where a row came from (`label_rows` keeps them; the
+# set's `score` becomes `source_score`), and the model inputs made of them.
+PROVENANCE_COLUMNS = ("source", "source_rank", "rank", "source_score")
+SOURCE_INPUT, PROVENANCE_INPUT, ENGAGEMENT_INPUT = "source", "provenance", "engagement"
 
 
-def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed: bool) -> pd.DataFrame:
-    """`user_id, item_id, two_tower_score` plus labels `click, save, purchase` (0/1).
+def source_vocabulary() -> tuple[str, ...]:
+    """The sources the `source` input tells apart, index i + 1 for the i-th (0: no source, or
+    one not registered): every registered source, by name. A fixed order, whatever the
+    quotas' order or the import order; a source with no quota simply never occurs."""
+    return tuple(sorted(registry.names()))
+
+
+def source_codes(names) -> np.ndarray:
+    """(n,) source names ("" or missing: no source) -> (n,) int32 indices into
+    `source_vocabulary()` plus one (0: none)."""
+    vocabulary = pd.Index(source_vocabulary())
+    return (vocabulary.get_indexer(pd.Series(names, dtype=object).fillna("").to_numpy(dtype=object))
+            + 1).astype(np.int32)
+
+
+def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed: bool,
+               provenance: bool = False) -> pd.DataFrame:
+    """`user_id, item_id, two_tower_score` plus labels `click, save, purchase` (0/1); with
+    `provenance` (for `ranking.source_features`), also the candidate set's `source, source_rank,
+    rank` and its `score` as `source_score` (a missed positive: source "", ranks 0, score 0).
 
     Click is any engagement (a save or purchase implies the user engaged), so save and purchase
     rows are a subset of click rows, as the ESMM chain assumes.
@@ -30,6 +57,12 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
     rows = candidates[["user_id", "item_id"]]  # copy-on-write: the id columns are shared, not copied
     is_tower = candidates["source"].eq("two_tower") if "source" in candidates else False
     rows["two_tower_score"] = np.where(is_tower, candidates["score"], 0.0).astype(np.float32)
+    # Where each candidate came from (`PROVENANCE_COLUMNS`); only when asked, as at 10^7 events
+    # the rows are ~20M and these four columns ~0.5 GB.
+    if provenance:
+        for column in ("source", "source_rank", "rank"):
+            rows[column] = candidates[column]
+        rows["source_score"] = candidates["score"].to_numpy(np.float64)
     if target is None:
         for task in TASKS:
             rows[task] = 0.0
@@ -54,6 +87,14 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
     labels = labels.groupby(["user_id", "item_id"], sort=False).max().reset_index()
     rows = rows.merge(labels, on=["user_id", "item_id"], how="outer")
     rows["two_tower_score"] = rows["two_tower_score"].fillna(0.0).astype(np.float32)
+    # A missed positive has no source: "" and rank 0 (`cross.provenance_features` gives 0s).
+    if "source" in rows:
+        rows["source"] = rows["source"].astype(object).fillna("")
+    for column in ("source_rank", "rank"):
+        if column in rows:
+            rows[column] = rows[column].fillna(0).astype(np.int64)
+    if "source_score" in rows:
+        rows["source_score"] = rows["source_score"].fillna(0.0)
     for task in TASKS:
         rows[task] = rows[task].fillna(0.0).astype(np.float32)
     return rows.reset_index(drop=True)
@@ -84,7 +125,7 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
-                   history_length: int, list_features: bool = False,
+                   history_length: int, list_features: bool = False, engagement_features: bool = False,
                    batch_rows: int = 50_000, item_counts: pd.Series | None = None,
                    lookup: ItemLookup | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
@@ -92,7 +133,13 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
 
     `item_counts`: every item's events before `at` (for `item_popularity`), when
     `history_events` holds only the rows' users' events (one chunk of users); `lookup`:
-    `ItemLookup.of(catalogue)`, made once for all the chunks."""
+    `ItemLookup.of(catalogue)`, made once for all the chunks.
+
+    Inputs: `cross`, `item_popularity`, `two_tower_score`; with `list_features` also `list`;
+    with `engagement_features` also `engagement` (`ui_engagement` at
+    `cross.ENGAGEMENT_HALF_LIVES`); where `rows` carries the candidate set's
+    `PROVENANCE_COLUMNS` (`label_rows(..., provenance=True)`), `source` and `provenance`
+    (`provenance_inputs`)."""
     before = (history_events["timestamp"] < at).to_numpy()
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
@@ -109,11 +156,17 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     history = user_histories(unique_users.astype(object), history_events[theirs], at, history_length, by_item)
     categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in by_item
                   else np.full(len(frame), "", dtype=object))
-    arrays["cross"] = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
-                                     categories.astype(str), batch_rows)
+    half_lives = ENGAGEMENT_HALF_LIVES if engagement_features else ()
+    cross = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str), categories.astype(str),
+                           batch_rows, half_lives)
+    arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
+    if engagement_features:
+        arrays[ENGAGEMENT_INPUT] = cross[:, len(CROSS_FEATURES):]
     counts = history_events.loc[before, "item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
+    if all(column in rows for column in PROVENANCE_COLUMNS):
+        arrays.update(provenance_inputs(rows["source"], rows["source_rank"], rows["rank"], rows["source_score"]))
     if list_features:  # only when the model reads them (`ranking.list_features`)
         arrays["list"] = relative_to_list(arrays, user_pos)
     for task in TASKS:
@@ -122,13 +175,23 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     return arrays
 
 
+def provenance_inputs(source, source_rank, rank, score) -> dict[str, np.ndarray]:
+    """The `source` input ((n,) int32, `source_codes`) and the `provenance` input ((n, 4)
+    float32, `cross.provenance_features` of the ranks and the score as float32, as the serving
+    graphs compute them) of rows with these candidate-set columns."""
+    values = provenance_features(
+        tf.constant(np.asarray(source_rank, np.float32)), tf.constant(np.asarray(rank, np.float32)),
+        tf.constant(np.asarray(score, np.float32))).numpy()
+    return {SOURCE_INPUT: source_codes(source), PROVENANCE_INPUT: values}
+
+
 def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
-                   batch_rows: int) -> np.ndarray:
+                   batch_rows: int, half_lives: tuple[float, ...] = ()) -> np.ndarray:
     """`cross_features` of every row, computed for a group of users at a time: each user's
     history once against all of the user's rows as candidates (padded to the group's longest),
     the (users, candidates) shape the serving graphs use, not one copy of the history per row."""
     n = len(user_pos)
-    out = np.zeros((n, len(CROSS_FEATURES)), np.float32)
+    out = np.zeros((n, len(CROSS_FEATURES) + len(half_lives)), np.float32)
     if n == 0:
         return out
     order = np.argsort(user_pos, kind="stable")
@@ -149,6 +212,7 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
             tf.constant(text["items"][who]), tf.constant(text["categories"][who]),
             tf.constant(text["events"][who]), tf.constant(history["ages"][who]),
             tf.constant(np.where(valid, items[rows], "")), tf.constant(np.where(valid, categories[rows], "")),
+            half_lives,
         ).numpy()
         out[rows[valid]] = values[valid]
         first += count

@@ -29,7 +29,9 @@ from shopping_mtl.scale.batches import infer, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
-from shopping_mtl.ranking.cross import CROSS_FEATURES, LIST_FEATURES
+from shopping_mtl.ranking.cross import CROSS_FEATURES, ENGAGEMENT_FEATURES, LIST_FEATURES, PROVENANCE_FEATURES
+from shopping_mtl.ranking.examples import (ENGAGEMENT_INPUT, PROVENANCE_COLUMNS, PROVENANCE_INPUT, SOURCE_INPUT,
+                                          source_vocabulary)
 
 log = logging.getLogger(__name__)
 CLICK_LOGIT = "logit_click"
@@ -68,6 +70,18 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
     if config.list_features:
         inputs["list"] = tf.keras.Input(shape=(len(LIST_FEATURES),), dtype=tf.float32, name="list")
         parts.append(inputs["list"])
+    if config.engagement_features:
+        inputs[ENGAGEMENT_INPUT] = tf.keras.Input(shape=(len(ENGAGEMENT_FEATURES),), dtype=tf.float32,
+                                                  name=ENGAGEMENT_INPUT)
+        parts.append(inputs[ENGAGEMENT_INPUT])
+    if config.source_features:
+        # The source as a one-hot over `source_vocabulary()` plus "none" (index 0).
+        inputs[SOURCE_INPUT] = tf.keras.Input(shape=(), dtype=tf.int32, name=SOURCE_INPUT)
+        inputs[PROVENANCE_INPUT] = tf.keras.Input(shape=(len(PROVENANCE_FEATURES),), dtype=tf.float32,
+                                                  name=PROVENANCE_INPUT)
+        parts.append(tf.keras.layers.CategoryEncoding(len(source_vocabulary()) + 1, output_mode="one_hot",
+                                                      name="source_one_hot")(inputs[SOURCE_INPUT]))
+        parts.append(inputs[PROVENANCE_INPUT])
     parts.append(tf.keras.layers.Reshape((1,))(inputs["item_popularity"]))
     parts.append(tf.keras.layers.Reshape((1,))(inputs["two_tower_score"]))
     x = tf.keras.layers.Concatenate(name="ranker_features")(parts)
@@ -179,6 +193,11 @@ def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
 
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
     """Probabilities per task for every row of `arrays`, a batch at a time (`infer`)."""
+    missing = [name for name in scorer.input_names if name not in arrays]
+    if missing:
+        hint = (" (`ranking.source_features`: the rows need the candidate set's columns "
+                f"{', '.join(PROVENANCE_COLUMNS[:-1])} and score)" if SOURCE_INPUT in missing else "")
+        raise ValueError(f"the ranker's inputs {missing} are not among the rows' inputs{hint}")
     out = {task: [] for task in TASKS}
     for predictions in infer(scorer, arrays, batch_size):
         for task in TASKS:

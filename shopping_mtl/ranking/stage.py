@@ -101,10 +101,12 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
 
     def inputs(rows):
         return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length,
-                                       rconfig.list_features)
+                                       rconfig.list_features, rconfig.engagement_features)
 
-    fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives)
-    holdout_rows = examples.label_rows(candidates[is_held], day, add_missed=False)
+    provenance = rconfig.source_features
+    fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives,
+                                   provenance=provenance)
+    holdout_rows = examples.label_rows(candidates[is_held], day, add_missed=False, provenance=provenance)
     holdout_inputs = inputs(holdout_rows)
     holdout_rows = holdout_rows.assign(user_id=holdout_rows["user_id"] + f"@{days_back}")
     rename = {u: f"{u}@{days_back}" for u in truth.users if u in held}
@@ -140,7 +142,7 @@ def _write_in_chunks(writer: shards.ShardWriter, fit_rows: pd.DataFrame, list_id
         rows = rows[np.argsort(list_id[rows], kind="stable")]
         part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,
-                                       item_counts=counts, lookup=lookup)
+                                       rconfig.engagement_features, item_counts=counts, lookup=lookup)
         part["list_id"] = list_id[rows]
         writer.write(part)
     return n_chunks
@@ -333,8 +335,10 @@ def run_ranking_stage(state: RunState) -> RankingOutput:
     del ranking, fit_inputs, holdout_inputs
 
     # Test: the retrieval stage's merged candidates, features from train + validation.
-    test_rows = examples.label_rows(shards.held(state.candidates.candidate_set, ["user_id", "item_id", "source", "score"]),
-                                    split.test, add_missed=False)
+    # The ranks only when the model reads them: two more columns of ~20M rows at 10^7 events.
+    columns = ["user_id", "item_id", "source", "score"] + (["rank", "source_rank"] if rconfig.source_features else [])
+    test_rows = examples.label_rows(shards.held(state.candidates.candidate_set, columns), split.test, add_missed=False,
+                                    provenance=rconfig.source_features)
     predicted, test_labels = predict_rows(state, test_rows, {"ranker": model.scorer,
                                                              **{t: m.scorer for t, m in singles.items()}})
     # Only the ids are read from here on: the rows' labels and scores (~0.3 GB at 10^7 events)
@@ -385,7 +389,8 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
 
     def inputs(part, history, **kwargs):
         return examples.ranking_inputs(part, history, split.test_start, dataset.users, data.catalogue,
-                                       data.features, rconfig.history_length, rconfig.list_features, **kwargs)
+                                       data.features, rconfig.history_length, rconfig.list_features,
+                                       rconfig.engagement_features, **kwargs)
 
     chunk_rows = 4 * config.data.shard_rows
     if state.examples_dir("ranker") is None or len(rows) <= chunk_rows:
