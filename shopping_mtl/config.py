@@ -46,9 +46,9 @@ class DataConfig:
             0: always; None: never.
         shard_rows: examples per Parquet shard when streaming (four shards are read at a time).
         until: read the log as it stood then: events at or after this UTC time (ISO, e.g.
-            `2019-06-18`) are left out (and counted); None: the whole log. A run with `until`
-            set to the day after the first fold's test day is that fold alone: where defaults
-            are chosen on data before every test day.
+            `2019-06-18`) are left out (and counted); None: the whole log. With `until` set to
+            the first rolling-origin fold's test day, the run's test day is the day before every
+            reported one: where defaults are chosen.
     """
 
     dataset: str = "ecomm"
