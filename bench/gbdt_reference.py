@@ -51,7 +51,6 @@ import datetime as dt
 import json
 import logging
 import shlex
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -70,12 +69,11 @@ from shopping_mtl import pipeline, training
 from shopping_mtl.candidates import registry
 from shopping_mtl.config import load_config, merge, parse_override
 from shopping_mtl.data.split import fold_cuts
-from shopping_mtl.data.stage import fold_data
 from shopping_mtl.errors import ConfigError, ShoppingMtlError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import cross, examples, model as model_lib
 from shopping_mtl.ranking.stage import prepare_ranking
-from shopping_mtl.run_state import RunState, write_atomic
+from shopping_mtl.run_state import write_atomic, write_parquet_atomic
 from shopping_mtl.scale import shards
 from shopping_mtl.scale.top_lists import top_lists
 
@@ -350,10 +348,8 @@ def gbdt_for_run(run_dir: Path, seed: int = 0) -> dict[str, dict]:
                           config.split.quantile)
         for fold in folds:
             folder = Path(run_dir) if len(folds) == 1 else Path(run_dir) / "folds" / fold.name
-            work = Path(tmp) / "folds" / fold.name
-            work.mkdir(parents=True, exist_ok=True)
-            fold_state = RunState(config=dataclasses.replace(scratch, run_dir=str(work)), run_dir=work)
-            fold_state.data = fold_data(fold_state, state.data, fold)
+            fold_state = pipeline.fold_run_state(state, fold, Path(tmp) / "folds" / fold.name)
+            work = fold_state.run_dir
             for name in ("retrieval", "candidates"):
                 pipeline.run_stage(name, fold_state)
             log.info("gbdt: fold %s: stages done; fitting", fold.name)
@@ -361,8 +357,7 @@ def gbdt_for_run(run_dir: Path, seed: int = 0) -> dict[str, dict]:
             mine = pd.read_parquet(work / "candidate_set.parquet")
             theirs_path = folder / "candidate_set.parquet"
             info["same_candidates"] = bool(theirs_path.is_file() and mine.equals(pd.read_parquet(theirs_path)))
-            fold_state.write_list(frame, "gbdt.parquet")
-            shutil.copyfile(work / "gbdt.parquet", folder / "gbdt.parquet")
+            write_parquet_atomic(frame, folder / "gbdt.parquet")
             write_atomic(folder / "gbdt_info.json", json.dumps(info, indent=1, sort_keys=True, default=str))
             out["run" if len(folds) == 1 else fold.name] = info
     return out
@@ -416,22 +411,6 @@ def config_from_args(args: argparse.Namespace):
     return load_config(None, overrides)
 
 
-def summary(metrics: dict, names: list[str]) -> str:
-    """The lists' headline figures side by side, with intervals where computed."""
-    header = f"{'list':<24}" + "".join(f"{c:>26}" for c in HEADLINE)
-    rows = [header, "-" * len(header)]
-    for name in names:
-        cells = []
-        for column in HEADLINE:
-            key = f"{name}/{column}"
-            value = metrics.get(key)
-            low, high = metrics.get(f"{key}/ci95_low"), metrics.get(f"{key}/ci95_high")
-            text = "-" if value is None else f"{value:.4f}" + (f" [{low:.3f},{high:.3f}]" if low is not None else "")
-            cells.append(text)
-        rows.append(f"{name:<24}" + "".join(f"{c:>26}" for c in cells))
-    return "\n".join(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -478,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     all_metrics = report["metrics"]
     print(f"\n{report['dataset']}: {int(all_metrics.get('eval/test_users', 0))} test users; GBDT {info['chosen']}, "
           f"held-out NDCG@10 {info['holdout_ndcg@10']:.4f}")
-    print(summary(all_metrics, ["gbdt", "retrieval", *baselines]))
+    print(pipeline.summary_table(all_metrics, ["gbdt", "retrieval", *baselines], HEADLINE))
     best = max(baselines, key=lambda n: all_metrics.get(f"{n}/ndcg@10", float("-inf")))
     if f"{best}/ndcg@10" in all_metrics and all_metrics[f"{best}/ndcg@10"] > 0:
         print(f"\ngbdt NDCG@10 over the best baseline ({best}): "

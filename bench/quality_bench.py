@@ -49,7 +49,7 @@ import pandas as pd
 
 import gbdt_reference
 from bench_common import git_commit, load_average, machine
-from quality_report import BASELINES, GT_TYPES, VARIANTS, render, render_dataset
+from quality_report import BASELINES, render, render_dataset
 from shopping_mtl import pipeline
 from shopping_mtl.config import load_config
 from shopping_mtl.data.split import fold_cuts

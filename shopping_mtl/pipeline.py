@@ -90,10 +90,12 @@ def summary_lists(config: Config) -> list[str]:
     return ["pipeline", "retrieval_order", "retrieval"] + [f"baseline/{n}" for n in config.baselines.names]
 
 
-def summary_table(metrics: dict[str, float], names: list[str]) -> str:
-    """Headline figures side by side, each with its 95% interval."""
-    columns = ["recall@10", "recall@100", "ndcg@10", "purchase/ndcg@10", "new_gt/recall@100"]
-    names = [name for name in names if f"{name}/recall@100" in metrics]
+SUMMARY_COLUMNS = ("recall@10", "recall@100", "ndcg@10", "purchase/ndcg@10", "new_gt/recall@100")
+
+
+def summary_table(metrics: dict[str, float], names: list[str], columns=SUMMARY_COLUMNS) -> str:
+    """Headline figures side by side, each with its 95% interval; lists without figures left out."""
+    names = [name for name in names if any(f"{name}/{column}" in metrics for column in columns)]
     header = f"{'list':<26}" + "".join(f"{c:>26}" for c in columns)
     rows = [header, "-" * len(header)]
     for name in names:
@@ -195,6 +197,18 @@ def clean_scratch(run_dir: Path) -> None:
         (run_dir / ".backup").rmdir()
 
 
+def fold_run_state(state: RunState, fold: Fold, folder: Path) -> RunState:
+    """A fresh RunState for one fold in `folder` (created): the run's config and data figures,
+    and the fold's data (`fold_data`: the log cut after its test day, split), timed as its
+    data stage."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fold_state = RunState(config=dataclasses.replace(state.config, run_dir=str(folder)), run_dir=folder,
+                          metrics=dict(state.metrics), info=dict(state.info))
+    with stage("data", fold_state.timings):
+        fold_state.data = fold_data(fold_state, state.data, fold)
+    return fold_state
+
+
 def run_folds(state: RunState, folds: list[Fold], stages: list[str]) -> tuple[RunState, list[dict]]:
     """Rolling origin: the stages after data (export aside) once per fold, oldest first, each in
     `folds/<name>/` of the run folder with its own metrics.json and run_info.json; then the
@@ -207,15 +221,10 @@ def run_folds(state: RunState, folds: list[Fold], stages: list[str]) -> tuple[Ru
     config, run_dir = state.config, state.run_dir
     fold_values, headlines, last = [], {}, None
     for number, fold in enumerate(folds, 1):
-        fold_dir = run_dir / "folds" / fold.name
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        fold_state = RunState(config=dataclasses.replace(config, run_dir=str(fold_dir)), run_dir=fold_dir,
-                              metrics=dict(state.metrics), info=dict(state.info))
+        fold_state = fold_run_state(state, fold, run_dir / "folds" / fold.name)
         log.info("fold %d of %d: test %s (folds/%s)", number, len(folds),
                  "day " + fold.name if fold.end is None or len(fold.name) == 10 else "period " + fold.name,
                  fold.name)
-        with stage("data", fold_state.timings):
-            fold_state.data = fold_data(fold_state, state.data, fold)
         fold_state.info["fold"] = {"name": fold.name, "number": number, "of": len(folds),
                                    "end": fold.end.isoformat() if fold.end is not None else None}
         for name in stages[1:]:
@@ -223,6 +232,7 @@ def run_folds(state: RunState, folds: list[Fold], stages: list[str]) -> tuple[Ru
                 run_stage(name, fold_state)
         fold_values.append(list_values(fold_state))
         record_pooled(fold_state, fold_values[-1:])
+        fold_dir = fold_state.run_dir
         clean_scratch(fold_dir)
         fold_state.info["timings_s"] = {k: round(v, 3) for k, v in fold_state.timings.items()}
         write_atomic(fold_dir / "metrics.json", json.dumps(fold_state.metrics, indent=1, sort_keys=True))

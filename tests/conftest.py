@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 
 import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from shopping_mtl.config import load_config, merge
+from shopping_mtl.pipeline import run_stage
+from shopping_mtl.run_state import RunState
+from tools import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +114,18 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def staged_state(folder: Path, **overrides):
+    """A small synthetic log (8,000 events) through the data, retrieval (one epoch) and
+    candidates stages, run folder under `folder`; `overrides` merge into the config."""
+    spec = synthetic.generate(folder / "data", 8_000, seed=2)
+    config = load_config(overrides=merge({"run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
+                                          "tracking": {"enabled": False}, "stages": ["data", "retrieval", "candidates"],
+                                          "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
+                                          "evaluation": {"bootstrap_resamples": 0}}, overrides))
+    state = RunState(config=config, run_dir=folder / "run")
+    state.run_dir.mkdir()
+    for name in ("data", "retrieval", "candidates"):
+        run_stage(name, state)
+    return state

@@ -13,15 +13,11 @@ import pytest
 
 lgb = pytest.importorskip("lightgbm")
 
-from conftest import ROOT  # noqa: E402
-from shopping_mtl.config import load_config  # noqa: E402
+from conftest import ROOT, staged_state  # noqa: E402
 from shopping_mtl.errors import ConfigError  # noqa: E402
 from shopping_mtl.evaluation import score_lists  # noqa: E402
-from shopping_mtl.pipeline import run_stage  # noqa: E402
-from shopping_mtl.run_state import RunState  # noqa: E402
 from shopping_mtl.scale import shards  # noqa: E402
 from shopping_mtl.scale.top_lists import top_lists  # noqa: E402
-from tools import synthetic  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import gbdt_reference  # noqa: E402
@@ -62,18 +58,7 @@ def test_grouped_makes_lists_contiguous_in_first_appearance_order():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A small synthetic log through the data, retrieval (one epoch) and candidates stages."""
-    folder = tmp_path_factory.mktemp("gbdt")
-    spec = synthetic.generate(folder / "data", 8_000, seed=2)
-    config = load_config(overrides={"run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
-                                    "tracking": {"enabled": False}, "stages": ["data", "retrieval", "candidates"],
-                                    "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
-                                    "ranking": {"list_size": 20},
-                                    "evaluation": {"bootstrap_resamples": 0}})
-    state = RunState(config=config, run_dir=folder / "run")
-    state.run_dir.mkdir()
-    for name in ("data", "retrieval", "candidates"):
-        run_stage(name, state)
-    return state
+    return staged_state(tmp_path_factory.mktemp("gbdt"), ranking={"list_size": 20})
 
 
 def test_gbdt_lists_rank_each_test_users_candidates(prepared):

@@ -10,17 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import staged_state
 from shopping_mtl.scale import shards as shards_lib
 from shopping_mtl.scale.batches import make_dataset, make_list_dataset
-from shopping_mtl.config import load_config
-from tools import synthetic
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.export.stage import warmup_lists
-from shopping_mtl.pipeline import run_stage
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.examples import label_rows
 from shopping_mtl.ranking.stage import fit_ranker, predict_rows, prepare_ranking, ranking_day
-from shopping_mtl.run_state import RunState, write_parquet_atomic
+from shopping_mtl.run_state import write_parquet_atomic
 from shopping_mtl.retrieval import stage as retrieval_stage
 from shopping_mtl.scale.shards import MANIFEST, ExampleShards, ShardWriter
 from shopping_mtl.training import EpochClock
@@ -155,18 +153,7 @@ def _rows(arrays) -> list[tuple]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small synthetic log through the data stage and a one-epoch two-tower fit."""
-    folder = tmp_path_factory.mktemp("shards")
-    spec = synthetic.generate(folder / "data", 8_000, seed=2)
-    config = load_config(overrides={"run_dir": str(folder / "run"), "data": {"dataset": str(spec)},
-                                    "tracking": {"enabled": False}, "stages": ["data", "retrieval", "candidates"],
-                                    "retrieval": {"epochs": 1, "early_stopping": "val_loss"},
-                                    "ranking": {"extra_days": 2},
-                                    "evaluation": {"bootstrap_resamples": 0}})
-    state = RunState(config=config, run_dir=folder / "run")
-    state.run_dir.mkdir()
-    for name in ("data", "retrieval", "candidates"):
-        run_stage(name, state)
-    return state
+    return staged_state(tmp_path_factory.mktemp("shards"), ranking={"extra_days": 2})
 
 
 def test_streamed_training_pairs_are_the_in_memory_ones(trained, tmp_path):
