@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import random
+import select
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -129,3 +133,87 @@ def staged_state(folder: Path, **overrides):
     for name in ("data", "retrieval", "candidates"):
         run_stage(name, state)
     return state
+
+
+class BackgroundCli:
+    """A project command started in a fresh interpreter as `run_cli` runs one, but in the
+    background, its output to files in `folder`: a module starts its longest command, which
+    asserts no timing, as it begins and runs its other tests meanwhile (the two cores do both)."""
+
+    def __init__(self, folder: Path, *args: str, cwd: Path = ROOT):
+        self.folder, self.args = folder, [sys.executable, *args]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
+            self.process = subprocess.Popen(self.args, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True)
+
+    def result(self, timeout: int = 600) -> subprocess.CompletedProcess:
+        """Waits for the command; what `run_cli` would have returned."""
+        self.process.wait(timeout=timeout)
+        return subprocess.CompletedProcess(self.args, self.process.returncode, (self.folder / "stdout.txt").read_text(),
+                                           (self.folder / "stderr.txt").read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+def start_early(request, fixture: str) -> None:
+    """For a module-scoped autouse fixture: sets up `fixture` as the module begins, when a
+    selected test of the module uses it (so its background command runs meanwhile)."""
+    if any(fixture in item.fixturenames for item in request.session.items if item.module is request.module):
+        request.getfixturevalue(fixture)
+
+
+class _FreshProcess:
+    """`tests/serve_fresh.py --serve`: one process that imports only TensorFlow, started at the
+    first request of the session and asked for every answer after it (a model server loads
+    many exports too), so a test pays for the request, not for importing TensorFlow again."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.stderr = None
+
+    def ask(self, export_dir, requests_path, outputs_path, timeout: int = 300) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.stderr = tempfile.TemporaryFile("w+")
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "serve_fresh.py"), "--serve"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                            text=True)
+        process = self.process
+        process.stdin.write(f"{export_dir}\t{requests_path}\t{outputs_path}\n")
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        reply = process.stdout.readline() if ready else ""
+        if reply.startswith("ok"):
+            return
+        if not reply:  # died or hung: the next request starts a new process
+            self.stop()
+            self.stderr.seek(0)
+            raise AssertionError(f"serve_fresh.py ended or gave no answer in {timeout}s; its stderr:\n"
+                                 f"{self.stderr.read()[-3000:]}")
+        raise AssertionError(json.loads(reply.split(" ", 1)[1])[-3000:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+_FRESH = _FreshProcess()
+atexit.register(_FRESH.stop)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _FRESH.stop()
+
+
+def serve_fresh(export_dir, request: dict, tmp_path: Path, name: str) -> dict[str, np.ndarray]:
+    """The export's answer to `request` (named arrays) from a process that imports only
+    TensorFlow (`tests/serve_fresh.py`), never this one."""
+    requests, outputs = tmp_path / f"{name}-request.npz", tmp_path / f"{name}-outputs.npz"
+    np.savez(requests, **request)
+    _FRESH.ask(export_dir, requests, outputs)
+    with np.load(outputs) as answer:
+        return {k: answer[k] for k in answer.files}

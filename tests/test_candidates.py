@@ -17,7 +17,7 @@ from shopping_mtl.errors import ConfigError
 from shopping_mtl.export import graphs
 from shopping_mtl.features import TIMESTAMP
 from shopping_mtl.pipeline import run
-from test_serving import serve_fresh
+from conftest import serve_fresh
 from tools import synthetic
 
 

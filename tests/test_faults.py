@@ -22,8 +22,9 @@ from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixt
 from tools import synthetic
 
 TRAIN_ARGS = ("--set", "evaluation.bootstrap_resamples=50",
-              "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=4",
-              "--set", "ranking.epochs=5", "--set", "ranking.patience=5",
+              "--set", "ranking.compare_single_task=false", "--set", "retrieval.epochs=2",
+              # Killed after its second epoch, the ranker resumes into its third and last.
+              "--set", "ranking.epochs=3", "--set", "ranking.patience=3",
               "--stages", "data,baselines,retrieval,candidates,ranking,export",
               # Examples streamed from Parquet shards, as above a million events: the resume and
               # the byte-identical figures hold for the streamed input too.
@@ -144,12 +145,14 @@ def test_ranker_fit_resumes_to_the_same_weights_and_history(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(weights, reference_weights))
 
 
-def _train(spec: Path, run_dir: Path, env: dict | None = None, extra=()) -> subprocess.Popen:
+def _train(spec: Path, run_dir: Path, env: dict | None = None, extra=(), log=None) -> subprocess.Popen:
+    """`train.py` in the background; its output to pipes, or to the open file `log` (a run
+    nobody reads from while it runs must not block on a full pipe)."""
     env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join([str(KILL_HOOK), str(ROOT)] if "SHOPPING_MTL_KILL_AFTER" in env else [str(ROOT)])
+    out = subprocess.PIPE if log is None else log
     return subprocess.Popen([sys.executable, "train.py", "--dataset", str(spec), "--run-dir", str(run_dir),
-                             *TRAIN_ARGS, *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *TRAIN_ARGS, *extra], cwd=ROOT, env=env, stdout=out, stderr=out, text=True)
 
 
 def _wait_for(path: Path, process: subprocess.Popen, what: str) -> None:
@@ -173,24 +176,34 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
        byte for byte, to the first run's (tracking changes no figure).
     """
     spec = synthetic.generate(tmp_path / "data", 6_000, seed=1)
-    first = tmp_path / "first"
-    process = _train(spec, first, {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
-    _wait_for(first / ".backup", process, "training")  # training has begun: the run is open
-    experiments = mlflow_server.api("experiments/search", {"max_results": 100})["experiments"]
-    ids = [e["experiment_id"] for e in experiments if e["name"] == "shopping_mtl"]
-    assert [r["info"]["status"] for r in mlflow_server.api("runs/search", {"experiment_ids": ids})["runs"]] == ["RUNNING"]
-    mlflow_server.stop()
-    _, err = process.communicate(timeout=600)
-    assert process.returncode == 3, err[-3000:]
-    assert "MLflow tracking failed at the end of the run" in err and "complete on disk" in err
-    for model in ("retrieval", "ranker", "recommend"):
-        assert (first / "export" / model / "1" / "saved_model.pb").is_file()
+    first, killed = tmp_path / "first", tmp_path / "killed"
+    # The run to be killed shares nothing with the first (its own folder, no tracking): it
+    # runs meanwhile, so the two cores do both.
+    with open(tmp_path / "killed.log", "w+") as killed_log:
+        to_kill = _train(spec, killed, {"SHOPPING_MTL_KILL_AFTER": "ranker:2"},
+                         extra=("--set", "tracking.enabled=false"), log=killed_log)
+        try:
+            process = _train(spec, first, {"MLFLOW_TRACKING_URI": mlflow_server.url,
+                                           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+            _wait_for(first / ".backup", process, "training")  # training has begun: the run is open
+            experiments = mlflow_server.api("experiments/search", {"max_results": 100})["experiments"]
+            ids = [e["experiment_id"] for e in experiments if e["name"] == "shopping_mtl"]
+            runs = mlflow_server.api("runs/search", {"experiment_ids": ids})["runs"]
+            assert [r["info"]["status"] for r in runs] == ["RUNNING"]
+            mlflow_server.stop()
+            _, err = process.communicate(timeout=600)
+            assert process.returncode == 3, err[-3000:]
+            assert "MLflow tracking failed at the end of the run" in err and "complete on disk" in err
+            for model in ("retrieval", "ranker", "recommend"):
+                assert (first / "export" / model / "1" / "saved_model.pb").is_file()
 
-    killed = tmp_path / "killed"
-    process = _train(spec, killed, {"SHOPPING_MTL_KILL_AFTER": "ranker:2"}, extra=("--set", "tracking.enabled=false"))
-    _, err = process.communicate(timeout=600)
-    assert process.returncode == -signal.SIGKILL, err[-3000:]
+            to_kill.wait(timeout=600)
+        finally:
+            if to_kill.poll() is None:
+                to_kill.kill()
+                to_kill.wait(timeout=30)
+        killed_log.seek(0)
+        assert to_kill.returncode == -signal.SIGKILL, killed_log.read()[-3000:]
     assert not (killed / "metrics.json").exists()
     left = sorted(str(p.relative_to(killed)) for p in (killed / ".backup").rglob("*"))
     assert any("ranker" in p for p in left), left

@@ -11,24 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, tiny_log
+from conftest import ROOT, BackgroundCli, serve_fresh, start_early, tiny_log
 from shopping_mtl.export import graphs as serving
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig
 
 TINY_RANKER = {"epochs": 1, "compare_single_task": False, "bottom_layers": [16], "tower_layers": [8],
                "extra_days": 2}
-
-
-def serve_fresh(export_dir, request: dict, tmp_path, name: str) -> dict[str, np.ndarray]:
-    """`tests/serve_fresh.py`: the export's answer from a process that imports only TensorFlow."""
-    requests, outputs = tmp_path / f"{name}-request.npz", tmp_path / f"{name}-outputs.npz"
-    np.savez(requests, **request)
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "serve_fresh.py"), str(export_dir),
-                           str(requests), str(outputs)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with np.load(outputs) as answer:
-        return {k: answer[k] for k in answer.files}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +37,24 @@ def ranked_run(tmp_path_factory):
     })
     assert config.stages == ("data", "baselines", "retrieval", "candidates", "ranking", "export")  # every stage
     return run(config)
+
+
+@pytest.fixture(scope="module")
+def check_export_started(ranked_run, tmp_path_factory):
+    """`python -m shopping_mtl check-export` on the run's export base, started in the background
+    once the run is there (six TensorFlow processes, one after another, that only read the
+    exports and assert no timing): the module's other tests run meanwhile."""
+    started = BackgroundCli(tmp_path_factory.mktemp("check_export"), "-m", "shopping_mtl", "check-export",
+                            str(ranked_run.run_dir / "export"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def start_check_export_early(request):
+    start_early(request, "check_export_started")
 
 
 def _request(state, users):
@@ -191,8 +198,7 @@ def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
             assert (answer["save"] <= answer["click"]).all() and (answer["purchase"] <= answer["click"]).all()
 
 
-def test_check_export_verifies_the_three_models_of_a_run(ranked_run):
-    from conftest import run_cli
+def test_check_export_verifies_the_three_models_of_a_run(ranked_run, check_export_started):
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -200,7 +206,7 @@ def test_check_export_verifies_the_three_models_of_a_run(ranked_run):
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse((base / "models.config").read_text(), config)
     assert [c.name for c in config.model_config_list.config] == ["retrieval", "ranker", "recommend"]
-    done = run_cli("-m", "shopping_mtl", "check-export", str(base), timeout=600)
+    done = check_export_started.result(timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("warmup requests replayed: 10, stock ops only: yes, saved_model_cli: ok") == 3
     assert "3 of 3 exports verified" in done.stdout
