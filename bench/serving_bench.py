@@ -102,7 +102,7 @@ def render(meta: dict, rows: list[dict]) -> str:
                 f"| {row['catalogue']:,} | {batch} | {figures['calls']} | {figures['recommend']['p50']:.2f} | "
                 f"{figures['recommend']['p99']:.2f} | {figures['retrieval']['p50']:.2f} | "
                 f"{figures['retrieval']['p99']:.2f} | {target} |")
-    lines += ["", f"Load time of both SavedModels in the worker: "
+    lines += ["", "Load time of both SavedModels in the worker: "
               + ", ".join(f"{r['catalogue']:,} items {r['load_s']:.1f} s" for r in rows), ""]
     return "\n".join(lines)
 

@@ -52,7 +52,7 @@ def test_bad_event_row_is_reported_with_file_line_and_value(tmp_path, bad_line, 
         read(spec)
     message = str(err.value)
     assert f"1 malformed rows ({reason} 1)" in message
-    assert f"events.csv:5: " in message  # the bad row is the fifth line
+    assert "events.csv:5: " in message  # the bad row is the fifth line
     assert detail in message
     assert repr(value) in message
     assert "--on-bad-rows skip" in message

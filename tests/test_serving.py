@@ -3,7 +3,6 @@ training process computed, for every architecture, and odd requests get sensible
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
