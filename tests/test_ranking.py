@@ -3,6 +3,7 @@ calibration, and the labelled rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 
@@ -120,6 +121,30 @@ def test_the_loss_is_each_heads_mean_cross_entropy_per_row_weighted(tiny_feature
     assert expected > 0.5  # three heads' entropies, weighted: not a rounding error
 
 
+@pytest.mark.parametrize("order_loss", ["softmax", "lambda"])
+def test_the_order_loss_trains_on_whole_lists_and_adds_with_its_weight(tiny_features, order_loss):
+    from shopping_mtl.ranking.model import CLICK_LOGIT, lambda_loss, listwise_loss
+
+    features, events, items = tiny_features
+    arrays = _inputs(features, events, items, n_rows=200)
+    arrays["list_id"] = pd.factorize(pd.Series(arrays["user_id"]))[0].astype(np.int64)
+    pointwise = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=1, batch_size=64, listwise_weight=0.0)
+    config = dataclasses.replace(pointwise, listwise_weight=2.0, order_loss=order_loss)
+    model, fitted = model_lib.train_ranker(features, arrays, arrays, config, seed=0)
+    assert np.isfinite(fitted["history"]["loss"]).all()
+    batch = {k: tf.constant(v) for k, v in arrays.items()}
+    logits = model(batch)[CLICK_LOGIT]
+    if order_loss == "lambda":
+        order = lambda_loss(logits, batch["label_click"] + batch["label_save"] + batch["label_purchase"],
+                            batch["list_id"])
+    else:
+        order = listwise_loss(logits, batch["label_click"], batch["list_id"])
+    without = model_lib.MultiTaskRanker(model.scorer, pointwise)
+    assert float(model.compute_loss(batch)) == pytest.approx(float(without.compute_loss(batch)) + 2.0 * float(order),
+                                                             rel=1e-5)
+    assert float(order) > 0
+
+
 def test_labels_and_missed_positives():
     candidates = pd.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "source": ["two_tower", "covisit"],
                                "score": [0.7, 3.0]})
@@ -157,6 +182,52 @@ def test_listwise_loss_by_hand():
     logits = tf.constant([0.0, 0.0, 1.0])
     loss = listwise_loss(logits, tf.constant([1.0, 0.0, 1.0]), tf.constant([7, 7, 9], tf.int64))
     assert float(loss) == pytest.approx(math.log(2) / 2, abs=1e-5)
+
+
+def lambda_loss_reference(logits, relevance, list_ids):
+    """LambdaRank's loss written out pair by pair, list by list (the reference for the batched one)."""
+    total, lists = 0.0, 0
+    for list_id in dict.fromkeys(list_ids):
+        rows = [i for i, x in enumerate(list_ids) if x == list_id]
+        if not any(relevance[i] > 0 for i in rows):
+            continue
+        lists += 1
+        order = sorted(rows, key=lambda i: (-logits[i], i))
+        rank = {i: r + 1 for r, i in enumerate(order)}
+        gains = sorted((2.0 ** relevance[i] - 1 for i in rows), reverse=True)
+        ideal = sum(g / math.log2(1 + r + 1) for r, g in enumerate(gains))
+        for i in rows:
+            for j in rows:
+                if relevance[i] > relevance[j]:
+                    swap = abs((2.0 ** relevance[i] - 2.0 ** relevance[j])
+                               * (1 / math.log2(1 + rank[i]) - 1 / math.log2(1 + rank[j]))) / ideal
+                    total += swap * math.log1p(math.exp(logits[j] - logits[i]))
+    return total / max(lists, 1)
+
+
+def test_lambda_loss_matches_the_pair_by_pair_reference():
+    from shopping_mtl.ranking.model import lambda_loss
+
+    rng = np.random.default_rng(3)
+    list_ids = np.repeat([4, 2, 9, 5], [6, 3, 5, 4])  # list 5 has no relevant row
+    relevance = rng.integers(0, 4, len(list_ids)).astype(np.float32)
+    relevance[list_ids == 5] = 0
+    logits = rng.normal(size=len(list_ids)).astype(np.float32)
+    logits[1] = logits[0]  # a tie, broken by position as the reference breaks it
+    got = float(lambda_loss(tf.constant(logits), tf.constant(relevance), tf.constant(list_ids, tf.int64)))
+    assert got == pytest.approx(lambda_loss_reference(logits.tolist(), relevance.tolist(), list_ids.tolist()), rel=1e-5)
+    assert got > 0
+
+
+def test_lambda_loss_pushes_the_relevant_row_up():
+    from shopping_mtl.ranking.model import lambda_loss
+
+    logits = tf.Variable([0.5, 0.0, 1.0])  # the relevant row (1) ranks last
+    with tf.GradientTape() as tape:
+        loss = lambda_loss(logits, tf.constant([0.0, 1.0, 0.0]), tf.constant([1, 1, 1], tf.int64))
+    grad = tape.gradient(loss, logits).numpy()
+    assert grad[1] < 0 and grad[0] > 0 and grad[2] > 0  # descent raises row 1, lowers the others
+    assert grad[2] > grad[0]  # the row ranked first costs more NDCG: pushed down harder
 
 
 def test_learnability_single_category_clickers():

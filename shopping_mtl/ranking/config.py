@@ -11,6 +11,7 @@ TASKS = ("click", "save", "purchase")
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple", "esmm")
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 EARLY_STOPPING = ("holdout_ndcg@10", "val_mean_auc")
+ORDER_LOSSES = ("softmax", "lambda")
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,15 @@ class RankingConfig:
             computed). Held-out users are not counted, so calibration still sees their full
             lists. Bounds the ranker's rows and preparation on large logs; the bundled datasets
             stay under the cap.
-        listwise_weight: weight (>= 0; not checked) of a softmax loss over each user's
-            candidates on the click logit, added to the pointwise losses (each head's mean
-            cross-entropy per row, times its `loss_weights`); 0: pointwise only.
+        listwise_weight: weight (>= 0, checked) of the order loss (`order_loss`) over each
+            user's candidates on the click logit, added to the pointwise losses (each head's
+            mean cross-entropy per row, times its `loss_weights`); 0: pointwise only.
+        order_loss: the within-list loss that `listwise_weight` weighs, one of `ORDER_LOSSES`
+            (checked): "softmax" (cross-entropy of each engaged item against a softmax over
+            its list) or "lambda" (LambdaRank: a pairwise logistic loss over each pair of a
+            more and a less relevant candidate of a list, weighted by the change in the list's
+            NDCG that swapping the two would make; relevance is the number of the row's
+            positive labels, so a purchase outranks a click).
         list_features: also give the model each candidate's user-item features, popularity and
             two-tower score relative to the user's other candidates (gap to the list's best and
             mean; `cross.LIST_FEATURES`). Off by default: the held-out days do not support it.
@@ -124,6 +131,7 @@ class RankingConfig:
     extra_days: int = 4
     max_training_lists: int | None = 25_000
     listwise_weight: float = 1.0
+    order_loss: str = "softmax"
     list_features: bool = False
     source_features: bool = False
     engagement_features: bool = False
@@ -135,6 +143,10 @@ class RankingConfig:
         if self.early_stopping not in EARLY_STOPPING:
             raise ConfigError(f"ranking.early_stopping is '{self.early_stopping}'; known: "
                               f"{', '.join(EARLY_STOPPING)}")
+        if self.order_loss not in ORDER_LOSSES:
+            raise ConfigError(f"ranking.order_loss is '{self.order_loss}'; known: {', '.join(ORDER_LOSSES)}")
+        if self.listwise_weight < 0:
+            raise ConfigError(f"ranking.listwise_weight must be >= 0, got {self.listwise_weight}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"ranking.loss_weighting is '{self.loss_weighting}'; known: "
                               f"{', '.join(LOSS_WEIGHTINGS)}")

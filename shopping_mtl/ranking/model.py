@@ -170,8 +170,12 @@ class MultiTaskRanker(tfrs.models.Model):
             else:
                 total += self.config.loss_weights.get(task, 1.0) * loss
         if self.config.listwise_weight and "list_id" in features and "click" in self.task_names:
-            total += self.config.listwise_weight * listwise_loss(
-                predictions[CLICK_LOGIT], features["label_click"], features["list_id"])
+            if self.config.order_loss == "lambda":
+                relevance = sum(features[f"label_{task}"] for task in TASKS)
+                order = lambda_loss(predictions[CLICK_LOGIT], relevance, features["list_id"])
+            else:
+                order = listwise_loss(predictions[CLICK_LOGIT], features["label_click"], features["list_id"])
+            total += self.config.listwise_weight * order
         # Each replica's gradients are summed across replicas: a mean over one replica's rows
         # counts 1 / replicas of the step (1 on one machine).
         return total / tf.distribute.get_strategy().num_replicas_in_sync
@@ -189,6 +193,39 @@ def listwise_loss(logits, labels, list_ids) -> tf.Tensor:
     log_norm = tf.math.log(tf.math.unsorted_segment_sum(tf.exp(logits - tf.gather(top, segment)), segment, n)) + top
     positive = tf.cast(labels > 0, logits.dtype)
     return -tf.reduce_sum(positive * (logits - tf.gather(log_norm, segment))) / tf.maximum(tf.reduce_sum(positive), 1.0)
+
+
+def lambda_loss(logits, relevance, list_ids) -> tf.Tensor:
+    """LambdaRank's loss within each list, averaged over the lists with a relevant row.
+
+    For each pair (i, j) of one list with relevance_i > relevance_j: softplus(logit_j - logit_i)
+    (the pairwise logistic loss), weighted by |delta NDCG|, the change in the list's NDCG if
+    the two swapped places in the order the current logits give (ranks not differentiated),
+    with gains 2^relevance - 1 and discounts 1 / log2(1 + rank). Pairs are formed within the
+    batch (`make_list_dataset` keeps lists whole), so a batch of B rows costs B x B.
+    """
+    relevance = tf.cast(relevance, logits.dtype)
+    same = tf.equal(list_ids[:, None], list_ids[None, :])
+    scores = tf.stop_gradient(logits)
+    n = tf.shape(logits)[0]
+    earlier = tf.range(n)[:, None] > tf.range(n)[None, :]  # j before i: breaks ties
+
+    def ranks(values):  # 1-based rank of each row within its list, highest value first
+        ahead = (values[None, :] > values[:, None]) | ((values[None, :] == values[:, None]) & earlier)
+        return 1.0 + tf.reduce_sum(tf.cast(same & ahead, logits.dtype), axis=1)
+
+    gain = tf.pow(2.0, relevance) - 1.0
+    discount = 1.0 / (tf.math.log(1.0 + ranks(scores)) / tf.math.log(2.0))
+    ideal = gain / (tf.math.log(1.0 + ranks(relevance)) / tf.math.log(2.0))
+    ideal_dcg = tf.reduce_sum(tf.where(same, ideal[None, :], 0.0), axis=1)  # per row: its list's
+    better = same & (relevance[:, None] > relevance[None, :])
+    delta = tf.abs((gain[:, None] - gain[None, :]) * (discount[:, None] - discount[None, :]))
+    delta = delta / tf.maximum(ideal_dcg[:, None], 1e-9)
+    pairs = tf.where(better, delta * tf.nn.softplus(logits[None, :] - logits[:, None]), 0.0)
+    _, segment = tf.unique(list_ids)
+    n_lists = tf.reduce_max(segment) + 1
+    relevant = tf.math.unsorted_segment_max(tf.cast(relevance > 0, logits.dtype), segment, n_lists)
+    return tf.reduce_sum(pairs) / tf.maximum(tf.reduce_sum(relevant), 1.0)
 
 
 def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size: int = 8192) -> dict[str, np.ndarray]:
