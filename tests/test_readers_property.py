@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import CSV_SPEC, event_lines, tiny_rows, write_spec
-from shopping_mtl.data.readers import read_dataset
+from shopping_mtl.data.readers import MISSING_ID_TEXT, read_dataset
 from shopping_mtl.data.spec import DatasetSpec, EventsSpec, SideTableSpec, load_spec
 from shopping_mtl.errors import ConfigError, DataError, ShoppingMtlError
 
@@ -105,7 +105,8 @@ def check_failure_message(err: Exception, file_name: str, bad: dict[int, str]) -
 # Event rows: each line is good or broken in exactly one way, so its fate is known
 # --------------------------------------------------------------------------------------------
 
-PLAIN = st.from_regex(r"[a-z0-9_\-]{1,8}", fullmatch=True)
+# Never an id written as a missing value ("nan", "null"): those have their own kind below.
+PLAIN = st.from_regex(r"[a-z0-9_\-]{1,8}", fullmatch=True).filter(lambda s: s not in MISSING_ID_TEXT)
 # (text in the file, value the reader must read), quoting and odd bytes included.
 ITEMS = st.one_of(
     PLAIN.map(lambda s: (s, s)),
@@ -127,8 +128,14 @@ BAD_TIMESTAMPS = st.one_of(
     st.integers(-(10**40), -(10**10)).map(str),  # before 1677
     JUNK.filter(lambda s: pd.isna(pd.to_numeric(s.strip(), errors="coerce"))),
 )
+# Unix times that parse but lie outside [1970-01-01, the reading time + 1 day]: two days past the
+# clock at import, up to pandas' last time (2262), or before 1970 down to pandas' first (1677).
+LATER = int(datetime.now(timezone.utc).timestamp()) + 2 * 86400
+OUT_OF_RANGE_TIMES = st.one_of(st.integers(-9 * 10**9, -1), st.integers(LATER, 9 * 10**9)).map(str)
+MISSING_IDS = st.sampled_from([text for text in MISSING_ID_TEXT if text])
 KINDS = ("good",) * 5 + ("few_fields", "many_fields", "empty_user", "empty_item", "bad_behavior",
-                         "bad_timestamp", "non_utf8", "blank", "duplicate")
+                         "bad_timestamp", "non_utf8", "blank", "duplicate", "missing_user", "missing_item",
+                         "time_out_of_range")
 
 
 def join(fields: list[str]) -> bytes:
@@ -141,7 +148,7 @@ def event_line(draw, number: int, earlier: list[Line], kinds: tuple[str, ...] = 
     user = f"u{number}"
     item_text, item = draw(ITEMS)
     behavior = draw(st.sampled_from(sorted(BEHAVIORS)))
-    seconds = draw(st.integers(-2 * 10**9, 4 * 10**9))  # negative: before 1970, still a time
+    seconds = draw(st.integers(0, 1_700_000_000))  # 1970-01-01 .. 2023-11-14: always a valid time
     pad = draw(st.sampled_from(["", " ", "\t"]))
     fields = [pad + user, item_text, behavior + pad, f"{pad}{seconds}"]
     good = Line(join(fields), "good", row=(user, item, BEHAVIORS[behavior], seconds * 10**9))
@@ -169,6 +176,9 @@ def event_line(draw, number: int, earlier: list[Line], kinds: tuple[str, ...] = 
         "empty_item": (1, "empty_id", st.sampled_from(["", "  ", '""', '" "'])),
         "bad_behavior": (2, "unknown_behavior", JUNK.filter(lambda s: s.strip() not in BEHAVIORS)),
         "bad_timestamp": (3, "bad_timestamp", BAD_TIMESTAMPS),
+        "missing_user": (0, "missing_id", MISSING_IDS),
+        "missing_item": (1, "missing_id", MISSING_IDS),
+        "time_out_of_range": (3, "timestamp_out_of_range", OUT_OF_RANGE_TIMES),
     }[kind]
     fields[column] = draw(bad)
     value = fields[column][1:-1] if fields[column].startswith('"') else fields[column]
@@ -334,7 +344,9 @@ def test_junk_bytes_end_in_our_error_or_a_full_count(lines, how):
 # --------------------------------------------------------------------------------------------
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
-MOMENTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1))
+MOMENTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2023, 12, 31))
+# Two days or more past the clock: after the latest valid time (the reading time plus one day).
+FUTURE_MOMENTS = st.datetimes(min_value=datetime.now() + timedelta(days=3), max_value=datetime(2100, 1, 1))
 
 
 @st.composite
@@ -345,7 +357,8 @@ def text_timestamp(draw, with_offset: bool, zone: str):
                                                "2023-11-15", "1700000000", "2023-11-15 25:00:00"]),
                               JUNK))
         return text + ("+0100" if with_offset and text else ""), None
-    moment = draw(MOMENTS).replace(microsecond=0)
+    future = draw(st.integers(0, 5)) == 0
+    moment = draw(FUTURE_MOMENTS if future else MOMENTS).replace(microsecond=0)
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
     if with_offset:
         minutes = draw(st.integers(-14 * 60, 14 * 60))
@@ -357,7 +370,7 @@ def text_timestamp(draw, with_offset: bool, zone: str):
         if local[0].utcoffset() != local[1].utcoffset():  # a time that is ambiguous or never was
             return text, None
         utc = local[0].astimezone(timezone.utc).replace(tzinfo=None)
-    return text, int(pd.Timestamp(utc).value)
+    return text, None if future else int(pd.Timestamp(utc).value)
 
 
 @PROPERTY
@@ -380,7 +393,7 @@ def test_text_timestamps_are_utc_instants_or_bad_rows(data, with_offset, zone):
         assert event_rows(skipped.events) == kept
         frame = skipped.report.bad_rows_frame()
         assert dict(zip(frame["line"], frame["value"])) == bad
-        assert set(frame["reason"]) <= {"bad_timestamp"}
+        assert set(frame["reason"]) <= {"bad_timestamp", "timestamp_out_of_range"}
     else:
         assert isinstance(skipped, DataError) and "no valid events" in str(skipped)
     if bad:

@@ -3,6 +3,8 @@
 Every physical line of a CSV is accounted for: it becomes a canonical event, an exact duplicate
 (dropped and counted), a truncated last line (dropped and counted, as in the Taobao sample), or a
 bad row reported with its file, line number and offending value (a line that is not UTF-8 too).
+An id written as a missing value (`MISSING_ID_TEXT`: empty, NaN, NULL, None, ...) and a time
+before 1970-01-01 UTC or more than a day past the reading time (`FUTURE_SLACK`) are bad rows too.
 By default bad rows fail the run; with `on_bad_rows="skip"` they are skipped, counted in the run's
 metrics, and written in full to the run's `bad_rows.csv`, so nothing disappears silently. A row
 is one line: a quoted field that runs over a line break (an unclosed quote, usually) would merge
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,7 +34,10 @@ from shopping_mtl.data.spec import DatasetSpec, EventsSpec, SideTableSpec
 from shopping_mtl.errors import DataError
 
 __all__ = [
+    "EARLIEST_TIME",
+    "FUTURE_SLACK",
     "LINE_END",
+    "MISSING_ID_TEXT",
     "ON_BAD_ROWS",
     "SHOWN_BAD_ROWS",
     "Dataset",
@@ -50,10 +56,26 @@ log = logging.getLogger(__name__)
 
 ON_BAD_ROWS = ("fail", "skip")
 
+# What tools write for a missing value: pandas' default NA strings (`read_csv`'s `na_values`),
+# which cover `to_csv` of a missing value (empty), str(float("nan")), str(None), str(pd.NA), SQL's
+# NULL and spreadsheets' #N/A. An id written so is a missing id, not a user or item called "nan".
+# Matched exactly, after stripping spaces, as pandas matches them.
+MISSING_ID_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                   "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+# Event times outside [EARLIEST_TIME, reading time + FUTURE_SLACK] are bad rows: a negative Unix
+# time or one far in the future is a broken clock or a placeholder, and one stray event in 2100
+# would make the last calendar day, the test day, hold that event alone. The slack lets a log
+# written in a zone ahead of UTC (or by a slightly fast clock) end on its "today".
+EARLIEST_TIME = pd.Timestamp("1970-01-01", tz="UTC")
+FUTURE_SLACK = pd.Timedelta(days=1)
+
 
 def _flag(report: ReadReport, raw: RawTable, keep: np.ndarray, mask: np.ndarray, table: str,
-          reason: str, column: str, detail: str) -> None:
-    """Record rows where `mask` holds (and that are still kept) as bad, and drop them."""
+          reason: str, column: str, detail: str | Callable[[np.ndarray], list[str]]) -> None:
+    """Record rows where `mask` holds (and that are still kept) as bad, and drop them.
+
+    `detail` is one text for every such row, or a function of their positions giving each its own.
+    """
     mask = mask & keep
     if not mask.any():
         return
@@ -61,9 +83,19 @@ def _flag(report: ReadReport, raw: RawTable, keep: np.ndarray, mask: np.ndarray,
     for file in np.unique(raw.files[idx]):
         in_file = idx[raw.files[idx] == file]
         values = raw.frame[column].to_numpy(dtype=object)[in_file]
-        report.add_bad(table, reason, file, raw.lines[in_file], [str(v) for v in values],
-                       [detail] * len(in_file))
+        details = [detail] * len(in_file) if isinstance(detail, str) else detail(in_file)
+        report.add_bad(table, reason, file, raw.lines[in_file], [str(v) for v in values], details)
     keep &= ~mask
+
+
+def _flag_ids(report: ReadReport, raw: RawTable, keep: np.ndarray, table: str, column: str,
+              role: str) -> None:
+    """An empty id is an `empty_id` bad row, one written as a missing value (`MISSING_ID_TEXT`)
+    a `missing_id` one."""
+    text = raw.frame[column].str.strip().fillna("")  # a Parquet null reads as <NA>: empty
+    _flag(report, raw, keep, text.eq("").to_numpy(), table, "empty_id", column, f"{role} is empty")
+    _flag(report, raw, keep, text.isin(MISSING_ID_TEXT).to_numpy(), table, "missing_id", column,
+          f"{role} is a missing value written as text (NaN, NULL, None, N/A, ...), not an id")
 
 
 def _parse_number(values: pd.Series) -> pd.Series:
@@ -126,17 +158,38 @@ def _drop_duplicates(raw: RawTable, keep: np.ndarray, report: ReadReport, name: 
     keep &= ~duplicated
 
 
-def read_events(spec: EventsSpec, root: Path, report: ReadReport) -> pd.DataFrame:
-    """Read, validate and canonicalise the event log of a spec."""
+def _flag_time_range(report: ReadReport, raw: RawTable, keep: np.ndarray, timestamp: pd.Series,
+                     column: str, now: pd.Timestamp) -> None:
+    """Times before `EARLIEST_TIME` or after `now + FUTURE_SLACK` are `timestamp_out_of_range`
+    bad rows; each one's detail shows the time it was read as."""
+    latest = now + FUTURE_SLACK
+
+    def read_as(bound: str):
+        return lambda rows: [f"timestamp reads as {timestamp.iloc[i].isoformat()}, {bound}" for i in rows]
+
+    # NaT (a time that did not parse, flagged already) compares False both ways.
+    _flag(report, raw, keep, (timestamp < EARLIEST_TIME).to_numpy(), "events", "timestamp_out_of_range",
+          column, read_as(f"before {EARLIEST_TIME.isoformat()}"))
+    _flag(report, raw, keep, (timestamp > latest).to_numpy(), "events", "timestamp_out_of_range", column,
+          read_as(f"after {latest.isoformat(timespec='seconds')} (the reading time plus one day)"))
+
+
+def read_events(spec: EventsSpec, root: Path, report: ReadReport,
+                now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Read, validate and canonicalise the event log of a spec.
+
+    `now` is the reading time that the latest valid event time counts from (`FUTURE_SLACK`);
+    default: the clock; a naive time is UTC.
+    """
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now
     needed = tuple(dict.fromkeys(spec.used_columns))
     raw = read_raw(spec, root, needed, "events", report)
-    report.counts["data/events/rows_read"] += len(raw.frame)
+    report.counts["data/events/rows_read"] += raw.n_read
     keep = np.ones(len(raw.frame), dtype=bool)
     frame = raw.frame
     for role in ("user_id", "item_id"):
-        column = getattr(spec, role)
-        empty = frame[column].str.strip().fillna("").eq("").to_numpy()
-        _flag(report, raw, keep, empty, "events", "empty_id", column, f"{role} is empty")
+        _flag_ids(report, raw, keep, "events", getattr(spec, role), role)
     behavior = frame[spec.behavior].str.strip()
     event = behavior.map(spec.behaviors)
     known = ", ".join(spec.behaviors)
@@ -146,6 +199,7 @@ def read_events(spec: EventsSpec, root: Path, report: ReadReport) -> pd.DataFram
     _flag(report, raw, keep, timestamp.isna().to_numpy(), "events", "bad_timestamp", spec.timestamp,
           f"timestamp does not parse as {spec.timestamp_format}"
           + (f" ({spec.timestamp_unit})" if spec.timestamp_format == "unix" else ""))
+    _flag_time_range(report, raw, keep, timestamp, spec.timestamp, now)
     attributes = _parse_typed(raw, keep, report, "events", dict(spec.item_columns))
     _drop_duplicates(raw, keep, report, "events")
     events = pd.DataFrame(
@@ -179,8 +233,7 @@ def read_side_table(spec: SideTableSpec, root: Path, name: str, report: ReadRepo
     needed = tuple(dict.fromkeys((spec.key, *spec.types)))
     raw = read_raw(spec, root, needed, name, report)
     keep = np.ones(len(raw.frame), dtype=bool)
-    empty = raw.frame[spec.key].str.strip().fillna("").eq("").to_numpy()
-    _flag(report, raw, keep, empty, name, "empty_id", spec.key, f"{spec.key} is empty")
+    _flag_ids(report, raw, keep, name, spec.key, spec.key)
     typed = _parse_typed(raw, keep, report, name, dict(spec.types), dict(spec.missing_values))
     _drop_duplicates(raw, keep, report, name)
     table = pd.DataFrame({spec.key: raw.frame[spec.key].str.strip(), **typed})[keep]
@@ -212,12 +265,17 @@ class Dataset:
     report: ReadReport
 
 
-def read_dataset(spec: DatasetSpec, on_bad_rows: str = "fail") -> Dataset:
-    """Read every table of a spec. Bad rows fail the read unless `on_bad_rows` is "skip"."""
+def read_dataset(spec: DatasetSpec, on_bad_rows: str = "fail", now: pd.Timestamp | None = None) -> Dataset:
+    """Read every table of a spec. Bad rows fail the read unless `on_bad_rows` is "skip".
+
+    Each table's counts (rows read and kept, duplicates and repeated keys dropped) are logged;
+    repeated keys as a warning, since one of their differing rows is left out. `now`: see
+    `read_events`.
+    """
     if on_bad_rows not in ON_BAD_ROWS:
         raise DataError(f"on_bad_rows is '{on_bad_rows}'; known: {', '.join(ON_BAD_ROWS)}")
     report = ReadReport()
-    events = read_events(spec.events, spec.root, report)
+    events = read_events(spec.events, spec.root, report, now)
     items = read_side_table(spec.items, spec.root, "items", report) if spec.items else None
     users = read_side_table(spec.users, spec.root, "users", report) if spec.users else None
     if report.n_bad and on_bad_rows == "fail":
@@ -230,4 +288,11 @@ def read_dataset(spec: DatasetSpec, on_bad_rows: str = "fail") -> Dataset:
         log.warning("skipped %s", report.describe_bad())
     if events.empty:
         raise DataError(f"{spec.path}: no valid events are left after validation")
+    for name, table in (("events", events), ("items", items), ("users", users)):
+        if table is not None:
+            log.info("%s", report.describe_table(name))
+            if report.counts[f"data/{name}/repeated_keys"]:
+                log.warning("%s: %d repeated keys (a key on several rows with different values): the first "
+                            "row of each is kept, the others left out (data/%s/repeated_keys)", name,
+                            report.counts[f"data/{name}/repeated_keys"], name)
     return Dataset(spec, events, items, users, report)

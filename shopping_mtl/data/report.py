@@ -1,7 +1,8 @@
 """The read report: what reading a dataset did, for the run's metrics and its bad_rows.csv.
 
 Every bad row is kept with its table, reason, file, line, offending value and a readable detail;
-`metrics()` gives the counts, `describe_bad()` the first few rows for an error or a warning.
+`metrics()` gives the counts, `describe_bad()` the first few rows for an error or a warning,
+`describe_table()` a table's counts for the console.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ class ReadReport:
         out = {key: float(value) for key, value in sorted(self.counts.items())}
         out["data/bad_rows/total"] = float(self.n_bad)
         return out
+
+    def describe_table(self, table: str) -> str:
+        """One line of what reading `table` ("events", "items", "users") kept and dropped, e.g.
+        "events: 85,213 rows read, 80,943 kept; 4,270 exact duplicate rows dropped"."""
+        counts = self.counts
+        kept = counts["data/events"] if table == "events" else counts[f"data/{table}/rows"]
+        bad = sum(1 for row in self.bad_rows if row["table"] == table)
+        read = counts["data/events/rows_read"] if table == "events" else None
+        head = f"{table}: {kept:,} rows kept" if read is None else f"{table}: {read:,} rows read, {kept:,} kept"
+        dropped = [f"{n:,} {what}" for n, what in (
+            (counts[f"data/{table}/duplicate_rows"], "exact duplicate rows dropped"),
+            (counts[f"data/{table}/repeated_keys"], "repeated keys (the first row of each kept)"),
+            (bad, "malformed rows skipped"),
+            (counts[f"data/{table}/truncated_last_line"], "truncated last line dropped"),
+        ) if n]
+        return head + ("; " + ", ".join(dropped) if dropped else "")
 
     def describe_bad(self, limit: int = SHOWN_BAD_ROWS) -> str:
         by_reason = Counter(row["reason"] for row in self.bad_rows)

@@ -35,11 +35,16 @@ log = logging.getLogger("shopping_mtl.data.readers")
 
 @dataclass
 class RawTable:
-    """A table's cells as strings, one row per kept line, with the file and line each came from."""
+    """A table's cells as strings, one row per kept line, with the file and line each came from.
+
+    `n_read` counts every data row of the files (a CSV's physical lines after the header):
+    the kept rows plus those reported bad here and a truncated last line.
+    """
 
     frame: pd.DataFrame
     files: np.ndarray  # (rows,) file name of each row
     lines: np.ndarray  # (rows,) 1-based physical line (CSV) or row number (Parquet)
+    n_read: int
 
 
 def resolve_paths(table: TableSpec, root: Path, where: str) -> list[Path]:
@@ -198,7 +203,7 @@ def _read_csv(path: Path, table: TableSpec, needed: tuple[str, ...], name: str,
                        ["not UTF-8 text (bad bytes shown as \\xNN)"] * len(numbers))
         valid = ~np.isin(lines, numbers)
         frame, lines = frame[valid].reset_index(drop=True), lines[valid]
-    return RawTable(frame, np.full(len(frame), path.name, dtype=object), lines)
+    return RawTable(frame, np.full(len(frame), path.name, dtype=object), lines, scan.n_lines - offset)
 
 
 def _scan_csv(path: Path, table: TableSpec) -> _CsvFile:
@@ -319,7 +324,7 @@ def _read_parquet(path: Path, needed: tuple[str, ...]) -> RawTable:
     frame = pd.DataFrame(
         {name: arrow.column(name).cast(pa.string()).to_pandas().astype("string") for name in needed}
     )
-    return RawTable(frame, np.full(len(frame), path.name, dtype=object), np.arange(1, len(frame) + 1))
+    return RawTable(frame, np.full(len(frame), path.name, dtype=object), np.arange(1, len(frame) + 1), len(frame))
 
 
 def read_raw(table: TableSpec, root: Path, needed: tuple[str, ...], name: str, report: ReadReport) -> RawTable:
@@ -336,4 +341,4 @@ def read_raw(table: TableSpec, root: Path, needed: tuple[str, ...], name: str, r
     frame = pd.concat([p.frame for p in parts], ignore_index=True)
     files = np.concatenate([p.files for p in parts])
     lines = np.concatenate([p.lines for p in parts])
-    return RawTable(frame, files, lines)
+    return RawTable(frame, files, lines, sum(p.n_read for p in parts))

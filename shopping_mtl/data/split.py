@@ -4,7 +4,8 @@ By calendar day (UTC): test = the last day present, validation = the day before,
 earlier day. A log spanning fewer than three days is split at event-time quantiles instead: the
 last 20% of events are test and the 20% before them validation. Test users have at least one
 event on the test day and at least one in train; what is computed for them may use train and
-validation events only.
+validation events only. `small_parts` says when a validation or test part is too small to mean
+much.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from shopping_mtl.data.spec import EVENTS
 from shopping_mtl.errors import DataError
 
 GT_TYPES = ("any", "save", "purchase")
+# A validation or test part with under this share of the events, or under this many users it is
+# scored on, gives figures too noisy to choose or report by: `small_parts` warns.
+SMALL_PART_SHARE = 0.01
+SMALL_PART_USERS = 20
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,41 @@ def split_events(events: pd.DataFrame, min_days: int = 3, quantile: float = 0.2)
             "the log needs at least three days (or enough distinct times for the quantile split)"
         )
     return Split(train, validation, test, validation_start, test_start, method, sorted_events)
+
+
+def scored_users(train: pd.DataFrame, part: pd.DataFrame) -> np.ndarray:
+    """The users `part` is scored on: those with an event in it and one in `train`, as
+    `truth_for` finds them (test users for the test part, validation users for validation)."""
+    users = pd.unique(part["user_id"])
+    return users[pd.Index(users).isin(train["user_id"])]
+
+
+def small_parts(split: Split, validation_users: int, test_users: int) -> list[str]:
+    """A warning for each of the validation and test parts that holds under `SMALL_PART_SHARE`
+    of the events or under `SMALL_PART_USERS` users scored on it (none when both are large
+    enough). Each names the part's start, its events and users, and the likely cause."""
+    total = len(split.train) + len(split.validation) + len(split.test)
+    parts = (("validation", split.validation, split.validation_start, validation_users),
+             ("test", split.test, split.test_start, test_users))
+    warnings = []
+    for name, part, start, users in parts:
+        under = []
+        if len(part) < SMALL_PART_SHARE * total:
+            under.append(f"under {SMALL_PART_SHARE:.0%} of the events")
+        if users < SMALL_PART_USERS:
+            under.append(f"under {SMALL_PART_USERS} users")
+        if under:
+            warnings.append(
+                f"the {name} part (from {start.isoformat()}, {split.method} split) holds {len(part):,} of the "
+                f"{total:,} events ({len(part) / total:.2%}) and {plural(users, f'{name} user')} (an event in it "
+                f"and one in train): {' and '.join(under)}, its figures are mostly noise. A few stray events "
+                "far from the rest of the log, or a short log or one with few users, give this.")
+    return warnings
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 user`, `2 users`, `1,500 users`."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """The data stage: read and validate the log, limit it for a smoke run, split it by the
-protocol and find the test users' ground truth."""
+protocol and find the test users' ground truth.
+
+Right after the split it warns on a validation or test part too small to mean much, and stops
+a run whose ranking stage would find nothing to learn from (`ranking.days.check_ranker_days`), before any
+model is fitted.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import pandas as pd
 from shopping_mtl.data.readers import Dataset, read_dataset, spec_files
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import (Fold, GroundTruth, Split, cold_item_shares, events_before, ground_truth,
-                                     split_events)
+                                     plural, scored_users, small_parts, split_events)
+from shopping_mtl.ranking.days import check_ranker_days
 from shopping_mtl.run_state import RunState
 
 log = logging.getLogger(__name__)
@@ -103,6 +109,7 @@ def split_data(state: RunState, dataset: Dataset) -> DataOutput:
     config = state.config
     split = split_events(dataset.events, config.split.min_days, config.split.quantile)
     truth = ground_truth(split)
+    validation_users = scored_users(split.train, split.validation)
     state.metrics.update({
         "split/train_events": float(len(split.train)),
         "split/validation_events": float(len(split.validation)),
@@ -111,11 +118,19 @@ def split_data(state: RunState, dataset: Dataset) -> DataOutput:
         **cold_item_shares(split, truth),
     })
     state.info["split"] = split.describe()
-    log.info("split (%s): train %d, validation %d, test %d events; test from %s; %d test users",
+    log.info("split (%s): train %d, validation %d, test %d events; validation from %s, test from %s; %s, %s",
              split.method, len(split.train), len(split.validation), len(split.test),
-             split.test_start.date(), len(truth.users))
+             split.validation_start.isoformat(), split.test_start.isoformat(),
+             plural(len(validation_users), "validation user"), plural(len(truth.users), "test user"))
     if not truth.users:
         log.warning("no test users: no user has events both in train and on the test day")
+    warnings = small_parts(split, len(validation_users), len(truth.users))
+    for warning in warnings:
+        log.warning("split: %s", warning)
+    if warnings:
+        state.info["split"]["warnings"] = warnings
+    if "ranking" in config.stages:
+        check_ranker_days(split, config)
     return DataOutput(dataset, split, truth)
 
 
