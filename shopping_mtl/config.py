@@ -1,7 +1,9 @@
 """The run configuration: grouped frozen dataclasses, loaded from YAML plus `--set key=value`.
 
 One file plus command-line overrides, logged whole at the start of a run (`config.yaml` in the
-run folder). Bad keys and values fail before any work, with a message naming the key.
+run folder). Bad keys and values fail before any work with a `ConfigError` naming the full
+dotted key, the value and what is allowed: every number must be finite, and every range a
+setting's docstring gives is checked (`Config.validate` and each folder's `validate`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import collections.abc
 import dataclasses
 import datetime as dt
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ STAGES = ("data", "baselines", "retrieval", "candidates", "ranking", "export")
 NEEDS = {"ranking": ("retrieval", "candidates"), "export": ("retrieval",)}
 DEFAULT_STAGES = STAGES
 ON_BAD_ROWS = ("fail", "skip")
+# numpy's legacy global seed (set by `tf.keras.utils.set_random_seed`) takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,19 @@ class DataConfig:
     Args:
         dataset: a name under features/ (`ecomm`, `taobao`, `taobao_timeslice`) or a spec path.
         root: folder the spec's relative data paths start from; None keeps the spec's own.
-        max_events: keep whole users (in a fixed hashed order) until this many events; a smoke run.
-        on_bad_rows: "fail" stops at malformed rows; "skip" skips, counts and lists them.
-        stream_above_events: above this many events, the training examples (two-tower pairs,
-            ranker rows) are built one user chunk at a time into Parquet shards under
-            `<run folder>/.examples/` and streamed through tf.data instead of held in memory;
-            0: always; None: never.
-        shard_rows: examples per Parquet shard when streaming (four shards are read at a time).
+        max_events: keep whole users (in a fixed hashed order) until this many events (> 0,
+            checked; None: all); a smoke run.
+        on_bad_rows: "fail" stops at malformed rows; "skip" skips, counts and lists them (checked).
+        stream_above_events: above this many events (>= 0, checked), the training examples
+            (two-tower pairs, ranker rows) are built one user chunk at a time into Parquet
+            shards under `<run folder>/.examples/` and streamed through tf.data instead of held
+            in memory; 0: always; None: never.
+        shard_rows: examples per Parquet shard when streaming (> 0, checked; four shards are
+            read at a time).
         until: read the log as it stood then: events at or after this UTC time (ISO, e.g.
-            `2019-06-18`) are left out (and counted); None: the whole log. With `until` set to
-            the first rolling-origin fold's test day, the run's test day is the day before every
-            reported one: where defaults are chosen.
+            `2019-06-18`; checked) are left out (and counted); None: the whole log. With `until`
+            set to the first rolling-origin fold's test day, the run's test day is the day before
+            every reported one: where defaults are chosen.
     """
 
     dataset: str = "ecomm"
@@ -62,7 +69,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """The protocol's split; `min_days` and `quantile` only matter for logs under three days."""
+    """The protocol's split; `min_days` and `quantile` only matter for logs under three days.
+
+    Args:
+        min_days: a log of fewer calendar days than this is split at event-time quantiles
+            instead of by day (>= 3, checked: the calendar split needs a train, a validation
+            and a test day).
+        quantile: share of the events for test, and again for validation, in the quantile
+            split, in (0, 0.5) (checked).
+    """
 
     min_days: int = 3
     quantile: float = 0.2
@@ -73,14 +88,16 @@ class EvaluationConfig:
     """How lists are scored.
 
     Args:
-        ks: cut-offs for Recall@K and HitRate@K (NDCG is always @10).
-        list_size: rows per user in every list written.
-        bootstrap_resamples: resamples over users for the 95% intervals.
-        bootstrap_seed: seed of the resampling, fixed so intervals reproduce.
+        ks: cut-offs for Recall@K and HitRate@K (NDCG is always @10); each > 0 and at most
+            `list_size` (checked).
+        list_size: rows per user in every list written (> 0, checked).
+        bootstrap_resamples: resamples over users for the 95% intervals (>= 0, checked; 0: no
+            intervals).
+        bootstrap_seed: seed of the resampling, fixed so intervals reproduce (>= 0, checked).
         test_days: rolling origin: each of the last `test_days` days is the test day of one
-            fold, with every stage fitted again on the days before it (>= 1; 1: one test day,
-            the last). Figures are pooled over the folds' test users; each fold's lists go to
-            `folds/<test day>/` of the run folder; exports are the last fold's.
+            fold, with every stage fitted again on the days before it (>= 1, checked; 1: one test
+            day, the last). Figures are pooled over the folds' test users; each fold's lists go
+            to `folds/<test day>/` of the run folder; exports are the last fold's.
     """
 
     ks: tuple[int, ...] = (10, 50, 100)
@@ -97,8 +114,9 @@ class ExportConfig:
     Args:
         base: the export base, `<base>/<model>/<version>/`; None: `<run folder>/export`. Point
             it at the folder a model server watches to publish a run's models there.
-        keep_versions: newest versions kept per model; older ones are removed.
-        warmup_requests: validation rows written as warmup requests into each version.
+        keep_versions: newest versions kept per model (>= 1, checked); older ones are removed.
+        warmup_requests: validation rows written as warmup requests into each version (>= 0,
+            checked).
         server_base: the export base as the model server sees it, for `models.config`'s
             base paths (e.g. `/models` when the base is mounted there in a container); None:
             the base's absolute local path.
@@ -131,7 +149,11 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a `train.py` run does."""
+    """Everything a `train.py` run does.
+
+    `seed` seeds everything random (0 .. 2**32 - 1, checked: numpy's seed range). `validate`
+    checks every group's settings and which stages need which; it returns the config.
+    """
 
     run_dir: str | None = None
     seed: int = 42
@@ -149,6 +171,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> "Config":
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}] (numpy's seed range), got {self.seed}")
         for stage in self.stages:
             if stage not in STAGES:
                 raise ConfigError(f"stages has unknown stage '{stage}'; known: {', '.join(STAGES)}")
@@ -168,8 +192,13 @@ class Config:
                                   "2019-06-18 or 2019-06-18T12:00:00+00:00 (UTC when no offset is given)") from None
         if self.data.shard_rows < 1:
             raise ConfigError(f"data.shard_rows must be positive, got {self.data.shard_rows}")
+        if self.split.min_days < 3:
+            raise ConfigError(f"split.min_days must be >= 3 (a calendar split needs a train, a validation "
+                              f"and a test day), got {self.split.min_days}")
         if not 0 < self.split.quantile < 0.5:
             raise ConfigError(f"split.quantile must be in (0, 0.5), got {self.split.quantile}")
+        if self.evaluation.list_size < 1:
+            raise ConfigError(f"evaluation.list_size must be positive, got {self.evaluation.list_size}")
         if not self.evaluation.ks or min(self.evaluation.ks) <= 0:
             raise ConfigError(f"evaluation.ks must be positive cut-offs, got {list(self.evaluation.ks)}")
         if max(self.evaluation.ks) > self.evaluation.list_size:
@@ -177,7 +206,10 @@ class Config:
                 f"evaluation.ks goes up to {max(self.evaluation.ks)} but evaluation.list_size is "
                 f"{self.evaluation.list_size}")
         if self.evaluation.bootstrap_resamples < 0:
-            raise ConfigError("evaluation.bootstrap_resamples must be >= 0")
+            raise ConfigError(f"evaluation.bootstrap_resamples must be >= 0 (0: no intervals), "
+                              f"got {self.evaluation.bootstrap_resamples}")
+        if self.evaluation.bootstrap_seed < 0:
+            raise ConfigError(f"evaluation.bootstrap_seed must be >= 0, got {self.evaluation.bootstrap_seed}")
         if self.evaluation.test_days < 1:
             raise ConfigError(f"evaluation.test_days must be >= 1, got {self.evaluation.test_days}")
         self.baselines.validate()
@@ -243,9 +275,23 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as text; `--set ranking.learning_rate=1e-4` means a number.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        # YAML reads .nan and .inf as numbers; no setting means anything by them, and NaN
+        # passes every range check (each comparison with it is false).
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (dt.date, dt.datetime)):  # YAML reads an unquoted 2019-06-18 as a date
             return value.isoformat()
@@ -269,6 +315,35 @@ def _build(cls: type, raw: Mapping[str, Any], where: str = "") -> Any:
                               + ", ".join(f"{where}.{n}" if where else n for n in names))
         kwargs[key] = _coerce(value, hints[key], full)
     return cls(**kwargs)
+
+
+def check_key(dotted: str) -> None:
+    """Raise `ConfigError` unless `dotted` (`--set` syntax, e.g. `ranking.dropout`) names a
+    setting or a group of settings of `Config`. An entry of a mapping setting
+    (`ranking.loss_weights.save`) counts as a key: which entries a mapping takes is checked
+    with its value (`Config.validate`)."""
+    node, parts = Config, str(dotted).split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth])
+        names = [f.name for f in dataclasses.fields(node)]
+        if part not in names:
+            close = difflib.get_close_matches(part, names, n=1)
+            suggestion = f" (did you mean '{where + '.' if where else ''}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{dotted}'{suggestion}; known: "
+                              + ", ".join(f"{where}.{n}" if where else n for n in names))
+        hint = typing.get_type_hints(node)[part]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        rest = parts[depth + 1:]
+        if dataclasses.is_dataclass(hint):
+            node = hint
+            continue
+        if typing.get_origin(hint) in (collections.abc.Mapping, dict) and len(rest) <= 1:
+            return
+        if rest:
+            raise ConfigError(f"unknown config key '{dotted}': '{'.'.join(parts[:depth + 1])}' is a "
+                              "setting, not a group of settings")
+        return
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
@@ -315,17 +390,22 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: a config must be a YAML mapping")
         raw = merge(raw, loaded)
     if overrides:
         raw = merge(raw, overrides)
     if with_dataset_defaults:
-        dataset = (raw.get("data") or {}).get("dataset", DataConfig.dataset)
-        spec_defaults = load_spec(str(dataset)).defaults
+        data = raw.get("data")
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"data must be a mapping, got {data!r}")
+        dataset = _coerce((data or {}).get("dataset", DataConfig.dataset), str, "data.dataset")
+        spec_defaults = load_spec(dataset).defaults
         if spec_defaults:
             _build(Config, spec_defaults)  # a bad key fails here, naming it
             raw = merge(spec_defaults, raw)

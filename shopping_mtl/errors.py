@@ -11,3 +11,8 @@ class ConfigError(ShoppingMtlError):
 
 class DataError(ShoppingMtlError):
     """An input file is missing, empty or holds malformed rows."""
+
+
+class TrainingDiverged(ShoppingMtlError):
+    """A fit's loss turned non-finite or grew far past its first epoch's: the settings that
+    set the step size are out of their useful range. The message names them."""

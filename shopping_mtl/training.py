@@ -9,23 +9,32 @@ what decides the outcome is kept here:
 - dropout masks: keyed by (seed, step) with the step a layer weight (`StatelessDropout`);
 - early stopping's best value, patience and best weights, and the per-epoch history
   (`TrainingState`, written beside the backup at every epoch's end).
+
+A fit whose loss diverges stops with `TrainingDiverged`, naming the settings to look at
+(`DivergenceCheck`), so no diverged model reaches the stages after it or an export.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from shopping_mtl import distribute
+from shopping_mtl.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
+
+# A loss this many times its first epoch's is a fit running away, not noise: the epoch means
+# of a sound fit fall from the first epoch on (the first holds the untrained steps).
+DIVERGENCE_FACTOR = 100.0
 
 
 def enable_determinism(seed: int) -> None:
@@ -207,21 +216,82 @@ class TrainingState(tf.keras.callbacks.Callback):
                 path.unlink()
 
 
+def check_divergence(losses: Sequence[float], settings_hint: str = "", first_epoch: int = 1,
+                     epoch: int | None = None) -> None:
+    """Raise `TrainingDiverged` when the last of `losses` (per epoch, in order) is not finite, or
+    is over `DIVERGENCE_FACTOR` times the first's. The growth test needs a positive first loss: a
+    loss that may go below zero (learned uncertainty weights) has no scale to compare with.
+
+    Args:
+        settings_hint: the settings the message tells the user to look at (e.g.
+            "ranking.learning_rate, ranking.batch_size").
+        first_epoch, epoch: the 1-based epochs of the first and the last loss, for the message
+            (`epoch` default: one loss per epoch from `first_epoch` on).
+    """
+    if not losses:
+        return
+    first, last = float(losses[0]), float(losses[-1])
+    epoch = first_epoch + len(losses) - 1 if epoch is None else epoch
+    hint = settings_hint or "the learning rate"
+    if not math.isfinite(last):
+        raise TrainingDiverged(f"training diverged: epoch {epoch}'s loss is {last}; the run stops before "
+                               f"anything is exported. Look at {hint} (a smaller learning rate usually helps)")
+    if first > 0 and last > DIVERGENCE_FACTOR * first:
+        raise TrainingDiverged(f"training diverged: epoch {epoch}'s loss {last:.4g} is over "
+                               f"{DIVERGENCE_FACTOR:g} times epoch {first_epoch}'s ({first:.4g}); the run stops "
+                               f"before anything is exported. Look at {hint} (a smaller learning rate "
+                               "usually helps)")
+
+
+class DivergenceCheck(tf.keras.callbacks.Callback):
+    """Stops a fit with `TrainingDiverged` at the end of the first epoch whose loss diverges
+    (`check_divergence`). Reads `logs["loss"]` as the callbacks before it leave it (the ranker's
+    replaces Keras's last-batch loss with the epoch's mean); a fit resumed from a backup
+    compares with the first epoch of its `state`'s history."""
+
+    def __init__(self, settings_hint: str = "", state: TrainingState | None = None):
+        super().__init__()
+        self.settings_hint, self.state = settings_hint, state
+        self.losses: list[float] = []
+        self.first_epoch = 1  # 1-based, of `losses[0]`
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        if self.state is not None:
+            # Its history holds every epoch before this one, resumed ones included (it records
+            # this epoch after this callback has passed it).
+            earlier = list(self.state.history.get("loss", []))
+            first_epoch = epoch + 1 - len(earlier)
+        else:
+            earlier = self.losses
+            first_epoch = self.first_epoch if earlier else epoch + 1
+        losses = [*earlier, float(logs["loss"])]
+        check_divergence(losses, self.settings_hint, first_epoch=first_epoch, epoch=epoch + 1)
+        if self.state is None:
+            self.losses, self.first_epoch = losses, first_epoch
+
+
 def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         validation_data: tf.data.Dataset | None = None, callbacks: list | None = None,
         stopper: EarlyStopping | None = None, clock: EpochClock | None = None,
         backup_dir: Path | None = None, initial_epoch: int = 0,
-        steps_per_epoch: int | None = None) -> dict[str, list[float]]:
+        steps_per_epoch: int | None = None, settings_hint: str = "") -> dict[str, list[float]]:
     """`model.fit` made resumable when `backup_dir` is given; returns the whole run's per-epoch
-    history (the epochs before a resume included). The backup is removed once fit ends."""
-    callbacks = list(callbacks or [])
-    if clock is not None:
-        callbacks.insert(0, clock)
-    if stopper is not None:
-        callbacks.append(stopper)
+    history (the epochs before a resume included). The backup is removed once fit ends.
+
+    A loss that turns non-finite or grows past `DIVERGENCE_FACTOR` times the first epoch's
+    raises `TrainingDiverged` naming `settings_hint` (the settings to look at, e.g.
+    "ranking.learning_rate, ranking.batch_size"), after the epoch's `callbacks` and before
+    early stopping keeps its weights; the backup is then removed, so a rerun with other
+    settings starts afresh instead of resuming a fit that ran away.
+    """
     state = None
     if backup_dir is not None:
         state = TrainingState(Path(backup_dir) / "state", stopper)
+    callbacks = [*([clock] if clock is not None else []), *(callbacks or []),
+                 DivergenceCheck(settings_hint, state), *([stopper] if stopper is not None else [])]
+    if state is not None:
         # Last: Keras's backup of an epoch is saved after the state of the same epoch is on disk
         # (callbacks run in list order), and restores on train begin, before any epoch begins.
         callbacks += [state, tf.keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "keras"))]
@@ -230,9 +300,14 @@ def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         # the whole validation set (`distribute.evaluation`), so any one of them is the figure.
         model.distribute_reduction_method = "first"
         validation_data = distribute.evaluation(validation_data)
-    fitted = model.fit(train_data, validation_data=validation_data, epochs=epochs,
-                       initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                       callbacks=callbacks, verbose=0)
+    try:
+        fitted = model.fit(train_data, validation_data=validation_data, epochs=epochs,
+                           initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                           callbacks=callbacks, verbose=0)
+    except TrainingDiverged:
+        if backup_dir is not None:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+        raise
     if state is None:
         return {k: [float(v) for v in values] for k, values in fitted.history.items()}
     history = state.history

@@ -234,13 +234,15 @@ def test_hyperband_continues_promoted_trials_from_their_weights(tiny_log, tmp_pa
 
 
 def test_failed_trials_are_reported_never_a_silent_none(tiny_log, tmp_path, server):
+    # A figure that no trial produces (the study's settings are checked before the search, so
+    # only what a trial finds out can fail it).
     bad = TINY_RETRIEVAL.replace("max_trials: 2", "max_trials: 3").replace(
-        "retrieval.epochs: 1", "retrieval.epochs: 1\n  retrieval.batch_size: 0")
+        "retrieval/validation/recall@100", "retrieval/validation/recall@7")
     done = train("--dataset", str(tiny_log), "--run-dir", str(tmp_path / "run"),
                  "--tune", str(study_file(tmp_path, text=bad)), *FLAGS, "--set", "tracking.experiment=failing",
                  tracking_uri=server.url)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "no trial completed" in done.stderr and "retrieval.batch_size must be positive" in done.stderr
+    assert "no trial completed" in done.stderr and "recall@7' is not a retrieval validation figure" in done.stderr
     # In MLflow too: the search failed, every trial is a failed child run carrying its error,
     # and there is no best value at all (never a best score of None).
     runs = search_runs(server, "failing")
@@ -251,7 +253,7 @@ def test_failed_trials_are_reported_never_a_silent_none(tiny_log, tmp_path, serv
     assert len(runs.trials) == 3
     for child in runs.trials:
         assert child["info"]["status"] == "FAILED"
-        assert "retrieval.batch_size must be positive" in tags(child)["error"]
+        assert "recall@7' is not a retrieval validation figure" in tags(child)["error"]
 
 
 def test_a_search_killed_mid_trial_resumes_keeping_finished_trials(tiny_log, tmp_path):

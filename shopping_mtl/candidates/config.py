@@ -15,22 +15,22 @@ DEFAULT_EVENT_WEIGHTS = {"click": 1.0, "save": 2.0, "purchase": 4.0}
 class BaselineConfig:
     """Settings of the sources that list without a model, and of the baselines (their lists).
 
-    `validate` checks `event_weights`' keys; `names` are checked when a run starts (against
-    the registered sources); the other ranges are the caller's contract.
+    `validate` checks every range given here; `names` are checked when a run starts (against
+    the registered sources).
 
     Args:
         names: the sources scored as baselines (a baseline is a source's list): registered
             sources that can list without a model (popularity, user_history, covisit).
-        event_weights: event type -> engagement weight (keys click, save, purchase, checked; a
-            type left out weighs 0), for popularity and the user's own items.
+        event_weights: event type -> engagement weight (keys click, save, purchase, weights
+            >= 0, checked; a type left out weighs 0), for popularity and the user's own items.
         covisit_recent_items: how many of the user's most recent distinct items seed
-            co-visitation (> 0).
+            co-visitation (> 0, checked).
         covisit_decay: seed n's counts are weighted decay**n, n = 0 for the most recent seed;
-            in (0, 1] (1: all seeds alike).
+            in (0, 1] (checked; 1: all seeds alike).
         covisit_max_session_items: per (user, day) session, only its last N distinct items pair
-            up (> 0), which bounds the quadratic pair count on very active users.
-        history_half_life_days: age (days, > 0) at which an engagement's weight in the user's
-            own items halves. Each dataset's spec sets its own in `defaults:`, chosen on the
+            up (> 0, checked), which bounds the quadratic pair count on very active users.
+        history_half_life_days: age (days, > 0, checked) at which an engagement's weight in the
+            user's own items halves. Each dataset's spec sets its own in `defaults:`, chosen on the
             validation day (docs/DECISIONS.md, Data, split and baselines).
         fill_with_popularity: extend a baseline's list with popular items to the full list size,
             as a deployed list would be (its own items come first). Candidate sources are never
@@ -46,10 +46,20 @@ class BaselineConfig:
     fill_with_popularity: bool = True
 
     def validate(self) -> None:
-        for event in self.event_weights:
+        for event, weight in self.event_weights.items():
             if event not in ("click", "save", "purchase"):
                 raise ConfigError(
                     f"baselines.event_weights has unknown key '{event}'; known: click, save, purchase")
+            if not weight >= 0:
+                raise ConfigError(f"baselines.event_weights.{event} must be >= 0, got {weight}")
+        for key in ("covisit_recent_items", "covisit_max_session_items"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"baselines.{key} must be positive, got {getattr(self, key)}")
+        if not 0 < self.covisit_decay <= 1:
+            raise ConfigError(f"baselines.covisit_decay must be in (0, 1] (1: all seeds alike), "
+                              f"got {self.covisit_decay}")
+        if not self.history_half_life_days > 0:
+            raise ConfigError(f"baselines.history_half_life_days must be > 0, got {self.history_half_life_days}")
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ INDEXES = ("auto", "brute_force", "ivf")
 class RetrievalConfig:
     """Settings of the two-tower model, its training and the offline index.
 
-    Checked by `validate` where a range is given as "checked"; other ranges are the caller's
-    contract. Defaults are chosen on the validation day (new_gt recall@100): see
-    docs/DECISIONS.md, Retrieval; Taobao's spec overrides some in its `defaults:`.
+    `validate` checks every range given here. Defaults are chosen on the validation day (new_gt
+    recall@100): see docs/DECISIONS.md, Retrieval; Taobao's spec overrides some in its
+    `defaults:`.
 
     Args:
         embedding_dim: size of the query and candidate vectors (> 0, checked).
-        tower_layers: hidden layer widths (units, each > 0) of each tower's MLP; empty (the
-            default): a linear projection.
+        tower_layers: hidden layer widths (units, each > 0, checked) of each tower's MLP; empty
+            (the default): a linear projection.
         temperature: softmax temperature over cosine similarities (> 0, checked); the setting
             that matters most.
         logq_correction: subtract log q(item) from the logits, because in-batch negatives
@@ -33,8 +33,8 @@ class RetrievalConfig:
             candidate tower learns to embed an item from its content alone (as for items unseen
             in training).
         event_weights: event type -> sample weight of its training pairs (keys click, save,
-            purchase, checked; a type left out weighs 1.0). Weights are normalised to mean 1
-            over the pairs, so only their ratios matter.
+            purchase, weights >= 0 and not all three 0, checked; a type left out weighs 1.0).
+            Weights are normalised to mean 1 over the pairs, so only their ratios matter.
         batch_size: training pairs per step (> 0, checked); also the in-batch negatives per
             query (divided among workers when there are several).
         epochs: most epochs (> 0, checked).
@@ -117,15 +117,24 @@ class RetrievalConfig:
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"retrieval.{key} must be positive, got {value}")
-        if self.temperature <= 0:
+        for width in self.tower_layers:
+            if width <= 0:
+                raise ConfigError(f"retrieval.tower_layers must be positive widths, got {list(self.tower_layers)}")
+        # `not x > 0`: also false for NaN, which a dataclass built in code may hold.
+        if not self.temperature > 0:
             raise ConfigError(f"retrieval.temperature must be positive, got {self.temperature}")
         if not 0 <= self.id_dropout < 1:
             raise ConfigError(f"retrieval.id_dropout must be in [0, 1), got {self.id_dropout}")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:
             raise ConfigError(f"retrieval.learning_rate must be positive, got {self.learning_rate}")
         if self.hard_negatives is not None and self.hard_negatives <= 0:
             raise ConfigError(f"retrieval.hard_negatives must be positive or null, got {self.hard_negatives}")
-        for event in self.event_weights:
+        for event, weight in self.event_weights.items():
             if event not in ("click", "save", "purchase"):
                 raise ConfigError(
                     f"retrieval.event_weights has unknown key '{event}'; known: click, save, purchase")
+            if not weight >= 0:
+                raise ConfigError(f"retrieval.event_weights.{event} must be >= 0, got {weight}")
+        if not any(self.event_weights.get(event, 1.0) > 0 for event in ("click", "save", "purchase")):
+            raise ConfigError(f"retrieval.event_weights must give some event type a weight > 0 (all pairs "
+                              f"would weigh 0), got {dict(self.event_weights)}")

@@ -161,7 +161,8 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
         stopper = training.EarlyStopping(config.patience, "val_loss", "min")
     history = training.fit(model, train_data, epochs=config.epochs, validation_data=val_data,
                            callbacks=[progress], stopper=stopper, clock=clock, backup_dir=backup_dir,
-                           steps_per_epoch=steps)
+                           steps_per_epoch=steps,
+                           settings_hint="retrieval.learning_rate, retrieval.temperature, retrieval.batch_size")
     throughput = progress.throughput
     # What retrieves, indexes and exports needs the towers alone. The fitted model holds its
     # optimizer's two moments per weight (~1 GB for 1.9M item ids at 10^7 events) through

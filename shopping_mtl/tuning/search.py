@@ -20,7 +20,7 @@ from shopping_mtl import pipeline, tracking
 from shopping_mtl.config import Config, config_from_dict, merge
 from shopping_mtl.errors import ShoppingMtlError
 from shopping_mtl.run_state import RunState
-from shopping_mtl.tuning.study import Study, build, load_study, nested
+from shopping_mtl.tuning.study import Study, build, load_study
 from shopping_mtl.tuning.tuner import ShoppingTuner
 
 log = logging.getLogger(__name__)
@@ -114,15 +114,17 @@ def run_search(config: Config, study_path: str | Path, max_trials: int | None = 
     `<run folder>/best/` as a child run of the search: its test figures, and its exports
     registered (the `champion` alias moves only if it beats the champion on the validation
     objective). In Keras Tuner's distributed mode (KERASTUNER_ORACLE_IP set) the chief serves
-    the oracle and reports, and a worker trains trials and returns None. Raises
-    `ShoppingMtlError` when no trial completed, naming the first failures.
+    the oracle and reports, and a worker trains trials and returns None. Raises `ConfigError`
+    before any data is read or any folder made when the study has a bad key or a value that
+    makes `config` invalid (`load_study`), and `ShoppingMtlError` when no trial completed,
+    naming the first failures.
     """
-    study = load_study(study_path)
+    # The whole study against this run's config, before the data stage (minutes on a big log).
+    study = load_study(study_path, base=config)
     stages = ("data",) if study.model == "retrieval" else ("data", "retrieval")
     # The study's fixed values hold for every trial, so also for what is prepared once for all
-    # of them (the ranking days of `ranking.extra_days`, the holdout users, the retrieval stage);
-    # each trial's config still validates them (a bad fixed value fails every trial, reported).
-    config = config_from_dict(merge(config.to_dict(), nested(dict(study.fixed))))
+    # of them (the ranking days of `ranking.extra_days`, the holdout users, the retrieval stage).
+    config = config_from_dict(merge(config.to_dict(), build(study, {}))).validate()
     config = dataclasses.replace(config, stages=stages)
     role = ("chief" if dist_utils.is_chief_oracle() else "worker") if dist_utils.has_chief_oracle() else "single"
     if role == "worker":
