@@ -108,6 +108,13 @@ SLOT_NAMES = {"cross": "CROSS_FEATURES", "list": "LIST_FEATURES", "engagement": 
 
 
 @dataclasses.dataclass
+
+def _flat(values) -> np.ndarray:
+    """An input as (rows,) or (rows, columns): a sequence input's (rows, slots, features)
+    becomes one column per slot and feature."""
+    values = np.asarray(values)
+    return values.reshape(len(values), -1) if values.ndim > 2 else values
+
 class FeatureEncoder:
     """How the ranker's input arrays become LightGBM's float matrix, fitted on the fitting rows.
 
@@ -132,7 +139,7 @@ class FeatureEncoder:
         """
         names, categories = {}, {}
         for name in sorted(features):  # a fixed column order, whatever the caller's
-            values = np.asarray(inputs[name])
+            values = _flat(inputs[name])
             if values.ndim == 2:
                 slots = getattr(cross, SLOT_NAMES.get(name, ""), None)
                 if slots is None or len(slots) != values.shape[1]:
@@ -160,7 +167,7 @@ class FeatureEncoder:
         "" or a value the fitting rows never had, which LightGBM treats as missing)."""
         columns = []
         for name, column_names in self.names.items():
-            values = np.asarray(inputs[name])
+            values = _flat(inputs[name])
             if name in self.categories:
                 codes = self.categories[name].get_indexer(values.astype(str).ravel()).astype(np.float32)
                 codes[codes < 0] = np.nan
@@ -293,7 +300,7 @@ def gbdt_lists(state, seed: int = 0) -> tuple[pd.DataFrame, dict]:
                                     provenance=rconfig.source_features)
     test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users, data.catalogue,
                                           data.features, rconfig.history_length, rconfig.list_features,
-                                          rconfig.engagement_features)
+                                          rconfig.engagement_features, rconfig.target_attention)
     timings["test_inputs"] = time.perf_counter() - started
     started = time.perf_counter()
     score = booster.predict(encoder.matrix(test_inputs), num_iteration=chosen["best_iteration"], num_threads=2)

@@ -17,10 +17,10 @@ from shopping_mtl.config import load_config
 from shopping_mtl.data.split import GroundTruth
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.features import FeatureSet, FeatureSpec
-from shopping_mtl.ranking import examples, model as model_lib
+from shopping_mtl.ranking import cross, examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, expected_calibration_error
 from shopping_mtl.ranking.config import ARCHITECTURES, RankingConfig
-from shopping_mtl.ranking.cross import CROSS_FEATURES, cross_features
+from shopping_mtl.ranking.cross import ATTENTION_LENGTH, CROSS_FEATURES, SEQUENCE_FEATURES, cross_features
 
 
 def test_cross_features_by_hand():
@@ -434,17 +434,43 @@ def test_the_ranker_reads_sources_and_engagement_when_told(tiny_features):
                          "source_score": rng.random(300) * 10})
     rows["save"] = rows["purchase"] = np.float32(0.0)
     arrays = examples.ranking_inputs(rows, events, events["timestamp"].max(), None, items, features, history_length=10,
-                                     engagement_features=True)
+                                     engagement_features=True, target_attention=True)
     assert arrays["engagement"].shape == (300, 3) and arrays["provenance"].shape == (300, 4)
+    assert arrays["history_sequence"].shape == (300, ATTENTION_LENGTH, len(SEQUENCE_FEATURES))
     plain = examples.ranking_inputs(rows.drop(columns=["source"]), events, events["timestamp"].max(), None, items,
                                     features, history_length=10)
-    assert "engagement" not in plain and "provenance" not in plain  # nothing computed that is not read
-    for flags in ((False, False), (True, True)):
+    assert not {"engagement", "provenance", "history_sequence"} & set(plain)  # nothing computed that is not read
+    for flag in (False, True):
         config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), epochs=1, batch_size=64,
-                               source_features=flags[0], engagement_features=flags[1])
+                               source_features=flag, engagement_features=flag, target_attention=flag)
         model, fitted = model_lib.train_ranker(features, arrays, arrays, config, seed=0)
-        assert ("source" in model.scorer.input_names) == flags[0] == ("engagement" in model.scorer.input_names)
+        for name in ("source", "engagement", "history_sequence"):
+            assert (name in model.scorer.input_names) == flag
         assert np.isfinite(fitted["history"]["loss"][0])
-    # Another source for the same rows changes the scores: the model reads it.
+    # Another source, or another history, for the same rows changes the scores: the model reads them.
     moved = dict(arrays, source=np.where(arrays["source"] > 0, 0, 1).astype(np.int32))
     assert not np.allclose(model_lib.predict(model.scorer, arrays)["click"], model_lib.predict(model.scorer, moved)["click"])
+    forgotten = dict(arrays, history_sequence=np.zeros_like(arrays["history_sequence"]))
+    assert not np.allclose(model_lib.predict(model.scorer, arrays)["click"],
+                           model_lib.predict(model.scorer, forgotten)["click"])
+
+
+def test_sequence_features_describe_each_recent_event_against_the_candidate():
+    # One user: history (most recent first) a click on b (category y, 0.5 days ago), a save on
+    # a (x, 2 days ago), padding; candidates b (category y) and z (x).
+    values = cross.sequence_features(tf.constant([["b", "a", ""]]), tf.constant([["y", "x", ""]]),
+                                     tf.constant([["click", "save", ""]]), tf.constant([[0.5, 2.0, 0.0]]),
+                                     tf.constant([["b", "z"]]), tf.constant([["y", "x"]]), length=4).numpy()
+    assert values.shape == (1, 2, 4, len(SEQUENCE_FEATURES))
+    columns = {name: values[..., i] for i, name in enumerate(SEQUENCE_FEATURES)}
+    np.testing.assert_array_equal(columns["same_item"][0], [[1, 0, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(columns["same_category"][0], [[1, 0, 0, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(columns["click"][0, 0], [1, 0, 0, 0])
+    np.testing.assert_array_equal(columns["save"][0, 1], [0, 1, 0, 0])
+    np.testing.assert_allclose(columns["log_age"][0, 0], [np.log1p(0.5), np.log1p(2.0), 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(columns["present"][0], [[1, 1, 0, 0]] * 2)
+    # Slots past `length` are cut: the most recent events are kept.
+    cut = cross.sequence_features(tf.constant([["b", "a", ""]]), tf.constant([["y", "x", ""]]),
+                                  tf.constant([["click", "save", ""]]), tf.constant([[0.5, 2.0, 0.0]]),
+                                  tf.constant([["b", "z"]]), tf.constant([["y", "x"]]), length=1).numpy()
+    np.testing.assert_array_equal(cut, values[:, :, :1])

@@ -391,9 +391,9 @@ def test_recommend_graph_knows_where_candidates_came_from_as_the_offline_set(tmp
     assert set(offline["source"]) == set(quotas)
     rows = examples.label_rows(offline, None, add_missed=False, provenance=True)
     arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=length,
-                                     engagement_features=True)
+                                     engagement_features=True, target_attention=True)
     config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), history_length=length,
-                           source_features=True, engagement_features=True)
+                           source_features=True, engagement_features=True, target_attention=True)
     scorer = model_lib.build_scorer(features, config)
     platt = {"click": Platt(1.2, -0.3), "save": Platt(0.8, 0.1), "purchase": Platt(1.0, 0.5)}
     expected = calibrate(model_lib.predict(scorer, arrays), platt, False)

@@ -48,9 +48,11 @@ from shopping_mtl.features import TIMESTAMP, FeatureSet
 from shopping_mtl.history import HISTORY_ITEM_IDS, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.calibration import EPS, Platt
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import (CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, cross_features, list_features,
-                                        list_values, provenance_features)
-from shopping_mtl.ranking.examples import ENGAGEMENT_INPUT, PROVENANCE_INPUT, SOURCE_INPUT, source_vocabulary
+from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
+                                        cross_features, list_features, list_values, provenance_features,
+                                        sequence_features)
+from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_INPUT, SOURCE_INPUT,
+                                          source_vocabulary)
 from shopping_mtl.retrieval.examples import user_frame
 from shopping_mtl.serving_ops import first_occurrence, float_table, pad_columns, string_table, top
 
@@ -97,6 +99,7 @@ class RankerGraph(tf.Module):
         # What the scorer reads besides the raw features (its config's switches).
         self.use_engagement = ENGAGEMENT_INPUT in scorer.input_names
         self.use_source = SOURCE_INPUT in scorer.input_names
+        self.use_attention = ATTENTION_INPUT in scorer.input_names
         self.source_names = source_vocabulary()  # the offline rows' codes (`examples.source_codes`)
         if self.use_source:  # the ranker export's `source` names -> codes
             self.source_table = float_table(np.array(self.source_names, dtype=object),
@@ -146,6 +149,9 @@ class RankerGraph(tf.Module):
         rows[TWO_TOWER_SCORE] = tf.reshape(tf.cast(two_tower_score, tf.float32), [-1])
         if self.use_engagement:
             rows[ENGAGEMENT_INPUT] = tf.reshape(engagement, [-1, len(ENGAGEMENT_HALF_LIVES)])
+        if self.use_attention:
+            sequence = sequence_features(h_items, h_categories, h_events, h_ages, items, categories, ATTENTION_LENGTH)
+            rows[ATTENTION_INPUT] = tf.reshape(sequence, [-1, ATTENTION_LENGTH, len(SEQUENCE_FEATURES)])
         if self.use_source:
             if provenance is None:
                 raise ValueError("this ranker reads where candidates came from: pass `provenance`")

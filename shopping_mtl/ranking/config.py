@@ -18,32 +18,32 @@ ORDER_LOSSES = ("softmax", "lambda")
 class RankingConfig:
     """The multi-task ranker (click, save and purchase heads) and its training.
 
-    Checked by `validate` where a range is given as "checked"; other ranges are the caller's
-    contract. Defaults are chosen on validation data (held-out users): see docs/DECISIONS.md,
-    Ranking.
+    `validate` checks every range given here. Defaults are chosen on validation data (held-out
+    users): see docs/DECISIONS.md, Ranking.
 
     Args:
         architecture: one of `ARCHITECTURES` (checked): shared_bottom (default), mmoe (experts
             and a gate per task), ple (CGC: shared and task-specific experts), or esmm
             (p_save = p_click * p(save | click), the same for purchase, so the probabilities
             stay ordered).
-        bottom_layers: widths (units, each > 0) of the shared bottom MLP (shared_bottom, esmm).
+        bottom_layers: widths (units, each > 0, checked) of the shared bottom MLP (shared_bottom,
+            esmm).
         experts, expert_layers: number of experts (> 0, checked) and their widths (units, each
-            > 0), for mmoe and ple; ple uses this many shared experts and one task-specific
-            expert per task.
-        tower_layers: widths (units, each > 0) of each task's tower.
+            > 0, checked), for mmoe and ple; ple uses this many shared experts and one
+            task-specific expert per task.
+        tower_layers: widths (units, each > 0, checked) of each task's tower.
         cross_layer: add a TFRS DCN cross layer before the bottom.
         dropout: dropout rate in the bottom, experts and towers, in [0, 1) (checked).
         history_length: how many of the user's last events the user-item features read (> 0,
             checked); changing it rebuilds the ranking rows.
-        loss_weights: task -> weight of its cross-entropy (keys from `TASKS`, checked; a task
-            left out weighs 1.0). Used only with `loss_weighting="fixed"`.
+        loss_weights: task -> weight of its cross-entropy (keys from `TASKS`, weights >= 0,
+            checked; a task left out weighs 1.0). Used only with `loss_weighting="fixed"`.
         loss_weighting: "fixed" (`loss_weights`) or "uncertainty" (learned per-task weights,
             Kendall et al.; `loss_weights` is then ignored), checked.
         batch_size: rows per step (> 0, checked); list batches hold as many whole lists as fit
             this many rows on average.
         epochs: most epochs (> 0, checked).
-        learning_rate: LazyAdam's step size (> 0; not checked).
+        learning_rate: LazyAdam's step size (> 0, checked).
         patience: epochs without improvement of `early_stopping` before stopping (> 0,
             checked); the best epoch's weights are kept.
         steps_per_execution: training steps run by one call into TensorFlow (Keras `compile`;
@@ -61,8 +61,9 @@ class RankingConfig:
             held in memory and scored after every epoch; Platt scaling fits two numbers per
             head, so a few thousand users are enough.
         value_weights: task -> weight of its calibrated probability in the final score (keys
-            from `TASKS`, checked; a task left out weighs 0). None: chosen on the held-out
-            users' NDCG@10 over `ranking.value.VALUE_GRID`, never on test.
+            from `TASKS`, weights >= 0 and at least one > 0, checked; a task left out weighs 0).
+            None: chosen on the held-out users' NDCG@10 over `ranking.value.VALUE_GRID`, never
+            on test.
         list_size: items per user in recommendations.parquet (> 0, checked).
         compare_single_task: also train one single-task model per head (same size) and report
             its test AUC beside the multi-task head's (costs three more fits).
@@ -102,6 +103,12 @@ class RankingConfig:
             `ranker` export then takes `source`, `source_rank` and `source_score` per candidate.
         engagement_features: also give the model `ui_engagement` at the half-lives of
             `cross.ENGAGEMENT_HALF_LIVES` (0.25, 2 and 7 days; the cross features' own is 1).
+        target_attention: also give the model the user's last `cross.ATTENTION_LENGTH` events,
+            each described against the candidate (`cross.sequence_features`: same item, same
+            category, event type, age), pooled by a learned weight per event that depends on
+            that description (DIN's activation unit, `model.TargetAttention`). Computed alike
+            offline and in the serving graphs; the ranker's rows grow by ~0.5 KB each, so at
+            10^7 events it costs ~10 GB more: leave it off there.
     """
 
     architecture: str = "shared_bottom"
@@ -135,6 +142,7 @@ class RankingConfig:
     list_features: bool = False
     source_features: bool = False
     engagement_features: bool = False
+    target_attention: bool = False
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -152,9 +160,20 @@ class RankingConfig:
                               f"{', '.join(LOSS_WEIGHTINGS)}")
         for where, weights in (("loss_weights", self.loss_weights),
                                ("value_weights", self.value_weights or {})):
-            for task in weights:
+            for task, weight in weights.items():
                 if task not in TASKS:
                     raise ConfigError(f"ranking.{where} has unknown key '{task}'; known: {', '.join(TASKS)}")
+                if not weight >= 0:
+                    raise ConfigError(f"ranking.{where}.{task} must be >= 0, got {weight}")
+        if self.value_weights is not None and not any(w > 0 for w in self.value_weights.values()):
+            raise ConfigError(f"ranking.value_weights must give some task a weight > 0 (or be null: chosen "
+                              f"on the held-out users), got {dict(self.value_weights)}")
+        # `not x > 0`: also false for NaN, which a dataclass built in code may hold.
+        if not self.learning_rate > 0:
+            raise ConfigError(f"ranking.learning_rate must be > 0, got {self.learning_rate}")
+        for key in ("bottom_layers", "expert_layers", "tower_layers"):
+            if any(width <= 0 for width in getattr(self, key)):
+                raise ConfigError(f"ranking.{key} must be positive widths, got {list(getattr(self, key))}")
         if self.extra_days < 0:
             raise ConfigError(f"ranking.extra_days must be >= 0, got {self.extra_days}")
         for key in ("experts", "batch_size", "epochs", "patience", "history_length", "list_size",

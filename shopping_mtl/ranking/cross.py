@@ -90,6 +90,48 @@ def cross_features(history_items, history_categories, history_events, history_ag
     return tf.stack(columns, axis=-1)
 
 
+# Target attention (`ranking.target_attention`, DIN-style): the user's last `ATTENTION_LENGTH`
+# events, each described against the candidate, for a learned weighting of the history.
+ATTENTION_LENGTH = 20
+SEQUENCE_FEATURES = ("same_item", "same_category", "click", "save", "purchase", "log_age", "present")
+
+
+def sequence_features(history_items, history_categories, history_events, history_ages,
+                      candidate_items, candidate_categories, length: int = ATTENTION_LENGTH) -> tf.Tensor:
+    """Each of the user's last `length` events described against each candidate.
+
+    Args: as `cross_features` (history most recent first, "" = padding).
+
+    Returns:
+        (batch, C, length, len(SEQUENCE_FEATURES)) float32: per slot, whether the event's item
+        is the candidate and whether its category is the candidate's (0/1), its event type one-hot,
+        log1p of its age in days, and 1 for a real event (0 for padding, whose other values
+        are 0 too). A history shorter than `length` is padded.
+    """
+    def first(values, fill):
+        width = tf.shape(values)[1]
+        values = tf.pad(values[:, :length], [[0, 0], [0, tf.maximum(length - width, 0)]], constant_values=fill)
+        return tf.reshape(values, [-1, length])
+
+    items, categories = first(history_items, ""), first(history_categories, "")
+    events, ages = first(history_events, ""), first(tf.cast(history_ages, tf.float32), 0.0)
+    present = tf.not_equal(items, "")[:, None, :]  # (batch, 1, length)
+    known_category = tf.not_equal(candidate_categories, "")[:, :, None]
+    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(items)[:, None, :]) & present
+    same_category = (tf.equal(_codes(candidate_categories)[:, :, None], _codes(categories)[:, None, :])
+                     & present & known_category)
+    shape = tf.shape(same_item)
+
+    def per_slot(values):  # (batch, length) -> (batch, C, length)
+        return tf.broadcast_to(values[:, None, :], shape)
+
+    columns = [tf.cast(same_item, tf.float32), tf.cast(same_category, tf.float32)]
+    columns += [per_slot(tf.cast(tf.equal(events, event), tf.float32)) for event in ("click", "save", "purchase")]
+    columns.append(per_slot(tf.where(present[:, 0], tf.math.log1p(tf.maximum(ages, 0.0)), 0.0)))
+    columns.append(per_slot(tf.cast(present[:, 0], tf.float32)))
+    return tf.stack(columns, axis=-1)
+
+
 # Features of a candidate relative to the user's other candidates: for each of these values,
 # its gap to the list's best and to the list's mean. A candidate's engagement means little on its
 # own; what orders a list is how it compares with the rest of that list.

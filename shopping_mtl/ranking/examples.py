@@ -5,9 +5,10 @@ from the user's events in the target period; for training, engaged items that th
 sources missed are added, so every positive is learned. Features: the user's and the item's raw
 features, the prediction time, the user-item features of `cross.py` from the user's last events
 before the prediction time (also `ui_engagement` at `cross.ENGAGEMENT_HALF_LIVES`), the item's
-popularity before it, the two-tower score, and where the candidate came from (its source, the
+popularity before it, the two-tower score, where the candidate came from (its source, the
 rank in that source's list, its position in the merged set, the source's score:
-`cross.provenance_features`).
+`cross.provenance_features`), and the user's last events described against the candidate
+(`cross.sequence_features`, for target attention).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: r
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import (CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, cross_features, list_features,
-                                        list_values, provenance_features)
+from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
+                                        cross_features, list_features, list_values, provenance_features,
+                                        sequence_features)
 from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 
 # The candidate set's columns that say where a row came from (`label_rows` keeps them; the
 # set's `score` becomes `source_score`), and the model inputs made of them.
 PROVENANCE_COLUMNS = ("source", "source_rank", "rank", "source_score")
 SOURCE_INPUT, PROVENANCE_INPUT, ENGAGEMENT_INPUT = "source", "provenance", "engagement"
+ATTENTION_INPUT = "history_sequence"
 
 
 def source_vocabulary() -> tuple[str, ...]:
@@ -126,7 +129,7 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, list_features: bool = False, engagement_features: bool = False,
-                   batch_rows: int = 50_000, item_counts: pd.Series | None = None,
+                   target_attention: bool = False, batch_rows: int = 50_000, item_counts: pd.Series | None = None,
                    lookup: ItemLookup | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
     `history_events` before `at` only (later ones are ignored, whatever is passed).
@@ -139,7 +142,9 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     with `engagement_features` also `engagement` (`ui_engagement` at
     `cross.ENGAGEMENT_HALF_LIVES`); where `rows` carries the candidate set's
     `PROVENANCE_COLUMNS` (`label_rows(..., provenance=True)`), `source` and `provenance`
-    (`provenance_inputs`)."""
+    (`provenance_inputs`); with `target_attention` also `history_sequence` ((n,
+    `cross.ATTENTION_LENGTH`, len(`cross.SEQUENCE_FEATURES`)), `cross.sequence_features`; the
+    last `ATTENTION_LENGTH` of the `history_length` events)."""
     before = (history_events["timestamp"] < at).to_numpy()
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
@@ -157,11 +162,14 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in by_item
                   else np.full(len(frame), "", dtype=object))
     half_lives = ENGAGEMENT_HALF_LIVES if engagement_features else ()
-    cross = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str), categories.astype(str),
-                           batch_rows, half_lives)
+    cross, sequences = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
+                                      categories.astype(str), batch_rows, half_lives,
+                                      ATTENTION_LENGTH if target_attention else 0)
     arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
     if engagement_features:
         arrays[ENGAGEMENT_INPUT] = cross[:, len(CROSS_FEATURES):]
+    if target_attention:
+        arrays[ATTENTION_INPUT] = sequences
     counts = history_events.loc[before, "item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
@@ -186,14 +194,18 @@ def provenance_inputs(source, source_rank, rank, score) -> dict[str, np.ndarray]
 
 
 def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
-                   batch_rows: int, half_lives: tuple[float, ...] = ()) -> np.ndarray:
+                   batch_rows: int, half_lives: tuple[float, ...] = (),
+                   attention_length: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """`cross_features` of every row, computed for a group of users at a time: each user's
     history once against all of the user's rows as candidates (padded to the group's longest),
-    the (users, candidates) shape the serving graphs use, not one copy of the history per row."""
+    the (users, candidates) shape the serving graphs use, not one copy of the history per row.
+    With `attention_length`, also each row's `sequence_features` (else None)."""
     n = len(user_pos)
     out = np.zeros((n, len(CROSS_FEATURES) + len(half_lives)), np.float32)
+    sequences = (np.zeros((n, attention_length, len(SEQUENCE_FEATURES)), np.float32) if attention_length
+                 else None)
     if n == 0:
-        return out
+        return out, sequences
     order = np.argsort(user_pos, kind="stable")
     users, starts, sizes = np.unique(user_pos[order], return_index=True, return_counts=True)
     text = {k: history[k].astype(str) for k in ("items", "categories", "events")}
@@ -208,15 +220,14 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
         valid = slot[None, :] < sizes[group, None]
         rows = order[np.where(valid, starts[group, None] + slot[None, :], 0)]  # (users, c) row numbers
         who = users[group]
-        values = cross_features(
-            tf.constant(text["items"][who]), tf.constant(text["categories"][who]),
-            tf.constant(text["events"][who]), tf.constant(history["ages"][who]),
-            tf.constant(np.where(valid, items[rows], "")), tf.constant(np.where(valid, categories[rows], "")),
-            half_lives,
-        ).numpy()
-        out[rows[valid]] = values[valid]
+        arguments = (tf.constant(text["items"][who]), tf.constant(text["categories"][who]),
+                     tf.constant(text["events"][who]), tf.constant(history["ages"][who]),
+                     tf.constant(np.where(valid, items[rows], "")), tf.constant(np.where(valid, categories[rows], "")))
+        out[rows[valid]] = cross_features(*arguments, half_lives).numpy()[valid]
+        if attention_length:
+            sequences[rows[valid]] = sequence_features(*arguments, attention_length).numpy()[valid]
         first += count
-    return out
+    return out, sequences
 
 
 def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ Architectures (the config's `ranking.architecture`):
 - `esmm`: a shared bottom whose save and purchase heads predict the conditional probability
   given a click; p_save = p_click * p(save | click), p_purchase = p_click * p(purchase | click),
   so p_save <= p_click and p_purchase <= p_click on every row.
+With `ranking.target_attention`, a DIN-style attention pools the user's last events, weighted by
+how each relates to the candidate, into the features every architecture starts from.
 A TFRS `Ranking` task per head owns its loss (binary cross-entropy) and AUC metric; the model's
 loss is their weighted sum, with fixed or learned (uncertainty) weights.
 """
@@ -29,9 +31,10 @@ from shopping_mtl.scale.batches import infer, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
-from shopping_mtl.ranking.cross import CROSS_FEATURES, ENGAGEMENT_FEATURES, LIST_FEATURES, PROVENANCE_FEATURES
-from shopping_mtl.ranking.examples import (ENGAGEMENT_INPUT, PROVENANCE_COLUMNS, PROVENANCE_INPUT, SOURCE_INPUT,
-                                          source_vocabulary)
+from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_FEATURES, LIST_FEATURES,
+                                        PROVENANCE_FEATURES, SEQUENCE_FEATURES)
+from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_COLUMNS, PROVENANCE_INPUT,
+                                          SOURCE_INPUT, source_vocabulary)
 
 log = logging.getLogger(__name__)
 CLICK_LOGIT = "logit_click"
@@ -46,6 +49,32 @@ def _mlp(widths, dropout: float, name: str) -> tf.keras.Sequential:
             seed = zlib.crc32(f"{name}/{i}".encode())
             layers.append(training.StatelessDropout(dropout, seed, name=f"dropout_{i}"))
     return tf.keras.Sequential(layers, name=name)
+
+
+class TargetAttention(tf.keras.layers.Layer):
+    """DIN's activation unit over the user's last events (Zhou et al., 2018).
+
+    Each event comes described against the candidate (`cross.sequence_features`, whose last
+    column marks a real event); a small MLP turns each description into a weight, and the
+    output is the weighted sum of the descriptions plus the sum of the weights. As in DIN the
+    weights are not normalised over the history, so how much of it relates to the candidate
+    shows in the output, not only how it relates.
+    """
+
+    def __init__(self, units: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = tf.keras.layers.Dense(units, activation="relu")
+        self.weight_of = tf.keras.layers.Dense(1)
+
+    def call(self, events):  # (batch, length, features)
+        present = events[..., -1]
+        weights = self.weight_of(self.hidden(events))[..., 0] * present  # padding weighs 0
+        pooled = tf.einsum("bl,blf->bf", weights, events)
+        return tf.concat([pooled, tf.reduce_sum(weights, axis=-1, keepdims=True)], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
@@ -82,6 +111,10 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
         parts.append(tf.keras.layers.CategoryEncoding(len(source_vocabulary()) + 1, output_mode="one_hot",
                                                       name="source_one_hot")(inputs[SOURCE_INPUT]))
         parts.append(inputs[PROVENANCE_INPUT])
+    if config.target_attention:
+        inputs[ATTENTION_INPUT] = tf.keras.Input(shape=(ATTENTION_LENGTH, len(SEQUENCE_FEATURES)), dtype=tf.float32,
+                                                 name=ATTENTION_INPUT)
+        parts.append(TargetAttention(name="target_attention")(inputs[ATTENTION_INPUT]))
     parts.append(tf.keras.layers.Reshape((1,))(inputs["item_popularity"]))
     parts.append(tf.keras.layers.Reshape((1,))(inputs["two_tower_score"]))
     x = tf.keras.layers.Concatenate(name="ranker_features")(parts)
@@ -252,7 +285,8 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     `initial_weights` (the scorer's `get_weights()`) and `initial_epoch` continue an earlier
     fit, as a Hyperband round does: epochs run from `initial_epoch` to `config.epochs` (the
     optimiser's moments start afresh). `backup_dir`: where the fit keeps what a rerun needs to
-    resume it after a kill (see `training.fit`).
+    resume it after a kill (see `training.fit`). A loss that runs away raises
+    `TrainingDiverged` naming ranking.learning_rate and ranking.batch_size.
     """
     tf.keras.utils.set_random_seed(seed)
     with distribute.strategy().scope():
@@ -286,6 +320,7 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     history = training.fit(model, train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                            validation_data=make_dataset(holdout, config.batch_size, False, seed),
                            callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir, steps_per_epoch=steps,
+                           settings_hint="ranking.learning_rate, ranking.batch_size",
                            stopper=(training.EarlyStopping(config.patience, "val_mean_auc", "max") if objective is None
                                     else training.EarlyStopping(config.patience, "val_objective", "max",
                                                                 objective=objective, name="holdout objective")))

@@ -101,7 +101,8 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
 
     def inputs(rows):
         return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length,
-                                       rconfig.list_features, rconfig.engagement_features)
+                                       rconfig.list_features, rconfig.engagement_features,
+                                       rconfig.target_attention)
 
     provenance = rconfig.source_features
     fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives,
@@ -142,7 +143,8 @@ def _write_in_chunks(writer: shards.ShardWriter, fit_rows: pd.DataFrame, list_id
         rows = rows[np.argsort(list_id[rows], kind="stable")]
         part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,
-                                       rconfig.engagement_features, item_counts=counts, lookup=lookup)
+                                       rconfig.engagement_features, rconfig.target_attention, item_counts=counts,
+                                       lookup=lookup)
         part["list_id"] = list_id[rows]
         writer.write(part)
     return n_chunks
@@ -390,7 +392,7 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     def inputs(part, history, **kwargs):
         return examples.ranking_inputs(part, history, split.test_start, dataset.users, data.catalogue,
                                        data.features, rconfig.history_length, rconfig.list_features,
-                                       rconfig.engagement_features, **kwargs)
+                                       rconfig.engagement_features, rconfig.target_attention, **kwargs)
 
     chunk_rows = 4 * config.data.shard_rows
     if state.examples_dir("ranker") is None or len(rows) <= chunk_rows:
