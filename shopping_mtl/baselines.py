@@ -31,7 +31,8 @@ def run_baselines(state: RunState) -> None:
     config = state.config
     out_dir = state.run_dir / "baselines"
     out_dir.mkdir(parents=True, exist_ok=True)
-    day = SourceDay(state.split.history, state.truth.users, state.split.test_start, config.baselines)
+    split = state.split
+    day = SourceDay(split.history, state.truth.users, split.test_start, config.baselines.in_days(split.period_days))
     for name in config.baselines.names:
         started = time.perf_counter()
         lists = baseline_list(name, day, config.evaluation.list_size)

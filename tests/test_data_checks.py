@@ -21,9 +21,9 @@ from shopping_mtl.config import load_config
 from shopping_mtl.data.readers import MISSING_ID_TEXT, read_dataset
 from shopping_mtl.data.spec import load_spec
 from shopping_mtl.data.split import split_events, truth_for
-from shopping_mtl.ranking.days import ranking_day_users
 from shopping_mtl.data.stage import run_data
 from shopping_mtl.errors import DataError
+from shopping_mtl.ranking.days import ranking_day_users
 from shopping_mtl.ranking.examples import split_users
 from shopping_mtl.run_state import RunState
 
@@ -252,8 +252,9 @@ def test_one_user_log_fails_in_the_data_stage_saying_what_it_lacks(tmp_path):
     with pytest.raises(DataError) as err:
         data_stage(tmp_path, daily_rows(1), MODEL_STAGES)
     assert str(err.value) == (
-        "the log cannot train the ranker: it learns from user-days of the validation part and the 4 days "
-        "before it (ranking.extra_days), each a user with an event that day and an earlier one in train, and "
+        "the log cannot train the ranker: it learns from user-days of the validation part and the 4 periods "
+        "of its length before it (ranking.extra_days), each a user with an event in that period and an earlier "
+        "one in train, and "
         "holds 20% of the train users out (ranking.holdout_share, by a hash of the id and the seed 42) for "
         "early stopping and calibration. It needs at least one user-day to train on and one held out, so at "
         "least 2 users with such days. This log has 1 user in train and 3 such user-days of 1 user (u0): "

@@ -3,6 +3,7 @@ TensorFlow or pandas (the config layer validates them before any work)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -29,9 +30,11 @@ class BaselineConfig:
             in (0, 1] (checked; 1: all seeds alike).
         covisit_max_session_items: per (user, day) session, only its last N distinct items pair
             up (> 0, checked), which bounds the quadratic pair count on very active users.
-        history_half_life_days: age (days, > 0, checked) at which an engagement's weight in the
-            user's own items halves. Each dataset's spec sets its own in `defaults:`, chosen on the
-            validation day (docs/DECISIONS.md, Data, split and baselines).
+        history_half_life_days: age (> 0, checked) at which an engagement's weight in the
+            user's own items halves, in validation periods (`Split.period`: days on a daily log,
+            the validation part's length on a log split at quantiles; `in_days` converts). Each
+            dataset's spec sets its own in `defaults:`, chosen on the validation day
+            (docs/DECISIONS.md, Data, split and baselines).
         fill_with_popularity: extend a baseline's list with popular items to the full list size,
             as a deployed list would be (its own items come first). Candidate sources are never
             filled: popularity is a source of its own there.
@@ -44,6 +47,13 @@ class BaselineConfig:
     covisit_max_session_items: int = 50
     history_half_life_days: float = 1.0
     fill_with_popularity: bool = True
+
+    def in_days(self, period_days: float) -> "BaselineConfig":
+        """These settings with the half-life in days, for a validation period `period_days`
+        days long (1.0 on a daily log: unchanged). The sources read days."""
+        if period_days == 1.0:
+            return self
+        return dataclasses.replace(self, history_half_life_days=self.history_half_life_days * period_days)
 
     def validate(self) -> None:
         for event, weight in self.event_weights.items():

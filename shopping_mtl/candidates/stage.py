@@ -35,7 +35,8 @@ def run_candidates(state: RunState) -> CandidatesOutput:
     two_tower = None
     if state.retrieval is not None:
         two_tower, state.retrieval.test_lists = state.retrieval.test_lists, None
-    day = SourceDay(split.history, state.truth.users, split.test_start, config.baselines, two_tower)
+    day = SourceDay(split.history, state.truth.users, split.test_start, config.baselines.in_days(split.period_days),
+                    two_tower)
     merged = build_candidate_set(day, config.candidates.quotas)
     del day, two_tower  # tens of millions of rows at 10^7 events; the merged set is what stays
     path = state.write_list(merged, "candidate_set.parquet")

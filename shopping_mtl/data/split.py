@@ -45,6 +45,19 @@ class Split:
             return self.events.iloc[:len(self.train) + len(self.validation)].reset_index(drop=True)
         return pd.concat([self.train, self.validation], ignore_index=True)
 
+    @property
+    def period(self) -> pd.Timedelta:
+        """The validation period's length: one day on a calendar-day split, the time from
+        `validation_start` to `test_start` on a quantile split (at least a second). Settings
+        that are relative to the log's pace (`baselines.history_half_life_days`,
+        `ranking.extra_days`) count in it, so on a daily log they count days."""
+        return max(self.test_start - self.validation_start, pd.Timedelta(seconds=1))
+
+    @property
+    def period_days(self) -> float:
+        """`period` in days (1.0 on a calendar-day split)."""
+        return self.period / pd.Timedelta(days=1)
+
     def describe(self) -> dict[str, str | int]:
         return {
             "method": self.method,

@@ -75,7 +75,8 @@ def recommend_module(state: RunState, graph: graphs.RankerGraph, snapshot: graph
                      history: pd.DataFrame) -> graphs.RecommendServing:
     config, parts = state.config, state.retrieval.index
     return graphs.RecommendServing(
-        graph, snapshot, history, config.baselines, config.candidates.quotas, config.ranking.list_size,
+        graph, snapshot, history, config.baselines.in_days(state.split.period_days), config.candidates.quotas,
+        config.ranking.list_size,
         retrieval=QueryIndex(parts.build(), parts.query_model.input_names, graph.features.spec.history_length))
 
 

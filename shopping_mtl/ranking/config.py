@@ -75,7 +75,8 @@ class RankingConfig:
             signal, so the model learns "no signal -> positive", which hurts at test.
         extra_days: also learn from this many train days before the validation day (>= 0,
             checked; candidates and features from the events before each day; no two-tower
-            source there).
+            source there). A "day" is a validation period (`Split.period`): a calendar day on a
+            daily log, the validation part's length on a log split at quantiles.
         max_training_lists: at most this many training lists (user-days) over all ranking
             days, >= 1 or None for no cap (checked). Filled from the validation day backwards:
             a day with more fitting users than places left keeps a fixed pseudo-random sample

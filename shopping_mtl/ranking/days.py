@@ -15,15 +15,16 @@ from shopping_mtl.ranking.examples import split_users
 def ranking_day_users(split: Split, extra_days: int) -> list[np.ndarray]:
     """The users of each day the ranker learns from, as the ranking stage finds them
     (`ranking.stage.ranking_day`): day 0 is the validation part, day d (1 .. `extra_days`) the
-    24 hours starting d days before `validation_start`, within train; a day's users have an
-    event on it and one in train before it."""
+    validation period (`Split.period`, 24 hours on a daily log) starting d periods before
+    `validation_start`, within train; a day's users have an event on it and one in train
+    before it."""
     train = split.train
     time = train["timestamp"]
     in_order = time.is_monotonic_increasing
-    starts = [split.validation_start - pd.Timedelta(days=back) for back in range(extra_days + 1)]
+    starts = [split.validation_start - back * split.period for back in range(extra_days + 1)]
     day_users = [pd.unique(split.validation["user_id"])]
     for start in starts[1:]:
-        end = start + pd.Timedelta(days=1)
+        end = start + split.period
         if in_order:  # a slice of the sorted events, not a filter over all of them
             day = train.iloc[int(time.searchsorted(start)):int(time.searchsorted(end))]
         else:
@@ -55,7 +56,8 @@ def check_ranker_days(split: Split, config: Config) -> None:
     others = ",".join(stage for stage in config.stages if stage != "ranking")
     raise DataError(
         f"the log cannot train the ranker: it learns from user-days of the validation part and the "
-        f"{rconfig.extra_days} days before it (ranking.extra_days), each a user with an event that day and an "
+        f"{rconfig.extra_days} periods of its length before it (ranking.extra_days), each a user with an event "
+        "in that period and an "
         f"earlier one in train, and holds {rconfig.holdout_share:.0%} of the train users out (ranking."
         f"holdout_share, by a hash of the id and the seed {config.seed}) for early stopping and calibration. "
         "It needs at least one user-day to train on and one held out, so at least 2 users with such days. "

@@ -24,7 +24,7 @@ from shopping_mtl.candidates.registry import SourceDay
 from shopping_mtl.data.split import GroundTruth, truth_for
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import examples, model as model_lib
-from shopping_mtl.ranking.calibration import Platt, calibrate, expected_calibration_error, head_metrics
+from shopping_mtl.ranking.calibration import Platt, auc, calibrate, expected_calibration_error, head_metrics
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import CROSS_FEATURES
 from shopping_mtl.ranking.value import choose_value_weights, value_score
@@ -34,6 +34,12 @@ from shopping_mtl.scale import shards
 from shopping_mtl.scale.top_lists import top_lists
 
 log = logging.getLogger(__name__)
+# Under this many positive training rows a head's probabilities mean little; a held-out AUC this
+# close to 0.5 means the head learned nothing (both are said in the run summary).
+FEW_POSITIVES = 50
+NO_SKILL_AUC = 0.02
+
+
 def _subset(arrays: dict, mask: np.ndarray) -> dict:
     return {k: v[mask] for k, v in arrays.items()}
 
@@ -55,7 +61,8 @@ class RankingDay:
 
 def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | None = None,
                 chunk_rows: int = 200_000, max_lists: int | None = None) -> RankingDay | None:
-    """Rows for the day `days_back` days before the validation day (0: the validation day).
+    """Rows for the day `days_back` days before the validation day (0: the validation day);
+    a "day" is a validation period (`Split.period`), a calendar day on a daily log.
 
     Candidates and features come from the events before that day only: the user's own items,
     co-visitation, popularity and, on the validation day, the two-tower model's lists (it was
@@ -68,7 +75,8 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     config, split, dataset, retrieval = state.config, state.split, state.dataset, state.retrieval
     rconfig = config.ranking
     features = retrieval.data.features
-    start = split.validation_start - pd.Timedelta(days=days_back)
+    period = split.period  # a day on a daily log
+    start = split.validation_start - days_back * period
     earlier = (split.train["timestamp"] < start).to_numpy()
     # On the validation day every train event is before it: the frame itself, not a copy of it
     # (8M events, ~1.5 GB at 10^7).
@@ -76,7 +84,7 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     if days_back == 0:
         day = split.validation
     else:
-        day = split.train[(split.train["timestamp"] >= start) & (split.train["timestamp"] < start + pd.Timedelta(days=1))]
+        day = split.train[(split.train["timestamp"] >= start) & (split.train["timestamp"] < start + period)]
     truth = truth_for(before, before, day)
     fitting = np.asarray([u for u in truth.users if u not in held], dtype=object)
     if max_lists is not None and len(fitting) > max_lists:
@@ -90,7 +98,8 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     # The two-tower model was fitted on the days before the validation day: it lists on that
     # day only.
     two_tower = shards.held(retrieval.validation_lists, users=truth.users) if days_back == 0 else None
-    candidates = build_candidate_set(SourceDay(before, truth.users, start, config.baselines, two_tower),
+    candidates = build_candidate_set(SourceDay(before, truth.users, start, config.baselines.in_days(split.period_days),
+                                               two_tower),
                                      config.candidates.quotas)
     del two_tower
     if before is split.train:  # the validation day
@@ -170,8 +179,8 @@ class RankingData:
 
 
 def prepare_ranking(state, rconfig=None) -> RankingData:
-    """Rows of the validation day and `extra_days` train days before it, each from the events
-    before it; a fixed share of users is held out on every day. Above `data.stream_above_events`
+    """Rows of the validation day and `extra_days` train days (validation periods) before it,
+    each from the events before it; a fixed share of users is held out on every day. Above `data.stream_above_events`
     events the fitting rows go to Parquet shards (`RunState.examples_dir`) and are streamed."""
     config, split = state.config, state.split
     rconfig = rconfig or config.ranking
@@ -221,6 +230,7 @@ class RankerFit:
     holdout_ndcg: float  # the final list's NDCG@10 on the held-out user-days
     holdout_mean_auc: float
     holdout_reference_ndcg: float  # the same lists ordered by the engagement feature alone
+    holdout_auc: dict  # task -> the kept model's AUC on the held-out rows (NaN: one class only)
 
 
 def holdout_ndcg_objective(data: RankingData, rconfig):
@@ -274,7 +284,25 @@ def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, ini
                        + 1e-6 * data.holdout_inputs["item_popularity"], calibrated, rconfig.list_size)
     reference_ndcg = score_lists(reference, data.holdout_truth, "h", (10,), n_resamples=0).get("h/ndcg@10", 0.0)
     mean_auc = float(max(fitted["history"].get("val_mean_auc", [float("nan")])))
-    return RankerFit(model, fitted["history"], platt, dict(weights), float(ndcg), mean_auc, float(reference_ndcg))
+    head_auc = {t: auc(holdout_p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
+    return RankerFit(model, fitted["history"], platt, dict(weights), float(ndcg), mean_auc, float(reference_ndcg),
+                     head_auc)
+
+
+def head_warnings(positives: dict, holdout_auc: dict) -> list[str]:
+    """What the run summary says of heads that cannot be trusted: fewer than `FEW_POSITIVES`
+    positive training rows, or a held-out AUC within `NO_SKILL_AUC` of 0.5 (learned nothing;
+    the head is still exported, with this warning in run_info.json)."""
+    warnings = []
+    for task in TASKS:
+        if positives.get(task, 0) < FEW_POSITIVES:
+            warnings.append(f"ranker: the {task} head had {positives.get(task, 0):,.0f} positive training rows "
+                            f"(under {FEW_POSITIVES}): its probabilities mean little")
+        value = holdout_auc.get(task, float("nan"))
+        if abs(value - 0.5) <= NO_SKILL_AUC:
+            warnings.append(f"ranker: the {task} head learned nothing (held-out AUC {value:.3f}, within "
+                            f"{NO_SKILL_AUC} of 0.5); it is exported as it is: do not use its probability")
+    return warnings
 
 
 @dataclasses.dataclass
@@ -308,6 +336,15 @@ def record_fit(state: RunState, fitted: RankerFit, ranking: RankingData) -> None
                              "platt": {t: dataclasses.asdict(p) for t, p in fitted.platt.items()}}
     for task in TASKS:
         state.metrics[f"ranker/value_weight/{task}"] = float(fitted.weights.get(task, 0.0))
+        state.metrics[f"ranker/{task}/training_positives"] = float(
+            round(ranking.fit_positive_rates[task] * ranking.n_fit_rows))
+        state.metrics[f"ranker/{task}/holdout_auc"] = float(fitted.holdout_auc[task])
+    warnings = head_warnings({t: state.metrics[f"ranker/{t}/training_positives"] for t in TASKS},
+                             fitted.holdout_auc)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if warnings:
+        state.info["warnings"] = [*state.info.get("warnings", []), *warnings]
 
 
 def run_ranking_stage(state: RunState) -> RankingOutput:
