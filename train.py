@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tune", metavar="STUDY", help="run a Keras Tuner search instead of one training: "
                         "a study YAML such as tuning/ranker.yaml or tuning/retrieval.yaml; every trial is a "
                         "child MLflow run; running it again with the same --run-dir resumes the search")
-    parser.add_argument("--max-trials", type=int, help="with --tune: the trial budget of a random or "
-                        "Bayesian search (default: the study's)")
+    parser.add_argument("--max-trials", type=int, help="with --tune: at most this many trials, whatever the "
+                        "oracle (a Hyperband round counts as one; default: the study's budget)")
     parser.add_argument("--no-final-run", action="store_true", help="with --tune: do not train the best "
                         "config with every stage after the search (its test figures and registered exports)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")

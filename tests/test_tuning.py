@@ -27,6 +27,7 @@ from conftest import ROOT
 from mlflow_server import MlflowServer, free_port, mlflow_db_template  # noqa: F401  (fixture)
 from shopping_mtl import tuning
 from shopping_mtl.errors import ConfigError
+from shopping_mtl.tuning.study import search_space
 
 TINY = """\
 name: tiny
@@ -157,6 +158,24 @@ def test_the_shipped_studies_load_and_build_valid_configs():
         assert study.scientific, name
         values = {p.name: (p.values[-1] if p.values else p.max) for p in study.space}
         config_from_dict(merge(Config().to_dict(), tuning.build(study, values))).validate()
+
+
+@pytest.mark.parametrize("oracle", ["{type: random, seed: 0}", "{type: bayesian, seed: 0}",
+                                    "{type: hyperband, max_epochs: 9, factor: 3, seed: 0}"])
+def test_max_trials_caps_every_oracle(tmp_path, oracle):
+    """Was: Hyperband ignored `--max-trials` (ten trials for a budget of three)."""
+    study = tuning.load_study(study_file(tmp_path, oracle=oracle))
+    made = tuning.make_oracle(study, max_trials=3)
+    made._set_project_dir(str(tmp_path / "oracle"), "study")  # what a tuner does first; no public call
+    made.hyperparameters = search_space(study)
+    statuses = []
+    for number in range(4):
+        trial = made.create_trial(f"tuner{number}")
+        statuses.append(trial.status)
+        if trial.status == "RUNNING":
+            made.update_trial(trial.trial_id, {study.objective: 0.1 * number})
+            made.end_trial(trial)
+    assert statuses == ["RUNNING"] * 3 + ["STOPPED"]
 
 
 def test_build_maps_shorthands_and_keeps_fixed_values(tmp_path):

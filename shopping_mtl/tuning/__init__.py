@@ -8,7 +8,7 @@ search space and the fixed values:
     model: ranking                       # ranking | retrieval
     objective: {metric: ranker/holdout_ndcg@10, direction: max}
     oracle: {type: hyperband, max_epochs: 9, factor: 3, seed: 0}
-    budget: {max_trials: 20}             # random and bayesian
+    budget: {max_trials: 20}             # at most this many trials, every oracle
     space:
       ranking.architecture: {values: [shared_bottom, mmoe, ple, esmm], role: scientific}
       ranking.learning_rate: {min: 0.0003, max: 0.01, sampling: log, role: nuisance}

@@ -69,7 +69,8 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """A checked study file (`load_study`); `max_trials` is the budget of random and Bayesian."""
+    """A checked study file (`load_study`); `max_trials` caps the trials of every oracle
+    (a Hyperband round of a configuration counts as a trial)."""
 
     name: str
     model: str
@@ -312,7 +313,8 @@ def build(study: Study, values: Mapping[str, Any]) -> dict:
 
 
 def make_oracle(study: Study, max_trials: int | None = None):
-    """The study's Keras Tuner oracle; `max_trials` overrides the study's budget."""
+    """The study's Keras Tuner oracle, capped at `max_trials` trials (default: the study's
+    budget) whatever its type; a Hyperband round of a configuration counts as a trial."""
     objective = kt.Objective(study.objective, direction=study.direction)
     kind, seed = study.oracle["type"], study.oracle.get("seed", 0)
     trials = max_trials or study.max_trials
@@ -321,9 +323,13 @@ def make_oracle(study: Study, max_trials: int | None = None):
     if kind == "bayesian":
         return kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=trials, seed=seed,
                                                      num_initial_points=study.oracle.get("num_initial_points"))
-    return kt.oracles.HyperbandOracle(objective=objective, max_epochs=int(study.oracle.get("max_epochs", 9)),
-                                      factor=int(study.oracle.get("factor", 3)), seed=seed,
-                                      hyperband_iterations=int(study.oracle.get("hyperband_iterations", 1)))
+    oracle = kt.oracles.HyperbandOracle(objective=objective, max_epochs=int(study.oracle.get("max_epochs", 9)),
+                                        factor=int(study.oracle.get("factor", 3)), seed=seed,
+                                        hyperband_iterations=int(study.oracle.get("hyperband_iterations", 1)))
+    # HyperbandOracle takes no `max_trials`, but `Oracle.create_trial` stops the search once the
+    # public `max_trials` attribute is reached, as it does for the other oracles.
+    oracle.max_trials = trials
+    return oracle
 
 
 def search_space(study: Study):
