@@ -115,13 +115,21 @@ def test_export_reloads_in_fresh_process_with_identical_top_k(synthetic_run, tmp
         raw = json.load(open({str(tmp_path / "inputs.json")!r}))
         spec = serve.structured_input_signature[1]
         out = serve(**{{k: tf.constant(v, dtype=spec[k].dtype) for k, v in raw.items()}})
+        # A history of any length up to the model's: the graph pads it, as padding by hand does.
+        short = {{k: tf.constant([row[:3] for row in v] if k.startswith("history_") else v, dtype=spec[k].dtype)
+                 for k, v in raw.items()}}
+        padded = {{k: tf.constant([row[:3] + [""] * (len(row) - 3) for row in v] if k.startswith("history_") else v,
+                                  dtype=spec[k].dtype) for k, v in raw.items()}}
+        same = all(bool(tf.reduce_all(serve(**short)[o] == serve(**padded)[o])) for o in ("item_ids", "scores"))
         print(json.dumps({{"keys": sorted(out), "ids": out["item_ids"].numpy().astype(str).tolist(),
-                          "scores": out["scores"].numpy().tolist()}}))
+                          "scores": out["scores"].numpy().tolist(), "short_as_padded": same,
+                          "history_width": [spec[k].shape[1] for k in raw if k.startswith("history_")]}}))
     """)
     done = run_cli("-c", script)
     assert done.returncode == 0, done.stderr
     served = json.loads(done.stdout.strip().splitlines()[-1])
     assert served["keys"] == ["item_ids", "scores"]
+    assert served["short_as_padded"] and served["history_width"] and set(served["history_width"]) == {None}
     # Expected in the training process: the index's top 10 + history length, the request's
     # history items removed, the first 10 kept.
     length = data.features.spec.history_length

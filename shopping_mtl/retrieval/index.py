@@ -22,9 +22,10 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from shopping_mtl.scale.batches import as_tensor, compiled, infer
 from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import FeatureSet
+from shopping_mtl.scale.batches import as_tensor, compiled, infer
+from shopping_mtl.serving_ops import pad_columns
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +310,10 @@ def lists_frame(users: np.ndarray, item_ids: np.ndarray, scores: np.ndarray) -> 
 class RetrievalServing(tf.Module):
     """What TF Serving loads: raw query features in, `item_ids` and `scores` (top k) out.
 
-    With `exclude_seen`, items in the request's `history_item_ids` are left out (the index
-    returns k + history length, the seen ones are masked, the best k kept), as offline.
+    History inputs (`history_*`, most recent first) may hold any number of events: padded with
+    "" to the model's `history_length` inside the graph, or cut to the most recent ones. With
+    `exclude_seen`, items in the request's `history_item_ids` are left out (the index returns
+    k + history length, the seen ones are masked, the best k kept), as offline.
     """
 
     def __init__(self, index, features: FeatureSet, input_names, k: int, exclude_seen: bool = False):
@@ -321,11 +324,16 @@ class RetrievalServing(tf.Module):
         self.exclude_seen = exclude_seen and "history_item_ids" in input_names
         history = features.spec.history_length if self.exclude_seen else 0
         self.depth = min(self.k + history, n_items)
+        self.history_length = features.spec.history_length
         signature = features.input_signature("user", "history", "context")
-        self.signature = {name: signature[name] for name in input_names}
+        self.history_names = [name for name in features.input_signature("history") if name in input_names]
+        self.signature = {name: (tf.TensorSpec([None, None], signature[name].dtype, name)
+                                 if name in self.history_names else signature[name]) for name in input_names}
         self.serve = tf.function(self._serve, input_signature=[self.signature])
 
     def _serve(self, features):
+        features = {name: (pad_columns(value, self.history_length, "") if name in self.history_names else value)
+                    for name, value in features.items()}
         scores, ids = self.index(features, k=self.depth)  # (batch, depth) each
         if self.exclude_seen:
             history = features["history_item_ids"]  # (batch, history_length)
