@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="ecomm (default, bundled), taobao, taobao_timeslice, "
                         "or the path of a dataset spec YAML (see features/)")
     parser.add_argument("--run-dir", help="folder for the run's outputs "
-                        "(default: runs/<dataset>-<date>-<time>)")
+                        "(default: runs/<dataset>-<date>-<time>); a folder holds one configuration's run: "
+                        "run again with the same configuration, an interrupted run resumes and a finished one "
+                        "is reproduced; another configuration is refused (see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir even if it has "
+                        "another configuration: its files, figures and backups are removed first (not with "
+                        "--tune); its published exports stay, and this run publishes the next version")
     parser.add_argument("--config", help="a YAML file of config values (overridden by the flags)")
     parser.add_argument("--data-root", help="folder the spec's relative data paths start from "
                         "(default: the spec's own 'root')")
@@ -91,7 +96,13 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.overwrite and args.tune:
+        # A search's folder holds its tuner state, shared with its workers: it resumes, never
+        # replaced from under them.
+        parser.error("--overwrite replaces one training's run folder and does not apply to --tune "
+                     "(a search resumes from its folder): start another search in a new --run-dir")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "
                   f"best_config.yaml in the run folder")
             return 0
-        state = pipeline.run(config)
+        state = pipeline.run(config, overwrite=args.overwrite)
     except ShoppingMtlError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,3 +16,9 @@ class DataError(ShoppingMtlError):
 class TrainingDiverged(ShoppingMtlError):
     """A fit's loss turned non-finite or grew far past its first epoch's: the settings that
     set the step size are out of their useful range. The message names them."""
+
+
+class RunFolderConflict(ShoppingMtlError):
+    """A run folder holds another configuration's run (or is no run folder): the run would mix
+    its files, figures and backups with that one's. The message names the folder, the first
+    differing settings and what to do (a new --run-dir, or --overwrite)."""

@@ -2,9 +2,10 @@
 
     data -> baselines -> retrieval -> candidates -> ranking -> export
 
-`run(config)` creates the run folder with the resolved `config.yaml`, runs the configured stages
-(data always), and writes `metrics.json` (one flat object of figures) and `run_info.json`
-(dataset, split boundaries, timings, exports); MLflow records the run when tracking is on.
+`run(config)` claims the run folder (`run_folder.claim`: a folder holds one configuration's
+run) and writes the resolved `config.yaml`, runs the configured stages (data always), and writes
+`metrics.json` (one flat object of figures), `run_info.json` (dataset, split boundaries, timings,
+exports) and, last, the `COMPLETE` marker; MLflow records the run when tracking is on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable, Iterator
 import pandas as pd
 import yaml
 
-from shopping_mtl import distribute, evaluation, tracking, training
+from shopping_mtl import distribute, evaluation, run_folder, tracking, training
 from shopping_mtl.baselines import run_baselines
 from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.candidates.stage import run_candidates
@@ -125,8 +126,15 @@ def summary_ratios(metrics: dict[str, float], best: dict[str, str]) -> str:
     return "final list / best baseline (paired 95% interval over users):\n" + "\n".join(lines) if lines else ""
 
 
-def prepare_state(config: Config) -> RunState:
-    """The run folder (created) with the resolved config.yaml, and an empty RunState."""
+def prepare_state(config: Config, overwrite: bool = False) -> RunState:
+    """The run folder (created, and claimed for this configuration: `run_folder.claim`) with the
+    resolved config.yaml, and an empty RunState. A distributed worker's folder is
+    `workers/<index>/` of the run folder, claimed by that worker.
+
+    Raises:
+        RunFolderConflict: the folder holds another configuration's run and `overwrite` is off;
+            nothing in it was changed.
+    """
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.data.dataset)
     place = distribute.cluster()
     if not place.is_chief:
@@ -135,14 +143,21 @@ def prepare_state(config: Config) -> RunState:
         config = dataclasses.replace(config, tracking=dataclasses.replace(config.tracking, enabled=False))
     run_dir.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # Before config.yaml is written: a refused run leaves the folder as it found it.
+    run_folder.claim(run_dir, config.to_dict(), overwrite)
+    write_atomic(run_dir / run_folder.CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     log.info("run folder: %s", run_dir)
     return RunState(config=config, run_dir=run_dir)
 
 
-def run(config: Config, parent_run_id: str | None = None) -> RunState:
-    """Run the configured stages and write the run folder (`parent_run_id`: track the run as a
-    child of that MLflow run, as a search's final run is)."""
+def run(config: Config, parent_run_id: str | None = None, overwrite: bool = False) -> RunState:
+    """Run the configured stages and write the run folder, its `COMPLETE` marker last
+    (`parent_run_id`: track the run as a child of that MLflow run, as a search's final run is;
+    `overwrite`: replace another configuration's run in the folder, `run_folder.claim`).
+
+    Raises:
+        RunFolderConflict: the folder holds another configuration's run and `overwrite` is off.
+    """
     if distribute.cluster().multi_worker:
         # Before any other TensorFlow work, as TensorFlow requires.
         strategy = distribute.strategy()
@@ -150,13 +165,14 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
                  strategy.num_replicas_in_sync, distribute.cluster().index)
     # Source names are known once every source has registered: checked before any work.
     registry.check_names(config.candidates.quotas, config.baselines.names)
-    state = prepare_state(config)
+    state = prepare_state(config, overwrite)
     config, run_dir = state.config, state.run_dir
     if config.deterministic:
         training.enable_determinism(config.seed)
-    if (run_dir / ".backup").is_dir():
-        log.info("%s holds an interrupted run's backup: its fits resume where they stopped",
-                 run_dir / ".backup")
+    resumable = run_folder.resumable_backups(run_dir)
+    if resumable:  # claimed: the backups are this configuration's
+        log.info("%s holds an interrupted run's backup (%s): its fits resume where they stopped",
+                 run_dir, ", ".join(str(p.relative_to(run_dir)) for p in resumable))
     stages = stages_to_run(config)
     # Tracking starts before any work, so an unreachable tracking server stops the run at once.
     tracker = start_tracking(state, parent_run_id=parent_run_id) if config.tracking.enabled else None
@@ -187,6 +203,9 @@ def run(config: Config, parent_run_id: str | None = None) -> RunState:
     write_atomic(run_dir / "run_info.json", json.dumps(state.info, indent=1, sort_keys=True))
     if tracker is not None:
         record_run(state, tracker)
+    # Last: the folder holds every file of the run (a failure to record it in MLflow is reported
+    # apart and leaves the folder complete).
+    run_folder.mark_complete(run_dir, state.info)
     return state
 
 
@@ -323,9 +342,13 @@ def start_tracking(state: RunState, run_name: str | None = None, tags: dict | No
                    parent_run_id: str | None = None):
     """Open the run's MLflow run and log the resolved configuration as its parameters."""
     config = state.config
+    folder = str(state.run_dir.resolve())
     tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
-                                     tags={"run_dir": str(state.run_dir.resolve()), **(tags or {})},
+                                     tags={tracking.RUN_DIR_TAG: folder, **(tags or {})},
                                      parent_run_id=parent_run_id)
+    # An earlier run of this folder killed outright (SIGKILL, a lost machine) never ended its
+    # MLflow run: its process is gone, so it is marked KILLED rather than RUNNING for good.
+    tracking.end_abandoned_runs(tracker.client, tracker.experiment_id, folder)
     tracker.log_params(tracking.flatten(config.to_dict()))
     state.info["mlflow"] = {"tracking_uri": tracker.client.tracking_uri, "run_id": tracker.run_id,
                             "experiment": config.tracking.experiment}

@@ -4,7 +4,9 @@
 - `ranker`: scores the candidates a caller brings;
 - `recommend`: retrieval, every registered candidate source and the ranker in one graph.
 
-Each is published as the next version under the export base (`export.publishing.publish`:
+All of a run's models are published under one version number, chosen once per run
+(`export.publishing.next_run_version`: one more than the highest version of any model under the
+export base) and kept in `run_info.json` as `export_version` (`export.publishing.publish`:
 atomic, with warmup requests from real validation rows and their expected answers). Without
 the ranking stage only `retrieval` is exported; without the retrieval stage nothing is.
 """
@@ -20,7 +22,7 @@ import pandas as pd
 
 from shopping_mtl.candidates.registry import QueryIndex
 from shopping_mtl.export import graphs
-from shopping_mtl.export.publishing import publish
+from shopping_mtl.export.publishing import next_run_version, publish
 from shopping_mtl.retrieval import examples as retrieval_examples, index as index_lib
 from shopping_mtl.run_state import RunState
 from shopping_mtl.scale import shards
@@ -38,11 +40,19 @@ def run_export(state: RunState) -> None:
         export_ranker_and_recommend(state)
 
 
+def run_version(state: RunState) -> int:
+    """The version every model of this run is published as: chosen at the run's first publish
+    (`next_run_version` over all the models), then the same for the others."""
+    if "export_version" not in state.info:
+        state.info["export_version"] = next_run_version(state.config.export_base)
+    return state.info["export_version"]
+
+
 def _publish(state: RunState, name: str, module, warmup) -> None:
     export = state.config.export
     started = time.perf_counter()
     target = publish(module, state.config.export_base, name, warmup, export.warmup_requests,
-                     export.keep_versions, export.server_base)
+                     export.keep_versions, export.server_base, version=run_version(state))
     state.info.setdefault("exports", {})[name] = str(target)
     log.info("export: %s in %.1fs", target, time.perf_counter() - started)
 

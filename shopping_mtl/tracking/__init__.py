@@ -7,8 +7,10 @@ PNGs a run attaches. The names below are the ones the rest of the project uses a
 
 from shopping_mtl.tracking.client import (
     MAX_PARAM_VALUE,
+    RUN_DIR_TAG,
     SKIPPED_METRIC,
     Tracker,
+    end_abandoned_runs,
     flatten,
     metric_key,
     run_tags,
@@ -24,12 +26,14 @@ from shopping_mtl.tracking.store import (
 
 __all__ = [
     "MAX_PARAM_VALUE",
+    "RUN_DIR_TAG",
     "SKIPPED_METRIC",
     "Tracker",
     "artifact_root",
     "calibration_bins",
     "check_reachable",
     "default_tracking_uri",
+    "end_abandoned_runs",
     "flatten",
     "get_or_create_experiment",
     "log_exports",

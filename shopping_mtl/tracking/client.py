@@ -14,7 +14,10 @@ The flow a training process follows:
    (`recall@100`: `@` is not allowed) are rewritten deterministically by `metric_key`
    (`recall_at_100`); non-finite values are skipped and counted in `tracking/skipped_non_finite`.
 3. Leaving the `with Tracker.start(...)` block ends the run FINISHED, FAILED on an exception
-   (KILLED on Ctrl-C).
+   (KILLED on Ctrl-C). A process killed outright (SIGKILL) cannot end its run: every run is
+   tagged with its process (`process.host`, `process.pid`), and `end_abandoned_runs` marks a
+   RUNNING run of a run folder KILLED once its process is gone (a later run of the same folder
+   calls it when it starts).
 
 Every call goes through the tracker's own `MlflowClient(tracking_uri)`, never MLflow's global
 "active run", so a search's parent run and its trials' child runs (`tracker.child(...)`) can be
@@ -28,6 +31,7 @@ import dataclasses
 import importlib.metadata
 import logging
 import math
+import os
 import re
 import subprocess
 import time
@@ -39,6 +43,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils import validation
 
+from shopping_mtl.run_folder import HOST, process_gone
 from shopping_mtl.tracking.store import (check_reachable, default_tracking_uri,
                                          get_or_create_experiment)
 
@@ -48,6 +53,10 @@ DEFAULT_EXPERIMENT = "shopping_mtl"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 SKIPPED_METRIC = "tracking/skipped_non_finite"
 PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_DIR_TAG = "run_dir"  # the run folder (resolved) a training or search run writes
+# The process that opened a run, so a later process can tell whether it is gone.
+HOST_TAG, PID_TAG = "process.host", "process.pid"
+ABANDONED_TAG = "ended_by"
 # The packages whose versions decide whether a run can be reproduced (pinned in pyproject.toml).
 VERSIONED_PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "keras-tuner", "mlflow",
                       "pandas", "numpy")
@@ -229,6 +238,7 @@ class Tracker:
                 run_name: str | None, tags: Mapping[str, Any] | None,
                 parent_run_id: str | None) -> "Tracker":
         all_tags = _context_tags()
+        all_tags.update({HOST_TAG: HOST, PID_TAG: str(os.getpid())})
         all_tags.update({metric_key(k): str(v)[:MAX_TAG_VALUE] for k, v in (tags or {}).items()})
         if parent_run_id:
             # What `mlflow.start_run(nested=True)` sets; the UI nests runs by it.
@@ -341,6 +351,38 @@ class Tracker:
             self.end(status)
         except Exception:  # noqa: BLE001 - the caller's exception is the one that matters
             log.warning("could not mark MLflow run %s %s", self.run_id, status, exc_info=True)
+
+
+def _abandoned(run) -> bool:
+    tags = run.data.tags
+    return process_gone(tags.get(HOST_TAG), tags.get(PID_TAG))
+
+
+def end_abandoned_runs(client: MlflowClient, experiment_id: str, run_dir: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `experiment_id` tagged `run_dir` (`RUN_DIR_TAG`) whose
+    process is gone (`process.host` is this machine and `process.pid` no longer runs), with
+    their RUNNING child runs whose process is gone too (a killed search's trials). Runs of a
+    live process, of another host or without those tags (older code) are left alone; a store
+    that cannot be searched is logged and left alone. Returns the run ids marked."""
+    try:
+        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                     max_results=10_000)
+    except Exception as err:  # noqa: BLE001 - housekeeping: the new run matters more
+        log.warning("could not look for abandoned MLflow runs of %s: %s", run_dir, err)
+        return []
+    ended = [r for r in running if r.data.tags.get(RUN_DIR_TAG) == run_dir and _abandoned(r)]
+    parents = {r.info.run_id for r in ended}
+    ended += [r for r in running if r.data.tags.get(PARENT_RUN_TAG) in parents and r.info.run_id not in parents
+              and _abandoned(r)]
+    for found in ended:
+        tags = found.data.tags
+        note = (f"marked KILLED by a later run of {run_dir}: process {tags.get(PID_TAG)} on "
+                f"{tags.get(HOST_TAG)} had gone without ending it")
+        client.set_tag(found.info.run_id, ABANDONED_TAG, note)
+        client.set_terminated(found.info.run_id, status="KILLED")
+        log.warning("MLflow run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+                    found.info.run_id, found.info.run_name, tags.get(PID_TAG))
+    return [r.info.run_id for r in ended]
 
 
 def _context_tags() -> dict[str, str]:

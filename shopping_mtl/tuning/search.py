@@ -182,8 +182,9 @@ def _report(config: Config, result: SearchResult, state: RunState, tracker, fina
                            stages=list(pipeline.DEFAULT_STAGES))
         log.info("search %s: training the best config (trial %s) with every stage", study.name,
                  result.best["trial_id"])
+        # best/ is the search's own: a resumed search whose best changed replaces it.
         final = pipeline.run(config_from_dict(best_config).validate(),
-                             parent_run_id=tracker.run_id if tracker is not None else None)
+                             parent_run_id=tracker.run_id if tracker is not None else None, overwrite=True)
         result.final_metrics = dict(final.metrics)
     if tracker is not None:
         tracker.log_text(text, "search.txt")
