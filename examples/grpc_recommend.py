@@ -1,56 +1,87 @@
 #!/usr/bin/env python
 """Ask a TF Serving model server's `recommend` model for one user's list over gRPC.
 
-    python examples/grpc_recommend.py --server localhost:8500 --user 1000 \
-        --history 5461:click:1560816000,2344:purchase:1560729600
+    python examples/grpc_recommend.py --server localhost:8500 --user 1000 \\
+        --history 5461:click:1560816000,2344:purchase:1560729600 --feature gender=1
 
-`--history` is the user's recent events, most recent first, as item:event:unix_seconds
-(event: click, save or purchase); leave it out for a user with no history. Needs only
+The request is built from the model's own signature (`GetModelMetadata`): `--history` is the
+user's recent events, most recent first, as item:event:unix_seconds (event: click, save or
+purchase; leave it out for a user with no history), `--feature name=value` gives a user
+feature (one flag each); a feature not given is sent as missing. Needs only
 `tensorflow-serving-api` (and the TensorFlow it brings, for the tensor protos).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import grpc
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from recommend_request import RequestError, parse_features, parse_history, request_inputs
+
+SIGNATURE = "serving_default"
 
 
-def recommend_request(user_id: str, history: list[tuple[str, str, int]], now: int,
-                      model: str = "recommend") -> predict_pb2.PredictRequest:
-    """A PredictRequest for one user: raw features in, named tensors as the signature wants."""
+def signature_inputs(stub, model: str, timeout: float) -> dict[str, str]:
+    """The model's `serving_default` inputs, name -> dtype name ("string", "float32", ...)."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = model
+    response = stub.GetModelMetadata(request, timeout=timeout)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    inputs = signatures.signature_def[SIGNATURE].inputs
+    return {name: tf.dtypes.as_dtype(info.dtype).name for name, info in inputs.items()}
+
+
+def predict_request(model: str, inputs: dict[str, list], signature: dict[str, str]) -> predict_pb2.PredictRequest:
+    """A PredictRequest holding `inputs` (`request_inputs`) as tensors of the signature's dtypes."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
-    request.model_spec.signature_name = "serving_default"
-    items, events, stamps = (list(column) for column in zip(*history)) if history else ([""], [""], [0])
-    request.inputs["user_id"].CopyFrom(tf.make_tensor_proto([user_id], dtype=tf.string))
-    request.inputs["history_item_ids"].CopyFrom(tf.make_tensor_proto([items], dtype=tf.string))
-    request.inputs["history_events"].CopyFrom(tf.make_tensor_proto([events], dtype=tf.string))
-    request.inputs["history_timestamps"].CopyFrom(tf.make_tensor_proto([stamps], dtype=tf.int64))
-    request.inputs["timestamp"].CopyFrom(tf.make_tensor_proto([now], dtype=tf.int64))
+    request.model_spec.signature_name = SIGNATURE
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=tf.dtypes.as_dtype(signature[name])))
     return request
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="localhost:8500", help="host:port of the gRPC API")
+    parser.add_argument("--server", default="localhost:8500", help="host:port of the gRPC API (default %(default)s)")
+    parser.add_argument("--model", default="recommend", help="the model's name in models.config (default %(default)s)")
     parser.add_argument("--user", required=True, help="the user's id (an unknown id is fine)")
     parser.add_argument("--history", default="", help="item:event:unix_seconds,... most recent first")
-    parser.add_argument("--top", type=int, default=10, help="how many rows to print")
-    args = parser.parse_args()
-    history = [tuple(part.split(":")) for part in args.history.split(",") if part]
-    history = [(item, event, int(seconds)) for item, event, seconds in history]
+    parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
+                        help="a user feature (repeat the flag); the others are sent as missing")
+    parser.add_argument("--top", type=int, default=10, help="how many rows to print (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    args = parser.parse_args(argv)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.server))
-    response = stub.Predict(recommend_request(args.user, history, int(time.time())), timeout=5.0)
+    try:
+        signature = signature_inputs(stub, args.model, args.timeout)
+        inputs = request_inputs(signature, args.user, parse_history(args.history), int(time.time()),
+                                parse_features(args.feature))
+        response = stub.Predict(predict_request(args.model, inputs, signature), timeout=args.timeout)
+    except RequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as err:
+        if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"error: no model server answers at {args.server} ({err.code().name}); start "
+                  "tensorflow_model_server with --port on that address (README, Serving)", file=sys.stderr)
+        else:
+            print(f"error: the server at {args.server} refused the request: {err.code().name}: {err.details()}",
+                  file=sys.stderr)
+        return 2
     out = {name: tf.make_ndarray(proto)[0] for name, proto in response.outputs.items()}
     print(f"{'rank':>4} {'item_id':>12} {'score':>8} {'p_click':>8} {'p_save':>8} {'p_purchase':>10}")
     for rank in range(min(args.top, len(out["item_ids"]))):
         print(f"{rank + 1:>4} {out['item_ids'][rank].decode():>12} {out['scores'][rank]:>8.4f} {out['click'][rank]:>8.4f} "
               f"{out['save'][rank]:>8.4f} {out['purchase'][rank]:>10.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

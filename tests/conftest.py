@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import random
@@ -217,3 +218,26 @@ def serve_fresh(export_dir, request: dict, tmp_path: Path, name: str) -> dict[st
     _FRESH.ask(export_dir, requests, outputs)
     with np.load(outputs) as answer:
         return {k: answer[k] for k in answer.files}
+
+
+@contextlib.contextmanager
+def stand_in_server(export_dir, model: str = "recommend"):
+    """`tests/serving_stand_in.py` over `export_dir` (a version folder): yields the gRPC and the
+    REST address; killed on exit."""
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "serving_stand_in.py"), str(export_dir), model],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 120)
+        line = server.stdout.readline() if ready else ""
+        assert line, "the stand-in server did not start"
+        grpc_port, rest_port = line.split()
+        yield f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def run_client(client: str, server: str, *args: str) -> subprocess.CompletedProcess:
+    """`examples/<client>_recommend.py --server SERVER ARGS` (client: grpc or rest)."""
+    return subprocess.run([sys.executable, str(ROOT / "examples" / f"{client}_recommend.py"), "--server", server,
+                           *args], capture_output=True, text=True, timeout=120)

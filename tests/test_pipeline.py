@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import independent_protocol
-from conftest import ROOT, BackgroundCli, run_cli, start_early, write_spec
+from conftest import ROOT, BackgroundCli, run_cli, run_client, stand_in_server, start_early, write_spec
 from mlflow_server import create_store
 from shopping_mtl.config import load_config
 from shopping_mtl.pipeline import run
@@ -187,3 +187,26 @@ def test_train_on_bundled_ecomm(ecomm_run_started):
     assert info["split"]["test_start"].startswith("2019-06-19")
     assert len(info["data_fingerprint"]) == 64
     check_against_independent("ecomm", ROOT / "data" / "ecomm", run_dir)
+
+
+@pytest.mark.parametrize("client", ["grpc", "rest"])
+def test_the_client_examples_answer_against_the_ecomm_export(ecomm_run_started, client):
+    """EComm's `recommend` signature has its user features besides the id, history and time:
+    the clients build every input from it (was: five inputs, refused by the server)."""
+    assert ecomm_run_started.result(timeout=900).returncode == 0
+    export = ecomm_run_started.folder / "run" / "export" / "recommend" / "1"
+    events = pd.read_csv(ROOT / "data" / "ecomm" / "ecomm_edge_train.txt.gz", sep="\t", header=None, dtype=str,
+                         names=["user_id", "item_id", "behavior", "date"], nrows=200)
+    user = events["user_id"].iloc[0]
+    mine = events[events["user_id"] == user].head(3)
+    seconds = pd.to_datetime(mine["date"], format="%Y%m%d", utc=True).astype("int64") // 10**9
+    history = ",".join(f"{i}:click:{t}" for i, t in zip(mine["item_id"], seconds))
+    with stand_in_server(export) as (grpc_address, rest_address):
+        server = grpc_address if client == "grpc" else rest_address
+        done = run_client(client, server, "--user", user, "--history", history, "--feature", "gender=1",
+                          "--feature", "income=5200")
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows = [line.split() for line in done.stdout.splitlines()[1:]]
+        assert len(rows) == 10 and all(float(r[2]) >= float(rows[-1][2]) for r in rows)
+        bare = run_client(client, server, "--user", "someone-new")  # every user feature missing
+        assert bare.returncode == 0 and len(bare.stdout.splitlines()) == 11, bare.stderr[-2000:]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, BackgroundCli, serve_fresh, start_early, tiny_log
+from conftest import ROOT, BackgroundCli, run_client, serve_fresh, stand_in_server, start_early, tiny_log
 from shopping_mtl.export import graphs as serving
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig
@@ -262,58 +262,33 @@ def test_every_signature_answers_odd_inputs_and_a_batch_of_1000(ranked_run, tmp_
     assert np.isneginf(answer["score"][:, 1]).all() and np.isfinite(answer["score"][:, 2:]).all()
 
 
-STAND_IN_SERVER = '''
-import sys
-from concurrent import futures
-
-import grpc
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-
-
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def Predict(self, request, context):
-        assert request.model_spec.name == "recommend" and request.model_spec.signature_name == "serving_default"
-        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
-        response = predict_pb2.PredictResponse()
-        for name, value in signature(**inputs).items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
-        return response
-
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
-port = server.add_insecure_port("127.0.0.1:0")
-server.start()
-print(port, flush=True)
-server.wait_for_termination()
-'''
-
-
-def test_grpc_client_example_gets_a_list(ranked_run):
-    """examples/grpc_recommend.py against a stand-in for the model server's PredictionService
-    (the same protos and signature call; no tensorflow_model_server binary exists here)."""
+@pytest.mark.parametrize("client", ["grpc", "rest"])
+def test_client_examples_get_a_list(ranked_run, client):
+    """examples/{grpc,rest}_recommend.py against a stand-in for the model server's two APIs (the
+    same protos, JSON and signature call; no tensorflow_model_server binary exists here): the
+    request is built from the signature the server reports."""
     state = ranked_run
-    server = subprocess.Popen([sys.executable, "-c", STAND_IN_SERVER, state.info["exports"]["recommend"]],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = int(server.stdout.readline())
+    with stand_in_server(state.info["exports"]["recommend"]) as (grpc_address, rest_address):
+        server = grpc_address if client == "grpc" else rest_address
         events = state.split.history[state.split.history["user_id"] == state.truth.users[0]].tail(3).iloc[::-1]
         history = ",".join(f"{r.item_id}:{r.event}:{int(r.timestamp.timestamp())}" for r in events.itertuples())
-        done = subprocess.run([sys.executable, str(ROOT / "examples" / "grpc_recommend.py"), "--server",
-                               f"127.0.0.1:{port}", "--user", state.truth.users[0], "--history", history, "--top", "5"],
-                              capture_output=True, text=True, timeout=120)
+        done = run_client(client, server, "--user", state.truth.users[0], "--history", history, "--top", "5")
         assert done.returncode == 0, done.stderr[-2000:]
         rows = [line.split() for line in done.stdout.splitlines()[1:]]
         assert len(rows) == 5 and [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
         assert set(r[1] for r in rows) <= set(state.retrieval.data.catalogue["item_id"])
-        cold = subprocess.run([sys.executable, str(ROOT / "examples" / "grpc_recommend.py"), "--server",
-                               f"127.0.0.1:{port}", "--user", "someone-new"], capture_output=True, text=True, timeout=120)
+        cold = run_client(client, server, "--user", "someone-new")
         assert cold.returncode == 0 and len(cold.stdout.splitlines()) == 11, cold.stderr[-2000:]
-    finally:
-        server.kill()
+        unknown = run_client(client, server, "--user", "u1", "--feature", "shoe_size=42")
+        assert unknown.returncode == 2 and "the model has no input shoe_size" in unknown.stderr
+        assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.parametrize("client,address", [("grpc", "127.0.0.1:9"), ("rest", "http://127.0.0.1:9")])
+def test_client_examples_say_when_no_server_answers(client, address):
+    done = run_client(client, address, "--user", "u1", "--timeout", "5")
+    assert done.returncode == 2 and f"no model server answers at {address}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_the_run_is_tracked_in_mlflow_with_its_exports_registered(ranked_run):

@@ -1,0 +1,85 @@
+"""The inputs of a `recommend` request, built from the model's own signature.
+
+A shop's export takes the user features its dataset spec declares (EComm's: gender, age_level,
+...), besides `user_id`, the history and the time, and TF Serving refuses a request whose
+inputs differ from the signature's. So the clients ask the server for the signature first
+(`GetModelMetadata`, or REST's `/metadata`) and fill every input: the user's id, history and
+the time from the caller, user features from `--feature name=value`, and any feature not given
+its documented missing value ("" for text, NaN for numbers: the model reads both as missing).
+Plain Python, shared by `grpc_recommend.py` and `rest_recommend.py`.
+"""
+
+from __future__ import annotations
+
+HISTORY = ("history_item_ids", "history_events", "history_timestamps")
+EVENTS = ("click", "save", "purchase")
+
+
+class RequestError(ValueError):
+    """A value the caller gave that the signature cannot take (the message says which)."""
+
+
+def parse_history(text: str) -> list[tuple[str, str, int]]:
+    """`item:event:unix_seconds,...` (most recent first) -> [(item, event, seconds), ...]."""
+    history = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fields = part.rsplit(":", 2)
+        if len(fields) != 3 or fields[1] not in EVENTS or not fields[2].lstrip("-").isdigit():
+            raise RequestError(f"--history entry {part!r} is not item:event:unix_seconds with event one of "
+                               f"{', '.join(EVENTS)}")
+        history.append((fields[0], fields[1], int(fields[2])))
+    return history
+
+
+def parse_features(pairs: list[str]) -> dict[str, str]:
+    """`["gender=1", "income=5200.5"]` -> {"gender": "1", "income": "5200.5"}."""
+    features = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise RequestError(f"--feature {pair!r} is not name=value")
+        features[name] = value
+    return features
+
+
+def _cast(name: str, value, dtype: str):
+    if dtype == "string":
+        return str(value)
+    try:
+        return float(value) if dtype.startswith(("float", "double")) else int(value)
+    except ValueError:
+        raise RequestError(f"feature {name}={value!r}: the model takes a number ({dtype})") from None
+
+
+def missing(dtype: str):
+    """The value that tells the model a feature is unknown: "" for text, NaN for numbers."""
+    return "" if dtype == "string" else float("nan") if dtype.startswith(("float", "double")) else 0
+
+
+def request_inputs(signature: dict[str, str], user_id: str, history: list[tuple[str, str, int]], now: int,
+                   features: dict[str, str] | None = None) -> dict[str, list]:
+    """Every input of `signature` (input name -> dtype name: "string", "float32", "int64") for one
+    user, as a batch of one (nested lists).
+
+    Raises:
+        RequestError: a feature the signature does not have, or a value it cannot take.
+    """
+    features = dict(features or {})
+    unknown = sorted(set(features) - set(signature))
+    if unknown:
+        known = sorted(n for n in signature if n not in (*HISTORY, "user_id", "timestamp"))
+        raise RequestError(f"the model has no input {', '.join(unknown)}; its user features: "
+                           f"{', '.join(known) or 'none'}")
+    items, events, stamps = ([list(column) for column in zip(*history)] if history else ([""], [""], [0]))
+    given = {"user_id": user_id, "history_item_ids": items, "history_events": events,
+             "history_timestamps": stamps, "timestamp": now}
+    inputs = {}
+    for name, dtype in signature.items():
+        if name in given:
+            value = given[name]
+        elif name in features:
+            value = _cast(name, features[name], dtype)
+        else:
+            value = missing(dtype)
+        inputs[name] = [value]
+    return inputs
