@@ -134,6 +134,19 @@ def test_default_uri_and_experiment_artifact_location(project, monkeypatch):
     assert tracking.default_tracking_uri(project) == "http://tracking.example:5000"
 
 
+def test_experiments_open_as_model_training_in_the_ui(project):
+    """Was: no kind, so the MLflow UI (3.17) opened the experiment in GenAI mode."""
+    client = client_for(project)
+    created = client.get_experiment(tracking.get_or_create_experiment("kind-new", project))
+    assert created.tags["mlflow.experimentKind"] == "custom_model_development"
+    older = client.create_experiment("kind-old")  # made before the tag, or by another tool
+    tracking.get_or_create_experiment("kind-old", project)
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    chosen = client.create_experiment("kind-chosen", tags={"mlflow.experimentKind": "genai_development"})
+    tracking.get_or_create_experiment("kind-chosen", project)  # a person's choice is kept
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
 def test_deleted_experiment_is_an_actionable_error(project):
     client = client_for(project)
     client.delete_experiment(tracking.get_or_create_experiment("gone", project))

@@ -18,6 +18,11 @@ from mlflow.exceptions import MlflowException
 
 from shopping_mtl.errors import ShoppingMtlError
 
+# The experiment tag the MLflow UI (3.17) reads to open an experiment as model training rather
+# than as GenAI (with its assistant panel); it infers GenAI when the tag is absent and no run
+# has metrics yet. The UI sets the same tag when a person picks the kind.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
 
 def default_tracking_uri(project_root: Path) -> str:
     """`MLFLOW_TRACKING_URI` when set, else the project's SQLite store.
@@ -103,7 +108,8 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
 def get_or_create_experiment(name: str, project_root: Path,
                              client: MlflowClient | None = None) -> str:
-    """The id of experiment `name`, created on first use.
+    """The id of experiment `name`, created on first use, tagged as a model-training
+    experiment (`EXPERIMENT_KIND_TAG`) unless a kind is already set.
 
     With a local store (sqlite or file) a new experiment's artifact location is set explicitly to
     `<project_root>/mlruns/<name>` (a file URI; for a sqlite database named by
@@ -131,12 +137,17 @@ def get_or_create_experiment(name: str, project_root: Path,
                     else artifact_root(project_root))
             location = (root / name).as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except MlflowException as exc:
             # Another process created it between our lookup and create: use theirs.
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "deleted" and EXPERIMENT_KIND_TAG not in experiment.tags:
+        # An experiment made before the tag was set, or by another tool: a kind a person chose
+        # in the UI is kept, an absent one set.
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     if experiment.lifecycle_stage == "deleted":
         raise ShoppingMtlError(
             f"MLflow experiment {name!r} (id {experiment.experiment_id}) in {client.tracking_uri} "
