@@ -45,6 +45,16 @@ def test_short_logs_get_quantile_folds_each_dropping_one_test_share():
     assert kept == [60, 80, 100]
 
 
+def test_quantile_folds_cut_exactly_and_refuse_to_drop_the_whole_log():
+    """Was: 1 - 3 * 0.2 in floats, one event short of the cut (found by the independent check)."""
+    events = _events(pd.date_range("2020-01-01", periods=500, freq="s"))
+    folds = fold_cuts(events, 4, quantile=0.2)
+    kept = [int((events["timestamp"] < f.end).sum()) if f.end is not None else 500 for f in folds]
+    assert kept == [200, 300, 400, 500]
+    with pytest.raises(DataError, match="test_days=6 .* leaving nothing: use at most 5 test periods"):
+        fold_cuts(events, 6, quantile=0.2)
+
+
 def test_test_days_is_checked_when_the_config_loads():
     with pytest.raises(ConfigError, match="test_days"):
         load_config(overrides={"evaluation": {"test_days": 0}})

@@ -10,7 +10,9 @@ much.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -187,10 +189,16 @@ def fold_cuts(events: pd.DataFrame, n: int, min_days: int = 3, quantile: float =
         tests = list(days[-n:])
         return [Fold(day.strftime("%Y-%m-%d"), day + pd.Timedelta(days=1) if i < n - 1 else None)
                 for i, day in enumerate(tests)]
+    # Exact arithmetic: in floats 1 - 3 * 0.2 is 0.3999..., one event short of the protocol's cut.
+    share = Fraction(repr(quantile))
+    if (n - 1) * share >= 1:
+        raise DataError(f"evaluation.test_days={n} on a log split at quantiles drops {n - 1} x {quantile} of "
+                        f"the events for the earliest fold, leaving nothing: use at most "
+                        f"{math.ceil(1 / share)} test periods, or a smaller split.quantile")
     times = events["timestamp"].sort_values(kind="stable").reset_index(drop=True)
     folds = []
     for back in range(n - 1, -1, -1):
-        end = None if back == 0 else times.iloc[int(np.floor(len(times) * (1 - back * quantile)))]
+        end = None if back == 0 else times.iloc[math.floor(len(times) * (1 - back * share))]
         folds.append(Fold(str(n - back), end))
     return folds
 
