@@ -156,7 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ncandidate set for the ranker: {m['candidate_set/mean_size']:.0f} items per user, "
               f"recall@{size} {m[key]:.4f}{interval}, "
               f"new_gt recall@{size} {m.get(f'candidate_set/new_gt/recall@{size}', float('nan')):.4f}")
+    warnings = [*state.info.get("split", {}).get("warnings", []), *state.info.get("warnings", [])]
+    if warnings:
+        print("\nwarnings (also in run_info.json):")
+        for warning in warnings:
+            print(f"  - {warning}")
     print(f"\nrun folder: {state.run_dir}")
+    tracked = state.info.get("mlflow")
+    if tracked:
+        print(f"MLflow: run {tracked['run_id']} in {tracked['tracking_uri']} "
+              f"(`make ui` opens the project's store at http://127.0.0.1:5000)")
     if state.tracking_error:
         print(f"error: the run is complete on disk in {state.run_dir} (exports included), but recording it "
               f"in MLflow failed: {state.tracking_error}", file=sys.stderr)

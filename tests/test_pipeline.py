@@ -114,6 +114,14 @@ def test_dataset_described_only_by_yaml(tmp_path):
     assert info["split"]["test_start"] == "2024-03-04T00:00:00+00:00"
     assert metrics["eval/test_users"] > 0
     assert "baseline/covisit/recall@100" in metrics
+    # Heads with few positives (a small shop's log) are named in the summary and run_info.json.
+    positives = {t: metrics[f"ranker/{t}/training_positives"] for t in ("click", "save", "purchase")}
+    weak = [t for t, n in positives.items() if n < 50]
+    for task in weak:
+        warning = (f"ranker: the {task} head had {positives[task]:,.0f} positive training rows (under 50): "
+                   "its probabilities mean little")
+        assert warning in info["warnings"] and warning in done.stdout
+    assert "MLflow: run " in done.stdout and "make ui" in done.stdout
 
 
 def test_max_events_keeps_whole_users(tmp_path):
