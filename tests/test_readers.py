@@ -360,15 +360,16 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
     # The rows are read, skipped and counted in the data stage; the baselines then score lists
     # on what was kept (the models' stages add nothing about bad rows, only a minute).
-    skipped = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(tmp_path / "run"), "-q",
+    # Another configuration: another run folder (a folder holds one configuration's run).
+    skipped = run_cli("train.py", "--dataset", str(spec), "--run-dir", str(tmp_path / "skip"), "-q",
                       "--on-bad-rows", "skip", "--stages", "data,baselines",
                       "--set", "evaluation.bootstrap_resamples=10")
     assert skipped.returncode == 0, skipped.stderr
     import json
 
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
     assert metrics["data/bad_rows/events/unknown_behavior"] == 1.0
-    bad = pd.read_csv(tmp_path / "run" / "bad_rows.csv")
+    bad = pd.read_csv(tmp_path / "skip" / "bad_rows.csv")
     assert bad.to_dict("records")[0]["line"] == 12
 
 

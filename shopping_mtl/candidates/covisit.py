@@ -1,5 +1,10 @@
 """Co-visitation: items that co-occur with the user's recent items in other users' sessions
-(same user, same calendar day), weighted towards the most recent items."""
+(same user and `session_id` where the events carry one, the spec's session role; else same user,
+same calendar day), weighted towards the most recent items.
+
+The serving graph freezes the pairs of the export's events (sessions as offline) and seeds them
+with the request's recent items, as the offline lists seed them with the user's: a session
+column changes the pairs, never the seeds, so the two still agree."""
 
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from shopping_mtl.serving_ops import first_occurrence, float_table, row_unique, 
 
 
 def covisitation_counts(events: pd.DataFrame, max_session_items: int = 50) -> pd.DataFrame:
-    """Item-to-item co-visitation: in how many (user, day) sessions two distinct items co-occur.
+    """Item-to-item co-visitation: in how many sessions two distinct items co-occur, a session
+    being (user, `session_id`) where `events` has that column, else (user, calendar day).
 
     Returns:
         frame `source, target, count` (both directions, source != target), pairs in the order

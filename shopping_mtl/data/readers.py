@@ -11,7 +11,11 @@ is one line: a quoted field that runs over a line break (an unclosed quote, usua
 the lines after it into one value, so it fails the read with the line where it starts.
 
 Canonical events (EVALUATION.md): `user_id` (str), `item_id` (str), `event` in
-{click, save, purchase}, `timestamp` (UTC), plus any item attribute columns the events carry.
+{click, save, purchase}, `timestamp` (UTC), `session_id` (str) when the spec names a session
+column (its `session` role), plus any item attribute columns the events carry. A role's column
+is named by its role in the canonical events and item table (`category_code` under
+`roles: {category: category_code}` becomes `category`: `shopping_mtl.data.spec`); a session
+written as a missing value is a bad row, as an id is.
 
 Reading the files into string rows is `shopping_mtl.data.rows`, the report of bad rows
 `shopping_mtl.data.report`; this module validates and canonicalises the rows. Their names are
@@ -30,7 +34,7 @@ import pandas as pd
 
 from shopping_mtl.data.report import SHOWN_BAD_ROWS, ReadReport
 from shopping_mtl.data.rows import LINE_END, RawTable, read_raw, resolve_paths
-from shopping_mtl.data.spec import DatasetSpec, EventsSpec, SideTableSpec
+from shopping_mtl.data.spec import SESSION_ID, DatasetSpec, EventsSpec, SideTableSpec
 from shopping_mtl.errors import DataError
 
 __all__ = [
@@ -190,6 +194,8 @@ def read_events(spec: EventsSpec, root: Path, report: ReadReport,
     frame = raw.frame
     for role in ("user_id", "item_id"):
         _flag_ids(report, raw, keep, "events", getattr(spec, role), role)
+    if spec.session is not None:
+        _flag_ids(report, raw, keep, "events", spec.session, "session")
     behavior = frame[spec.behavior].str.strip()
     event = behavior.map(spec.behaviors)
     known = ", ".join(spec.behaviors)
@@ -202,18 +208,20 @@ def read_events(spec: EventsSpec, root: Path, report: ReadReport,
     _flag_time_range(report, raw, keep, timestamp, spec.timestamp, now)
     attributes = _parse_typed(raw, keep, report, "events", dict(spec.item_columns))
     _drop_duplicates(raw, keep, report, "events")
+    session = {SESSION_ID: frame[spec.session].str.strip()} if spec.session is not None else {}
     events = pd.DataFrame(
         {
             "user_id": frame[spec.user_id].str.strip(),
             "item_id": frame[spec.item_id].str.strip(),
             "event": event.astype("string"),
             "timestamp": timestamp,
-            **attributes,
+            **session,
+            **{spec.canonical.get(name, name): values for name, values in attributes.items()},
         }
     )[keep]
     # Stable sort: events of equal time (day-granular logs) keep their file order.
     events = events.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    for column in ("user_id", "item_id", "event"):
+    for column in ("user_id", "item_id", "event", *session):
         events[column] = shared_strings(events[column])
     report.counts["data/events"] = len(events)
     return events
@@ -229,12 +237,14 @@ def shared_strings(values: pd.Series) -> pd.Series:
 
 
 def read_side_table(spec: SideTableSpec, root: Path, name: str, report: ReadReport) -> pd.DataFrame:
-    """Read an item or user feature table: key plus typed columns, one row per key."""
+    """Read an item or user feature table: key plus typed columns (a role's column named by its
+    role, `spec.canonical`), one row per key."""
     needed = tuple(dict.fromkeys((spec.key, *spec.types)))
     raw = read_raw(spec, root, needed, name, report)
     keep = np.ones(len(raw.frame), dtype=bool)
     _flag_ids(report, raw, keep, name, spec.key, spec.key)
     typed = _parse_typed(raw, keep, report, name, dict(spec.types), dict(spec.missing_values))
+    typed = {spec.canonical.get(column, column): values for column, values in typed.items()}
     _drop_duplicates(raw, keep, report, name)
     table = pd.DataFrame({spec.key: raw.frame[spec.key].str.strip(), **typed})[keep]
     # The same key twice with different values: keep the first, count the rest.

@@ -4,11 +4,26 @@ A spec describes an event log (CSV or Parquet: paths, delimiter, header, column 
 behaviour values map to click/save/purchase, the timestamp's format, unit and time zone) and
 optional item and user feature tables with their join key and column types. A new catalogue
 needs a YAML file, not code. Every key is checked: an unknown key is an error that names it.
+
+Roles (`roles:`, `ROLES`) say which column plays a part the library relies on: the item
+columns that are the category, the brand and the price, and the events' session column. They
+are resolved here, in the data layer: the readers put a role's column into the canonical tables
+under the role's canonical name (`ROLE_NAMES`: `category`, `brand`, `price`, `session_id`), and
+the spec's `features:` section (and `defaults.ranking.exclude_features`) is rewritten to that
+name, so the code downstream (ranker, export, retrieval, candidate sources), which reads
+`category` and `session_id`, needs no role of its own, and the feature names a spec declares
+under its own column names keep working. A feature or model input of a role's column is
+therefore named by the role (`category`, not `category_code`). An item column literally named
+`category`, `brand` or `price` has that role unless `roles:` says otherwise, so specs written
+before roles read as they did. `DatasetSpec.role_notes` says what a spec without a category or
+session role gives up; `load_spec` logs it once per spec file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,10 +33,28 @@ import yaml
 
 from shopping_mtl.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 EVENTS = ("click", "save", "purchase")
 COLUMN_TYPES = ("string", "float", "int")
 FORMATS = ("csv", "parquet")
 TIMESTAMP_UNITS = ("s", "ms", "us", "ns")
+
+# Roles a column may play, and the name a role's column gets in the canonical tables.
+ITEM_ROLES = ("category", "brand", "price")
+ROLES = (*ITEM_ROLES, "session")
+SESSION_ID = "session_id"
+ROLE_NAMES = {"category": "category", "brand": "brand", "price": "price", "session": SESSION_ID}
+# The column types a role's column may have (a category compared as text, a price as a number).
+ROLE_TYPES = {"category": ("string",), "brand": ("string",), "price": ("float", "int")}
+# What a spec without the role gives up (`DatasetSpec.role_notes`); brand and price: nothing
+# reads them by role yet, so leaving them out costs nothing to say.
+ROLE_USES = {
+    "category": "the ranker's same-category features and the history categories are left out",
+    "session": "co-visitation takes each user's calendar day (UTC) as one session",
+}
+# Spec files whose role notes were logged already: the config and the data stage both load it.
+_NOTED: set[Path] = set()
 
 # Folder of the project's specs, so `--dataset ecomm` finds features/ecomm.yaml.
 SPEC_DIR = Path(__file__).resolve().parents[2] / "features"
@@ -145,6 +178,9 @@ class EventsSpec(TableSpec):
             strftime pattern such as "%Y%m%d" or "%Y-%m-%d %H:%M:%S".
         timezone: zone of timestamps written without one; canonical events are UTC.
         item_columns: item attributes carried on each event (Taobao's category) -> type.
+        session: the column that holds each event's session (the `session` role), or None.
+        canonical: column read -> its name in the canonical events, for a role's column
+            whose name is not the role's (set by `DatasetSpec.from_dict`).
     """
 
     user_id: str = "user_id"
@@ -156,6 +192,8 @@ class EventsSpec(TableSpec):
     timezone: str = "UTC"
     behaviors: Mapping[str, str] = field(default_factory=dict)
     item_columns: Mapping[str, str] = field(default_factory=dict)
+    session: str | None = None
+    canonical: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = (
         "paths", "format", "delimiter", "header", "columns", "user_id", "item_id", "behavior",
@@ -164,6 +202,9 @@ class EventsSpec(TableSpec):
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "events") -> "EventsSpec":
+        if isinstance(raw, Mapping) and "session" in raw:
+            raise ConfigError(f"{where} has unknown key 'session': the session column is a role, named "
+                              f"at the spec's top level (roles: {{session: {raw['session']}}})")
         check_keys(raw, cls.KNOWN, where)
         base = TableSpec._fields(raw, where)
         behaviors_raw = _require(raw, "behaviors", where)
@@ -224,7 +265,8 @@ class EventsSpec(TableSpec):
 
     @property
     def used_columns(self) -> tuple[str, ...]:
-        return (self.user_id, self.item_id, self.behavior, self.timestamp, *self.item_columns)
+        session = (self.session,) if self.session is not None else ()
+        return (self.user_id, self.item_id, self.behavior, self.timestamp, *session, *self.item_columns)
 
 
 @dataclass(frozen=True)
@@ -233,12 +275,14 @@ class SideTableSpec(TableSpec):
 
     A number column's value must be finite and non-negative (a NaN or negative price is a bad
     row), unless it is one of the column's `missing_values`, which mark "unknown" explicitly
-    (EComm writes -1 for an unknown income) and are read as missing.
+    (EComm writes -1 for an unknown income) and are read as missing. `canonical`: column read ->
+    its name in the canonical table, for a role's column (set by `DatasetSpec.from_dict`).
     """
 
     key: str = "item_id"
     types: Mapping[str, str] = field(default_factory=dict)
     missing_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    canonical: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = ("paths", "format", "delimiter", "header", "columns", "key", "types", "missing_values")
 
@@ -278,9 +322,11 @@ class DatasetSpec:
 
     `root` is the folder that relative data paths start from: the spec's own `root` key,
     resolved against the spec file's folder, unless the user overrides it (`--data-root`).
-    `features` is kept as the raw mapping (`shopping_mtl.features` validates it); a spec
-    without one gets `default_features`. `defaults` holds run-config values chosen for this
-    dataset (e.g. `retrieval: {popularity_prior: 1.0}`), applied under the user's config.
+    `features` is kept as the raw mapping (`shopping_mtl.features` validates it), each role's
+    column named by its role; a spec without one gets `default_features`. `defaults` holds
+    run-config values chosen for this dataset (e.g. `retrieval: {popularity_prior: 1.0}`),
+    applied under the user's config. `roles` maps each role the spec has (`ROLES`) to the column
+    read for it: those under `roles:`, plus an item column named like its role.
     """
 
     name: str
@@ -299,9 +345,22 @@ class DatasetSpec:
         return self.features if self.features else default_features(self)
 
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    roles: Mapping[str, str] = field(default_factory=dict)
 
     KNOWN = ("name", "description", "synthetic", "root", "events", "items", "users", "features",
-             "defaults")
+             "defaults", "roles")
+
+    def role_notes(self) -> list[str]:
+        """One line per role this spec leaves out that something relies on (`ROLE_USES`): what
+        is given up and how to name the role; and one when its `features:` section leaves the
+        category out of `item` (the ranker reads an item's category from the item features)."""
+        notes = [f"spec {self.path.name}: no {role} role: {uses} (name it under roles: {role}: <column>)"
+                 for role, uses in ROLE_USES.items() if role not in self.roles]
+        item = self.feature_section.get("item")
+        if "category" in self.roles and isinstance(item, Mapping) and "category" not in item:
+            notes.append(f"spec {self.path.name}: the category column '{self.roles['category']}' is not "
+                         f"under features.item: {ROLE_USES['category']} (add it there)")
+        return notes
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path, root: str | Path | None = None) -> "DatasetSpec":
@@ -310,6 +369,15 @@ class DatasetSpec:
         events = EventsSpec.from_dict(_require(raw, "events", where), f"{where}: events")
         items = raw.get("items")
         users = raw.get("users")
+        items = SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items is not None else None
+        roles = _roles(raw.get("roles"), events, items, where)
+        canonical = {column: ROLE_NAMES[role] for role, column in roles.items()
+                     if role in ITEM_ROLES and column != ROLE_NAMES[role]}
+        events = dataclasses.replace(events, session=roles.get("session"), canonical={
+            column: name for column, name in canonical.items() if column in events.item_columns})
+        if items is not None:
+            items = dataclasses.replace(items, canonical={
+                column: name for column, name in canonical.items() if column in items.types})
         if root is None:
             if not isinstance(raw.get("root", "."), str):
                 raise ConfigError(f"{where}: root must be a folder name, got {raw['root']!r}")
@@ -329,13 +397,113 @@ class DatasetSpec:
             path=path,
             root=root,
             events=events,
-            items=SideTableSpec.from_dict(items, f"{where}: items", "item_id") if items is not None else None,
+            items=items,
             users=SideTableSpec.from_dict(users, f"{where}: users", "user_id") if users is not None else None,
-            features=raw.get("features") or None,
+            features=_canonical_features(raw.get("features") or None, canonical, where),
             description=str(raw.get("description", "")),
             synthetic=synthetic,
-            defaults=dict(raw.get("defaults") or {}),
+            defaults=_canonical_defaults(dict(raw.get("defaults") or {}), canonical),
+            roles=roles,
         )
+
+
+def _roles(given: Any, events: EventsSpec, items: SideTableSpec | None, where: str) -> dict[str, str]:
+    """Role -> column read: the spec's `roles:` checked against the columns it reads, plus each
+    item role whose name is an item column's (and that no role names already).
+
+    An item role names an item column the spec reads and types (`items.types` or
+    `events.item_columns`) with a type the role allows (`ROLE_TYPES`); the session role names
+    an events column other than the item, behaviour, time and item attribute columns (the user
+    column may be it: then a user's whole log is one session). A role's column must not take the
+    canonical name of another column read. Anything else is a ConfigError naming the spec file,
+    the role and the columns there are.
+    """
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{where}: roles must map a role ({', '.join(ROLES)}) to a column, got {given!r}")
+    check_keys(given, ROLES, f"{where}: roles")
+    item_types = {**events.item_columns, **(items.types if items is not None else {})}
+    roles: dict[str, str] = {}
+    for role, column in given.items():
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{where}: roles.{role} must be a column name, got {column!r}")
+        if role == "session":
+            _check_session(column, events, where)
+        elif column not in item_types:
+            raise ConfigError(
+                f"{where}: roles.{role} names column '{column}', which is not an item column the spec "
+                f"reads; item columns: {', '.join(item_types) or 'none'} (an item column is typed under "
+                "items.types or events.item_columns)")
+        elif item_types[column] not in ROLE_TYPES[role]:
+            raise ConfigError(f"{where}: roles.{role} names column '{column}' of type '{item_types[column]}'; "
+                              f"a {role} column is {' or '.join(ROLE_TYPES[role])}")
+        roles[role] = column
+    named = list(roles.items())
+    for i, (role, column) in enumerate(named):
+        for other, same in named[i + 1:]:
+            if same == column:
+                raise ConfigError(f"{where}: roles.{role} and roles.{other} both name column '{column}'")
+    for role in ITEM_ROLES:  # today's specs: a column named like the role has it
+        if role not in roles and role in item_types and role not in roles.values():
+            roles[role] = role
+    for role, column in roles.items():
+        name = ROLE_NAMES[role]
+        taken = item_types if role in ITEM_ROLES else events.item_columns
+        if column != name and name in taken:
+            raise ConfigError(
+                f"{where}: roles.{role} names column '{column}', but the spec also reads a column '{name}', "
+                f"the name the {role} takes in the canonical tables; drop or rename one of them")
+    return roles
+
+
+def _check_session(column: str, events: EventsSpec, where: str) -> None:
+    """The session role's column: an events column, not one that holds something else."""
+    if events.columns is not None and column not in events.columns:
+        raise ConfigError(f"{where}: roles.session names column '{column}', which is not in "
+                          f"events.columns {list(events.columns)}")
+    for role in ("item_id", "behavior", "timestamp"):
+        if column == getattr(events, role):
+            raise ConfigError(f"{where}: roles.session names column '{column}', the events' {role} column")
+    if column in events.item_columns:
+        raise ConfigError(f"{where}: roles.session names column '{column}', an item column "
+                          "(events.item_columns)")
+
+
+def _canonical_features(features: Mapping[str, Any] | None, canonical: Mapping[str, str],
+                        where: str) -> Mapping[str, Any] | None:
+    """The `features:` section with each role's column (`canonical`: column -> role name) named
+    by its role in `item` and `history_features`; other keys as written (`shopping_mtl.features`
+    validates them). A feature given under both names is a ConfigError."""
+    if not features or not canonical:
+        return features
+    out = dict(features)
+    item = features.get("item")
+    if isinstance(item, Mapping):
+        renamed: dict[Any, Any] = {}
+        for name, settings in item.items():
+            new = canonical.get(name, name) if isinstance(name, str) else name
+            if new in renamed:
+                raise ConfigError(f"{where}: features.item names the column of role '{new}' twice "
+                                  f"('{new}' and its column's own name)")
+            renamed[new] = settings
+        out["item"] = renamed
+    history = features.get("history_features")
+    if isinstance(history, list):
+        out["history_features"] = [canonical.get(n, n) if isinstance(n, str) else n for n in history]
+    return out
+
+
+def _canonical_defaults(defaults: dict[str, Any], canonical: Mapping[str, str]) -> dict[str, Any]:
+    """`defaults` with the feature names of `ranking.exclude_features` named by their role."""
+    ranking = defaults.get("ranking")
+    if not canonical or not isinstance(ranking, Mapping):
+        return defaults
+    excluded = ranking.get("exclude_features")
+    if not isinstance(excluded, list):
+        return defaults
+    names = [canonical.get(n, n) if isinstance(n, str) else n for n in excluded]
+    return {**defaults, "ranking": {**ranking, "exclude_features": names}}
 
 
 def default_features(spec: "DatasetSpec") -> dict[str, Any]:
@@ -349,9 +517,9 @@ def default_features(spec: "DatasetSpec") -> dict[str, Any]:
                          if kind in ("float", "int") else {"type": "categorical"})
         return out
 
-    item_columns = dict(spec.events.item_columns)
+    item_columns = {spec.events.canonical.get(n, n): kind for n, kind in spec.events.item_columns.items()}
     if spec.items is not None:
-        item_columns.update(spec.items.types)
+        item_columns.update({spec.items.canonical.get(n, n): kind for n, kind in spec.items.types.items()})
     user_columns = dict(spec.users.types) if spec.users is not None else {}
     history = ["item_id"] + (["category"] if item_columns.get("category") == "string" else [])
     return {
@@ -395,4 +563,9 @@ def load_spec(dataset: str, root: str | Path | None = None) -> DatasetSpec:
         raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: a dataset spec must be a YAML mapping, got {raw!r}")
-    return DatasetSpec.from_dict(raw, path.resolve(), root)
+    spec = DatasetSpec.from_dict(raw, path.resolve(), root)
+    if spec.path not in _NOTED:
+        _NOTED.add(spec.path)
+        for note in spec.role_notes():
+            log.info("%s", note)
+    return spec

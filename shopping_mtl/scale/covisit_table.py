@@ -2,7 +2,9 @@
 user's best co-visited items, a range of item codes at a time.
 
 The meaning, in plain pandas, is the reference of `tests/test_covisit_codes.py`: pairs of
-distinct items in the same (user, calendar day) session, counted once per session; a user's
+distinct items in the same session, counted once per session; a session is a user's events of
+one `session_id` when the events carry that column (the spec's session role), else of one
+calendar day (UTC; `session_keys`); a user's
 score for an item is the sum over their recent distinct items n (most recent first) of
 decay**n * count(item_n, item). Integer codes and ranges of codes keep the memory flat at 10^7
 events, where the pairs of one pass over the log would take ~7 GB.
@@ -16,11 +18,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.scale.groups import positions_in_runs
 
-def _session_days(events: pd.DataFrame) -> np.ndarray:
-    """Each event's calendar day (its timestamp floored to the day, as an instant): (n_events,)."""
-    return events["timestamp"].dt.floor("D").to_numpy(dtype="datetime64[ns]")
+
+def session_keys(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's session within its user, as (codes (n_events,), sorted distinct keys): its
+    `session_id` where the events carry one, else its calendar day (the timestamp floored to the
+    day, as an instant), which on a log of a few hours is the user's whole log."""
+    if SESSION_ID in events.columns:
+        return _factorize(events[SESSION_ID], object)
+    return _factorize(events["timestamp"].dt.floor("D").to_numpy(dtype="datetime64[ns]"), "datetime64[ns]")
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,10 @@ class CovisitTable:
     max_session_items: int
     users: np.ndarray  # (n_users,) user ids, sorted
     items: np.ndarray  # (n_items,) item ids, sorted
-    days: np.ndarray  # (n_days,) datetime64[ns], sorted
+    sessions: np.ndarray  # (n_sessions,) session keys (ids, or days as datetime64[ns]), sorted
     user_codes: np.ndarray  # (n_events,) int32
     item_codes: np.ndarray  # (n_events,) int32
-    day_codes: np.ndarray  # (n_events,) int32
+    session_codes: np.ndarray  # (n_events,) int32, of `sessions`
     indptr: np.ndarray  # (n_items + 1,) int64
     target: np.ndarray  # (n_pairs,) int32
     count: np.ndarray  # (n_pairs,) int32
@@ -69,13 +77,14 @@ def _factorize(values, dtype) -> tuple[np.ndarray, np.ndarray]:
     of Arrow strings is coded by Arrow, no Python str per value."""
     codes, uniques = pd.factorize(values, sort=True)
     if len(codes) and codes.min() < 0:
-        raise ValueError("co-visitation needs events without missing user_id, item_id or timestamp")
+        raise ValueError("co-visitation needs events without missing user_id, item_id, timestamp or session_id")
     return codes, np.asarray(uniques, dtype=dtype)
 
 
 def build_table(events: pd.DataFrame, max_session_items: int,
                 max_pairs: int | None = None, ordered: bool = False) -> CovisitTable:
-    """The co-visitation table of `events` (in time order; no missing ids or times).
+    """The co-visitation table of `events` (in time order; no missing ids, times or sessions),
+    a session being a user's events of one session key (`session_keys`).
 
     Args:
         max_session_items: only the last N distinct items of a session pair up.
@@ -85,9 +94,10 @@ def build_table(events: pd.DataFrame, max_session_items: int,
     """
     user_codes, users = _factorize(events["user_id"], object)
     item_codes, items = _factorize(events["item_id"], object)
-    day_codes, days = _factorize(_session_days(events), "datetime64[ns]")
+    session_codes, sessions = session_keys(events)
     n_items = max(len(items), 1)
-    session = pd.factorize(user_codes * max(len(days), 1) + day_codes)[0]  # (user, day) -> one code
+    # (user, session key) -> one code: a session id shared by two users is two sessions.
+    session = pd.factorize(user_codes * max(len(sessions), 1) + session_codes)[0]
     # The last N distinct items of each session (events arrive in time order).
     keep = ~pd.Series(session * n_items + item_codes).duplicated(keep="last").to_numpy()
     session, item = session[keep], item_codes[keep]
@@ -131,8 +141,8 @@ def build_table(events: pd.DataFrame, max_session_items: int,
     # The ranges ascend and each is sorted, so the pairs are by (source, target).
     indptr = np.concatenate([[0], np.cumsum(per_source)])
     return CovisitTable(
-        max_session_items, users, items, days, user_codes.astype(np.int32), item_codes.astype(np.int32),
-        day_codes.astype(np.int32), indptr.astype(np.int64), target[:n_pairs], count[:n_pairs],
+        max_session_items, users, items, sessions, user_codes.astype(np.int32), item_codes.astype(np.int32),
+        session_codes.astype(np.int32), indptr.astype(np.int64), target[:n_pairs], count[:n_pairs],
         first[:n_pairs] if ordered else None, n_all)
 
 
