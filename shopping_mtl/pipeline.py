@@ -339,8 +339,9 @@ def record_pooled(state: RunState, fold_values: list[dict]) -> None:
 
 
 def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None,
-                   parent_run_id: str | None = None):
-    """Open the run's MLflow run and log the resolved configuration as its parameters."""
+                   parent_run_id: str | None = None, params: dict | None = None):
+    """Open the run's MLflow run and log its parameters: `params`, by default the resolved
+    configuration (a search's run logs its study instead)."""
     config = state.config
     folder = str(state.run_dir.resolve())
     tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
@@ -349,7 +350,7 @@ def start_tracking(state: RunState, run_name: str | None = None, tags: dict | No
     # An earlier run of this folder killed outright (SIGKILL, a lost machine) never ended its
     # MLflow run: its process is gone, so it is marked KILLED rather than RUNNING for good.
     tracking.end_abandoned_runs(tracker.client, tracker.experiment_id, folder)
-    tracker.log_params(tracking.flatten(config.to_dict()))
+    tracker.log_params(tracking.flatten(config.to_dict()) if params is None else params)
     state.info["mlflow"] = {"tracking_uri": tracker.client.tracking_uri, "run_id": tracker.run_id,
                             "experiment": config.tracking.experiment}
     log.info("MLflow run %s in %s (experiment %s)", tracker.run_id, tracker.client.tracking_uri,

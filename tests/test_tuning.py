@@ -246,6 +246,19 @@ def test_hyperband_continues_promoted_trials_from_their_weights(tiny_log, tmp_pa
         assert metrics(child)["ranker/holdout_ndcg_at_10"] == pytest.approx(trial["objective"], rel=1e-6)
         assert params(child)["ranking.bottom_width"] == str(trial["values"]["ranking.bottom_width"])
         assert params(child)["tuner.epochs"] == str(trial["values"]["tuner/epochs"])
+        # Named by its settings and objective; its whole config; the full runs' epoch names.
+        assert tags(child)["mlflow.runName"] == (f"bottom_width={trial['values']['ranking.bottom_width']} "
+                                                 f"({trial['values']['tuner/epochs']} ep) -> {trial['objective']:.4f}")
+        assert params(child)["ranking.architecture"] == "shared_bottom" and "ranking.learning_rate" in params(child)
+        assert "ranker/epoch/loss" in metrics(child)
+    # The search's run logs its study and the best config; the winner is marked and linked.
+    assert params(runs.parent)["study.name"] == "tiny" and params(runs.parent)["oracle.type"] == "hyperband"
+    assert params(runs.parent)["space.ranking.bottom_width"] == "[16, 32] nuisance"
+    assert "ranking.architecture" not in params(runs.parent)  # no base value a trial overrode
+    assert params(runs.parent)["best.ranking.bottom_layers"].startswith("[")
+    winners = [c for c in runs.trials if tags(c).get("best_trial") == "true"]
+    assert len(winners) == 1 and tags(winners[0])["trial_id"] == result.best["trial_id"]
+    assert tags(runs.parent)["best_trial_run_id"] == winners[0]["info"]["run_id"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ class BaselineConfig:
             co-visitation (> 0, checked).
         covisit_decay: seed n's counts are weighted decay**n, n = 0 for the most recent seed;
             in (0, 1] (checked; 1: all seeds alike).
-        covisit_max_session_items: per session (the spec's session, else a user's calendar day), only its last N distinct items pair
-            up (> 0, checked), which bounds the quadratic pair count on very active users.
+        covisit_max_session_items: per session (the spec's session, else a user's calendar
+            day), only its last N distinct items pair up (> 0, checked), which bounds the
+            quadratic pair count on very active users.
         history_half_life_days: age (> 0, checked) at which an engagement's weight in the
             user's own items halves, in validation periods (`Split.period`: days on a daily log,
             the validation part's length on a log split at quantiles; `in_days` converts). Each

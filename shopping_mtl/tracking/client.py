@@ -252,6 +252,18 @@ class Tracker:
     def tracking_uri(self) -> str:
         return self.client.tracking_uri
 
+    def rename(self, run_name: str) -> None:
+        """Give the run another name (a trial's, once its objective is known)."""
+        self.client.update_run(self.run_id, name=run_name)
+
+    def find_child(self, tags: Mapping[str, str]) -> str | None:
+        """The id of this run's newest child run carrying every one of `tags`, or None."""
+        condition = " and ".join([f"tags.`{PARENT_RUN_TAG}` = '{self.run_id}'"]
+                                 + [f"tags.`{metric_key(k)}` = '{v}'" for k, v in tags.items()])
+        found = self.client.search_runs([self.experiment_id], condition, max_results=1,
+                                        order_by=["attributes.start_time DESC"])
+        return found[0].info.run_id if found else None
+
     def _key(self, key: str, namespace: str) -> str:
         """`metric_key(key)`, refusing two different caller keys that land on one MLflow key
         (`recall@10` and `recall_at_10`) in one run: their figures would mix silently."""

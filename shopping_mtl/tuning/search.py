@@ -130,8 +130,10 @@ def run_search(config: Config, study_path: str | Path, max_trials: int | None = 
     if role == "worker":
         return run_worker(config, study)
     state = pipeline.prepare_state(config)
+    # The search's run logs its study; each trial logs its own resolved config.
     tracker = pipeline.start_tracking(state, run_name=f"search {study.name} ({state.run_dir.name})",
-                                      tags={"search": study.name, "oracle": study.oracle["type"]}) \
+                                      tags={"search": study.name, "oracle": study.oracle["type"]},
+                                      params=study.params()) \
         if config.tracking.enabled else None
     if role == "chief":
         # Keras Tuner's distributed mode: this process serves the oracle; the workers
@@ -177,6 +179,7 @@ def _report(config: Config, result: SearchResult, state: RunState, tracker, fina
         if "tuner/epochs" in result.best["values"]:  # Hyperband: the epochs the best trial reached
             best_config[study.model]["epochs"] = int(result.best["values"]["tuner/epochs"])
         (state.run_dir / "best_config.yaml").write_text(yaml.safe_dump(best_config, sort_keys=False))
+    final = None
     if result.best is not None and final_run:
         best_config = dict(best_config, run_dir=str(state.run_dir / "best"),
                            stages=list(pipeline.DEFAULT_STAGES))
@@ -193,7 +196,30 @@ def _report(config: Config, result: SearchResult, state: RunState, tracker, fina
                              **({f"search/best/{study.objective}": result.best["objective"]} if result.best else {})})
         if result.best is not None:
             tracker.log_artifact(state.run_dir / "best_config.yaml")
+            link_best(tracker, study, result, best_config, final)
         tracker.end("FINISHED" if result.best is not None else "FAILED")
     if result.best is None:
         errors = "; ".join(f"trial {t['trial_id']}: {t['error']}" for t in failed[:3]) or "no trial ran"
         raise ShoppingMtlError(f"search {study.name}: no trial completed ({errors})")
+
+
+def link_best(tracker, study: Study, result: SearchResult, best_config: dict, final) -> None:
+    """Mark the winning trial and link the search, the trial and the best config's run both
+    ways: the search's run gets the best config as `best.<key>` parameters and tags
+    `best_trial_id`, `best_trial_run_id`, `best_run_id`; the trial gets `best_trial=true`; the
+    final run gets `from_trial_id` and `from_trial_run_id` (not `trial_id`: it is no trial)."""
+    trial_id = str(result.best["trial_id"])
+    trial_run = tracker.find_child({"trial_id": trial_id})
+    final_run = (final.info.get("mlflow") or {}).get("run_id") if final is not None else None
+    tracker.log_params({f"best.{k}": v for k, v in tracking.flatten(best_config).items()
+                        if k not in ("run_dir", "stages") and not k.startswith("tracking.")})
+    tracker.set_tags({"best_trial_id": trial_id, **({"best_trial_run_id": trial_run} if trial_run else {}),
+                      **({"best_run_id": final_run} if final_run else {})})
+    if trial_run:
+        tracker.client.set_tag(trial_run, "best_trial", "true")
+        if final_run:
+            tracker.client.set_tag(trial_run, "best_run_id", final_run)
+    if final_run:
+        tracker.client.set_tag(final_run, "from_trial_id", trial_id)
+        if trial_run:
+            tracker.client.set_tag(final_run, "from_trial_run_id", trial_run)

@@ -62,6 +62,14 @@ class Param:
             return hp.Int(self.name, self.min, self.max, step=step, sampling=self.sampling)
         return hp.Float(self.name, float(self.min), float(self.max), step=self.step, sampling=self.sampling)
 
+    def describe(self) -> str:
+        """`[a, b, c]` for a choice, `[min, max]` with its sampling for a range; and the role."""
+        if self.values is not None:
+            text = "[" + ", ".join(map(str, self.values)) + "]"
+        else:
+            text = f"[{self.min}, {self.max}]" + (f" {self.sampling}" if self.sampling != "linear" else "")
+        return f"{text} {self.role}"
+
     def ends(self) -> list:
         """The values checked at load: every choice, or the range's min and max."""
         return list(self.values) if self.values is not None else [self.min, self.max]
@@ -85,6 +93,29 @@ class Study:
     @property
     def scientific(self) -> list[str]:
         return [p.name for p in self.space if p.role == "scientific"]
+
+    def params(self) -> dict[str, Any]:
+        """The study as flat MLflow parameters: `study.*`, `oracle.*`, `budget.max_trials`, each
+        searched setting under `space.<key>` and each fixed one under `fixed.<key>`."""
+        return {"study.name": self.name, "study.model": self.model,
+                "study.objective": f"{self.objective} ({self.direction})",
+                **{f"oracle.{k}": v for k, v in self.oracle.items()}, "budget.max_trials": self.max_trials,
+                **{f"space.{p.name}": p.describe() for p in self.space},
+                **{f"fixed.{k}": v for k, v in self.fixed.items()}}
+
+    def trial_name(self, values: Mapping[str, Any], objective: float | None = None) -> str:
+        """A short run name for a trial: its architecture (when searched) and its first two
+        other searched settings, `key=value` with the key's last part, then the objective once
+        known (e.g. `mmoe learning_rate=0.00312 dropout=0.2 -> 0.2716`)."""
+        def short(value):
+            return f"{value:.3g}" if isinstance(value, float) else str(value)
+        searched = [p.name for p in self.space if p.name in values]
+        head = [short(values[n]) for n in searched if n.endswith(".architecture")]
+        rest = [f"{n.rsplit('.', 1)[-1]}={short(values[n])}" for n in searched if not n.endswith(".architecture")]
+        name = " ".join(head + rest[:2]) or self.name
+        if "tuner/epochs" in values:
+            name += f" ({values['tuner/epochs']} ep)"
+        return name if objective is None else f"{name} -> {objective:.4f}"
 
 
 def _check_keys(where: str, given: Mapping, known) -> None:

@@ -18,6 +18,7 @@ from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import stage as ranking_stage
 from shopping_mtl.retrieval import stage as retrieval_stage
 from shopping_mtl.run_state import RunState
+from shopping_mtl.tracking import flatten
 from shopping_mtl.tuning.study import Study, build, make_oracle, search_space
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ class ShoppingTuner(BaseTuner):
     `--set` does (rejected settings raise `ShoppingMtlError`), trains the study's model on data
     prepared once per tuner, and returns `{study.objective: value}`, a validation figure.
 
-    With `tracker`, each trial is a child MLflow run of the tracker's run: its hyperparameters
-    as parameters (`tuner/x` logged as `tuner.x`), tags `trial_id`, `study`, `tuner_id`, its
-    per-epoch history, the objective and `trial/seconds` as metrics, status FINISHED. A trial
+    With `tracker`, each trial is a child MLflow run of the tracker's run, named by its settings
+    (`Study.trial_name`, the objective appended once known): its Keras Tuner values (`tuner/x`
+    logged as `tuner.x`) and the rest of its resolved config as parameters, tags `trial_id`, `study`,
+    `tuner_id`, its per-epoch history under the names a full run uses (`ranker/epoch/*`,
+    `retrieval/epoch/*`), the objective and `trial/seconds` as metrics, status FINISHED. A trial
     that raises ends its child run FAILED with an `error` tag and is re-raised as Keras Tuner's
     `FailedTrialError`, so the oracle marks it failed with that message. A ranker trial saves
     its scorer's weights as `<trial folder>/ranker_weights.npz`; a Hyperband trial promoted from
@@ -62,7 +65,7 @@ class ShoppingTuner(BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         """Train one trial; `{study.objective: value}` (what it records: see the class docstring)."""
         values = trial.hyperparameters.values
-        child = self.tracker.child(run_name=f"{self.study.name} trial {trial.trial_id}") if self.tracker else None
+        child = self.tracker.child(run_name=self.study.trial_name(values)) if self.tracker else None
         started = time.perf_counter()
         try:
             if child is not None:
@@ -70,11 +73,15 @@ class ShoppingTuner(BaseTuner):
                 child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
             # Inside the try: a trial whose settings are rejected is a failed child run too.
             config = self.trial_config(values)
+            if child is not None:  # the whole config, beside the searched values logged above
+                child.log_params({k: v for k, v in flatten(config.to_dict()).items() if k not in values})
             objective, history = self._train(trial, config, values)
             if child is not None:
+                prefix = "ranker/epoch" if self.study.model == "ranking" else "retrieval/epoch"
                 for epoch, row in enumerate(zip(*history.values())):
-                    child.log_epoch("epoch", dict(zip(history, row)), epoch)
+                    child.log_epoch(prefix, dict(zip(history, row)), epoch)
                 child.log_metrics({self.study.objective: objective, "trial/seconds": time.perf_counter() - started})
+                child.rename(self.study.trial_name(values, objective))
                 child.end("FINISHED")
         except Exception as err:
             if child is not None:
