@@ -107,14 +107,14 @@ SLOT_NAMES = {"cross": "CROSS_FEATURES", "list": "LIST_FEATURES", "engagement": 
               "provenance": "PROVENANCE_FEATURES"}
 
 
-@dataclasses.dataclass
-
 def _flat(values) -> np.ndarray:
     """An input as (rows,) or (rows, columns): a sequence input's (rows, slots, features)
     becomes one column per slot and feature."""
     values = np.asarray(values)
     return values.reshape(len(values), -1) if values.ndim > 2 else values
 
+
+@dataclasses.dataclass
 class FeatureEncoder:
     """How the ranker's input arrays become LightGBM's float matrix, fitted on the fitting rows.
 
