@@ -296,8 +296,8 @@ def test_a_search_killed_mid_trial_resumes_keeping_finished_trials(tiny_log, tmp
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
-        for line in process.stderr:  # trial 0 has finished and trial 1 has started (its MLflow run)
-            if "(tiny_retrieval trial 1)" in line or time.time() > deadline:
+        for line in process.stderr:  # trial 0 has finished and trial 1 has started
+            if "trial 1: started" in line or time.time() > deadline:
                 break
         time.sleep(0.5)
         process.send_signal(signal.SIGKILL)
@@ -318,8 +318,8 @@ def test_a_search_killed_mid_trial_resumes_keeping_finished_trials(tiny_log, tmp
     # The finished trial kept its result and was not trained again; the interrupted one was.
     assert float(rows[0][2]) == pytest.approx(
         trial_0["metrics"]["metrics"]["retrieval/validation/recall@100"]["observations"][0]["value"][0], abs=5e-5)
-    assert "(tiny_retrieval trial 0)" not in done.stderr and "trial 0: retrieval" not in done.stderr
-    assert "(tiny_retrieval trial 1)" in done.stderr and "trial 1: retrieval/validation/recall@100 = " in done.stderr
+    assert "trial 0: started" not in done.stderr and "trial 0: retrieval" not in done.stderr
+    assert "trial 1: started" in done.stderr and "trial 1: retrieval/validation/recall@100 = " in done.stderr
 
 
 # --------------------------------------------------------------------------------------------
