@@ -21,7 +21,8 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from recommend_request import RequestError, parse_features, parse_history, request_inputs
+from recommend_request import (RequestError, add_arguments, parse_features, parse_history, print_list,
+                               request_inputs)
 
 SIGNATURE = "serving_default"
 
@@ -49,14 +50,7 @@ def predict_request(model: str, inputs: dict[str, list], signature: dict[str, st
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="localhost:8500", help="host:port of the gRPC API (default %(default)s)")
-    parser.add_argument("--model", default="recommend", help="the model's name in models.config (default %(default)s)")
-    parser.add_argument("--user", required=True, help="the user's id (an unknown id is fine)")
-    parser.add_argument("--history", default="", help="item:event:unix_seconds,... most recent first")
-    parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
-                        help="a user feature (repeat the flag); the others are sent as missing")
-    parser.add_argument("--top", type=int, default=10, help="how many rows to print (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    add_arguments(parser, "localhost:8500", "host:port of the gRPC API")
     args = parser.parse_args(argv)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(args.server))
     try:
@@ -76,10 +70,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
         return 2
     out = {name: tf.make_ndarray(proto)[0] for name, proto in response.outputs.items()}
-    print(f"{'rank':>4} {'item_id':>12} {'score':>8} {'p_click':>8} {'p_save':>8} {'p_purchase':>10}")
-    for rank in range(min(args.top, len(out["item_ids"]))):
-        print(f"{rank + 1:>4} {out['item_ids'][rank].decode():>12} {out['scores'][rank]:>8.4f} {out['click'][rank]:>8.4f} "
-              f"{out['save'][rank]:>8.4f} {out['purchase'][rank]:>10.4f}")
+    out["item_ids"] = [item.decode() for item in out["item_ids"]]
+    print_list(out, args.top)
     return 0
 
 

@@ -11,6 +11,8 @@ Plain Python, shared by `grpc_recommend.py` and `rest_recommend.py`.
 
 from __future__ import annotations
 
+import argparse
+
 HISTORY = ("history_item_ids", "history_events", "history_timestamps")
 EVENTS = ("click", "save", "purchase")
 
@@ -83,3 +85,24 @@ def request_inputs(signature: dict[str, str], user_id: str, history: list[tuple[
             value = missing(dtype)
         inputs[name] = [value]
     return inputs
+
+
+def add_arguments(parser: argparse.ArgumentParser, server: str, server_help: str) -> None:
+    """The clients' shared flags; `server` is the default address, described by `server_help`."""
+    parser.add_argument("--server", default=server, help=f"{server_help} (default %(default)s)")
+    parser.add_argument("--model", default="recommend", help="the model's name in models.config (default %(default)s)")
+    parser.add_argument("--user", required=True, help="the user's id (an unknown id is fine)")
+    parser.add_argument("--history", default="", help="item:event:unix_seconds,... most recent first")
+    parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
+                        help="a user feature (repeat the flag); the others are sent as missing")
+    parser.add_argument("--top", type=int, default=10, help="how many rows to print (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+
+
+def print_list(out: dict, top: int) -> None:
+    """The first `top` rows of one user's answer (`item_ids`, `scores` and the heads, each a
+    sequence; item ids as text)."""
+    print(f"{'rank':>4} {'item_id':>12} {'score':>8} {'p_click':>8} {'p_save':>8} {'p_purchase':>10}")
+    for rank in range(min(top, len(out["item_ids"]))):
+        print(f"{rank + 1:>4} {out['item_ids'][rank]:>12} {out['scores'][rank]:>8.4f} {out['click'][rank]:>8.4f} "
+              f"{out['save'][rank]:>8.4f} {out['purchase'][rank]:>10.4f}")

@@ -18,7 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
-from recommend_request import RequestError, parse_features, parse_history, request_inputs
+from recommend_request import (RequestError, add_arguments, parse_features, parse_history, print_list,
+                               request_inputs)
 
 SIGNATURE = "serving_default"
 # TF Serving's dtype names in the metadata -> the names `request_inputs` reads.
@@ -42,14 +43,7 @@ def signature_inputs(server: str, model: str, timeout: float) -> dict[str, str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="http://localhost:8501", help="the REST API's address (default %(default)s)")
-    parser.add_argument("--model", default="recommend", help="the model's name in models.config (default %(default)s)")
-    parser.add_argument("--user", required=True, help="the user's id (an unknown id is fine)")
-    parser.add_argument("--history", default="", help="item:event:unix_seconds,... most recent first")
-    parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
-                        help="a user feature (repeat the flag); the others are sent as missing")
-    parser.add_argument("--top", type=int, default=10, help="how many rows to print (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    add_arguments(parser, "http://localhost:8501", "the REST API's address")
     args = parser.parse_args(argv)
     server = args.server.rstrip("/")
     try:
@@ -72,10 +66,7 @@ def main(argv=None) -> int:
               "--rest_api_port on that address (README, Serving)", file=sys.stderr)
         return 2
     out = {name: values[0] for name, values in out.items()}
-    print(f"{'rank':>4} {'item_id':>12} {'score':>8} {'p_click':>8} {'p_save':>8} {'p_purchase':>10}")
-    for rank in range(min(args.top, len(out["item_ids"]))):
-        print(f"{rank + 1:>4} {out['item_ids'][rank]:>12} {out['scores'][rank]:>8.4f} {out['click'][rank]:>8.4f} "
-              f"{out['save'][rank]:>8.4f} {out['purchase'][rank]:>10.4f}")
+    print_list(out, args.top)
     return 0
 
 

@@ -26,6 +26,7 @@ from shopping_mtl.data.spec import load_spec
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.ranking.config import RankingConfig
 from shopping_mtl.retrieval.config import RetrievalConfig
+from shopping_mtl.yaml_files import read_yaml
 
 # In data-flow order; each needs the stages its hand-off comes from (NEEDS), and data always runs.
 STAGES = ("data", "baselines", "retrieval", "candidates", "ranking", "export")
@@ -389,12 +390,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: a config must be a YAML mapping")
         raw = merge(raw, loaded)

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import yaml
 
 from shopping_mtl.errors import ConfigError
+from shopping_mtl.yaml_files import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -555,12 +555,7 @@ def load_spec(dataset: str, root: str | Path | None = None) -> DatasetSpec:
         root: overrides the spec's data folder (the `--data-root` flag).
     """
     path = resolve_spec_path(dataset)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: a dataset spec must be a YAML mapping, got {raw!r}")
     spec = DatasetSpec.from_dict(raw, path.resolve(), root)

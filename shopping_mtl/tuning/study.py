@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import keras_tuner as kt
-import yaml
 
 from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
 from shopping_mtl.config import Config, check_key, config_from_dict, merge
 from shopping_mtl.errors import ConfigError
+from shopping_mtl.yaml_files import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,7 @@ def _integer(where: str, value: Any, least: int) -> int:
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"study {path} does not exist (the studies are in tuning/)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text: {err}") from None
-    return _mapping(f"{path}: a study", raw)
+    return _mapping(f"{path}: a study", read_yaml(path))
 
 
 def _param(where: str, model: str, name: Any, spec: Any) -> Param:

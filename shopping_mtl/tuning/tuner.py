@@ -65,8 +65,9 @@ class ShoppingTuner(BaseTuner):
     def run_trial(self, trial, *args, **kwargs):
         """Train one trial; `{study.objective: value}` (what it records: see the class docstring)."""
         values = trial.hyperparameters.values
-        log.info("trial %s: started (%s)", trial.trial_id, self.study.trial_name(values))
-        child = self.tracker.child(run_name=self.study.trial_name(values)) if self.tracker else None
+        name = self.study.trial_name(values)
+        log.info("trial %s: started (%s)", trial.trial_id, name)
+        child = self.tracker.child(run_name=name) if self.tracker else None
         started = time.perf_counter()
         try:
             if child is not None:
