@@ -13,10 +13,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import shopping_mtl  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from shopping_mtl import console
 from shopping_mtl.config import STAGES, load_config, merge, parse_override
 from shopping_mtl.errors import ShoppingMtlError
 
@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "oracle (a Hyperband round counts as one; default: the study's budget)")
     parser.add_argument("--no-final-run", action="store_true", help="with --tune: do not train the best "
                         "config with every stage after the search (its test figures and registered exports)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+    chatter.add_argument("-v", "--verbose", action="store_true", help="also TensorFlow's, MLflow's and "
+                         "Keras Tuner's own log lines (hidden by default: start-up notices, warnings about "
+                         "the untrained heads of single-task comparison models)")
     return parser
 
 
@@ -103,19 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         # replaced from under them.
         parser.error("--overwrite replaces one training's run folder and does not apply to --tune "
                      "(a search resumes from its folder): start another search in a new --run-dir")
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
-    # tf-keras warns at every SavedModel export that the TFRS index has no get_config(); the
-    # export is a tf.function signature, which needs none.
-    logging.getLogger("tensorflow").addFilter(
-        lambda record: "non-serializable objects" not in record.getMessage())
+    console.configure_logging(console.QUIET if args.quiet else console.VERBOSE if args.verbose else console.NORMAL)
     try:
         config = config_from_args(args)
         # Imported once the flags and the config are known good: they bring TensorFlow, MLflow
         # and Keras Tuner (~6 s), and --help or a bad flag should answer at once.
-        from shopping_mtl import pipeline, tuning
+        with console.quiet_native_stderr(enabled=not args.verbose):
+            from shopping_mtl import pipeline, tuning
 
         if args.tune:
             result = tuning.run_search(config, args.tune, args.max_trials, final_run=not args.no_final_run)
@@ -153,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         key = f"candidate_set/recall@{size}"
         interval = (f" [{m[key + '/ci95_low']:.3f},{m[key + '/ci95_high']:.3f}]"
                     if key + "/ci95_low" in m else "")
-        print(f"\ncandidate set for the ranker: {m['candidate_set/mean_size']:.0f} items per user, "
-              f"recall@{size} {m[key]:.4f}{interval}, "
-              f"new_gt recall@{size} {m.get(f'candidate_set/new_gt/recall@{size}', float('nan')):.4f}")
+        # recall@<size> of a set cut at its quotas' sum is the recall of the whole set.
+        print(f"\ncandidate set for the ranker: {m['candidate_set/mean_size']:.0f} items per user (at most "
+              f"{size}, the sum of the quotas); recall of the whole set {m[key]:.4f}{interval}, "
+              f"new_gt {m.get(f'candidate_set/new_gt/recall@{size}', float('nan')):.4f}")
     warnings = [*state.info.get("split", {}).get("warnings", []), *state.info.get("warnings", [])]
     if warnings:
         print("\nwarnings (also in run_info.json):")

@@ -93,12 +93,26 @@ def summary_lists(config: Config) -> list[str]:
 
 SUMMARY_COLUMNS = ("recall@10", "recall@100", "ndcg@10", "purchase/ndcg@10", "new_gt/recall@100")
 
+# Why two rows of the summary can hold the same figures: what the first of them is.
+LIST_NOTES = {
+    "retrieval_order": "the candidate set in merge order, which starts with the two-tower list's items, "
+                       "so at these K it is the retrieval list",
+}
+
 
 def summary_table(metrics: dict[str, float], names: list[str], columns=SUMMARY_COLUMNS) -> str:
-    """Headline figures side by side, each with its 95% interval; lists without figures left out."""
+    """Headline figures side by side, each with its 95% interval; lists without figures left out.
+    Lists whose figures are all the same are named below the table, with why (`LIST_NOTES`)."""
     names = [name for name in names if any(f"{name}/{column}" in metrics for column in columns)]
     header = f"{'list':<26}" + "".join(f"{c:>26}" for c in columns)
     rows = [header, "-" * len(header)]
+    figures = {name: [metrics.get(f"{name}/{column}") for column in columns] for name in names}
+    notes = []
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if figures[first] == figures[second]:
+                why = f": {first} is {LIST_NOTES[first]}" if first in LIST_NOTES else ""
+                notes.append(f"({first} and {second} have the same figures{why})")
     for name in names:
         cells = []
         for column in columns:
@@ -110,7 +124,7 @@ def summary_table(metrics: dict[str, float], names: list[str], columns=SUMMARY_C
             else:
                 cells.append("-")
         rows.append(f"{name:<26}" + "".join(f"{c:>26}" for c in cells))
-    return "\n".join(rows)
+    return "\n".join(rows + notes)
 
 
 def summary_ratios(metrics: dict[str, float], best: dict[str, str]) -> str:

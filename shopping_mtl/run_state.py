@@ -65,6 +65,12 @@ class RunState:
     def truth(self):
         return self.data.truth
 
+    def fit_label(self, model: str) -> str:
+        """`model` with the fold it is fitted in, when the run has several folds: what a fit's
+        epoch log lines start with, e.g. "ranker mmoe, fold 2019-06-18 (2 of 3)"."""
+        fold = self.info.get("fold")
+        return f"{model}, fold {fold['name']} ({fold['number']} of {fold['of']})" if fold else model
+
     def backup_dir(self, name: str) -> Path:
         """Where the fit of model `name` keeps what a rerun into this run folder resumes from."""
         return self.run_dir / ".backup" / name

@@ -22,7 +22,7 @@ import math
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -103,10 +103,8 @@ class EarlyStopping(tf.keras.callbacks.Callback):
     """
 
     def __init__(self, patience: int, monitor: str, mode: str = "max",
-                 objective: Callable[[tf.keras.Model], float] | None = None, name: str | None = None):
-        """`name`: log each epoch's value under this name (the monitor is logged elsewhere)."""
+                 objective: Callable[[tf.keras.Model], float] | None = None):
         super().__init__()
-        self.name = name
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.patience, self.monitor, self.mode, self.objective = patience, monitor, mode, objective
@@ -122,11 +120,7 @@ class EarlyStopping(tf.keras.callbacks.Callback):
         if self.objective is not None:
             logs[self.monitor] = float(_outside_strategy(self.objective, self.model))
         value = float(logs.get(self.monitor, np.nan))
-        improved = self._better(value)
-        if self.name:
-            log.info("%s epoch %d: %s %.4f%s", self.name, epoch + 1, self.monitor, value,
-                     " (best so far)" if improved else "")
-        if improved:
+        if self._better(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             self.best_weights = self.model.get_weights()
         else:
@@ -144,6 +138,24 @@ class EarlyStopping(tf.keras.callbacks.Callback):
     def load_state(self, state: dict, best_weights: list[np.ndarray] | None) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         self.best_weights = best_weights
+
+
+class EpochLog(tf.keras.callbacks.Callback):
+    """One log line per epoch: the fit's label, "epoch N of M", the figures `shown` names (logs
+    key -> words) and, with a stopper, whether the epoch is the best so far. It runs after the
+    stopper, so an objective the stopper computes is in the logs."""
+
+    def __init__(self, label: str, epochs: int, shown: Mapping[str, str],
+                 stopper: "EarlyStopping | None" = None):
+        super().__init__()
+        self.label, self.epochs, self.shown, self.stopper = label, epochs, dict(shown), stopper
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        figures = ", ".join(f"{words} {logs[key]:.4f}" for key, words in self.shown.items() if key in logs)
+        best = self.stopper is not None and self.stopper.best_epoch == epoch
+        log.info("%s epoch %d of %d: %s%s", self.label, epoch + 1, self.epochs, figures,
+                 " (best so far)" if best else "")
 
 
 class TrainingState(tf.keras.callbacks.Callback):
@@ -276,9 +288,13 @@ def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
         validation_data: tf.data.Dataset | None = None, callbacks: list | None = None,
         stopper: EarlyStopping | None = None, clock: EpochClock | None = None,
         backup_dir: Path | None = None, initial_epoch: int = 0,
-        steps_per_epoch: int | None = None, settings_hint: str = "") -> dict[str, list[float]]:
+        steps_per_epoch: int | None = None, settings_hint: str = "", label: str = "fit",
+        shown: Mapping[str, str] | None = None) -> dict[str, list[float]]:
     """`model.fit` made resumable when `backup_dir` is given; returns the whole run's per-epoch
     history (the epochs before a resume included). The backup is removed once fit ends.
+
+    Each epoch logs one line (`EpochLog`): `label` (which model, fold or trial), "epoch N of
+    M" and the figures `shown` names (logs key -> words; by default the loss).
 
     A loss that turns non-finite or grows past `DIVERGENCE_FACTOR` times the first epoch's
     raises `TrainingDiverged` naming `settings_hint` (the settings to look at, e.g.
@@ -290,7 +306,8 @@ def fit(model: tf.keras.Model, train_data: tf.data.Dataset, *, epochs: int,
     if backup_dir is not None:
         state = TrainingState(Path(backup_dir) / "state", stopper)
     callbacks = [*([clock] if clock is not None else []), *(callbacks or []),
-                 DivergenceCheck(settings_hint, state), *([stopper] if stopper is not None else [])]
+                 DivergenceCheck(settings_hint, state), *([stopper] if stopper is not None else []),
+                 EpochLog(label, epochs, shown or {"loss": "loss"}, stopper)]
     if state is not None:
         # Last: Keras's backup of an epoch is saved after the state of the same epoch is on disk
         # (callbacks run in list order), and restores on train begin, before any epoch begins.

@@ -211,6 +211,9 @@ def test_runs_survive_a_lost_tracking_server_and_a_sigkill(tmp_path, mlflow_serv
                     "--set", "tracking.enabled=false", timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from the backup" in rerun.stderr and "ranker at epoch 3" in rerun.stderr
+    # The console of a normal run: each fit's epochs labelled, none of TensorFlow's start-up lines.
+    assert "ranker shared_bottom epoch 3 of 3: mean training loss" in rerun.stderr
+    assert "absl::InitializeLog" not in rerun.stderr and "oneDNN" not in rerun.stderr
     assert (killed / "metrics.json").read_bytes() == (first / "metrics.json").read_bytes()
     assert not (killed / ".backup").exists() and not (killed / ".examples").exists()
     for name in ("candidates.parquet", "recommendations.parquet"):  # the lists behind the figures

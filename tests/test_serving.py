@@ -3,14 +3,12 @@ training process computed, for every architecture, and odd requests get sensible
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, BackgroundCli, run_client, serve_fresh, stand_in_server, start_early, tiny_log
+from conftest import BackgroundCli, run_client, serve_fresh, stand_in_server, start_early, tiny_log
 from shopping_mtl.export import graphs as serving
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import ARCHITECTURES, TASKS, RankingConfig

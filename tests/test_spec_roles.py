@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import CSV_SPEC, T0, event_lines, tiny_log, tiny_rows, write_spec
+from conftest import CSV_SPEC, event_lines, tiny_log, tiny_rows, write_spec
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.candidates.covisit import CovisitServing, covisit, covisitation_counts
 from shopping_mtl.candidates.registry import ServingContext, item_order_table

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import DAY, T0
+from conftest import T0
 from shopping_mtl.candidates.config import BaselineConfig
 from shopping_mtl.candidates.user_history import user_history
 from shopping_mtl.data.split import split_events

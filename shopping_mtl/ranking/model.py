@@ -278,9 +278,10 @@ def predict(scorer: tf.keras.Model, arrays: Mapping[str, np.ndarray], batch_size
 def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout: Mapping[str, np.ndarray],
                  config: RankingConfig, seed: int = 42, tasks=TASKS, initial_weights=None,
                  initial_epoch: int = 0, backup_dir: Path | None = None,
-                 objective=None) -> tuple[MultiTaskRanker, dict]:
+                 objective=None, label: str = "ranker") -> tuple[MultiTaskRanker, dict]:
     """Fit with early stopping on the holdout's mean AUC over the trained tasks, or on
-    `objective(model) -> float` (higher is better) where given.
+    `objective(model) -> float` (higher is better) where given. `label` names the fit in its
+    epoch log lines (architecture, fold or trial).
 
     `initial_weights` (the scorer's `get_weights()`) and `initial_epoch` continue an earlier
     fit, as a Hyperband round does: epochs run from `initial_epoch` to `config.epochs` (the
@@ -306,8 +307,6 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
             logs["val_mean_auc"] = float(np.mean([logs.get(m, 0.0) for m in monitor]))
             logs.pop("val_epoch_loss", None)  # the evaluation's reset copy: no figure
             logs["loss"] = float(logs.pop("epoch_loss", float("nan")))
-            log.info("ranker epoch %d: mean training loss %.4f, holdout mean AUC %.4f", epoch + 1,
-                     logs["loss"], logs["val_mean_auc"])
 
     clock = training.EpochClock()
     if config.listwise_weight and "list_id" in train:
@@ -320,8 +319,10 @@ def train_ranker(features: FeatureSet, train: Mapping[str, np.ndarray], holdout:
     history = training.fit(model, train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                            validation_data=make_dataset(holdout, config.batch_size, False, seed),
                            callbacks=[MeanAuc()], clock=clock, backup_dir=backup_dir, steps_per_epoch=steps,
-                           settings_hint="ranking.learning_rate, ranking.batch_size",
+                           settings_hint="ranking.learning_rate, ranking.batch_size", label=label,
+                           shown={"loss": "mean training loss", "val_mean_auc": "holdout mean AUC",
+                                  "val_objective": "holdout NDCG@10"},
                            stopper=(training.EarlyStopping(config.patience, "val_mean_auc", "max") if objective is None
                                     else training.EarlyStopping(config.patience, "val_objective", "max",
-                                                                objective=objective, name="holdout objective")))
+                                                                objective=objective)))
     return model, {"history": history}

@@ -262,14 +262,14 @@ def holdout_ndcg_objective(data: RankingData, rconfig):
 
 
 def fit_ranker(features, data: RankingData, rconfig, seed: int, tasks=TASKS, initial_weights=None,
-               initial_epoch: int = 0, backup_dir=None) -> RankerFit:
+               initial_epoch: int = 0, backup_dir=None, label: str = "ranker") -> RankerFit:
     """Train (early-stopping on `rconfig.early_stopping`; the held-out NDCG@10 of each epoch is
     the history's `val_objective`), calibrate per head on the held-out rows, choose the value
-    weights on their NDCG@10."""
+    weights on their NDCG@10. `label` names the fit in its epoch log lines."""
     objective = holdout_ndcg_objective(data, rconfig) if rconfig.early_stopping == "holdout_ndcg@10" else None
     model, fitted = model_lib.train_ranker(features, data.fit_inputs, data.holdout_inputs, rconfig, seed, tasks,
                                            initial_weights=initial_weights, initial_epoch=initial_epoch,
-                                           backup_dir=backup_dir, objective=objective)
+                                           backup_dir=backup_dir, objective=objective, label=label)
     holdout_p = model_lib.predict(model.scorer, data.holdout_inputs)
     platt = {t: Platt.fit(holdout_p[t], data.holdout_inputs[f"label_{t}"]) for t in TASKS}
     calibrated = calibrate(holdout_p, platt, rconfig.architecture == "esmm")
@@ -359,7 +359,8 @@ def run_ranking_stage(state: RunState) -> RankingOutput:
     ranking = prepare_ranking(state)
     retrieval.data.forget_train_catalogue()
     fit_inputs, holdout_inputs = ranking.fit_inputs, ranking.holdout_inputs
-    fitted = fit_ranker(features, ranking, rconfig, config.seed, backup_dir=state.backup_dir("ranker"))
+    fitted = fit_ranker(features, ranking, rconfig, config.seed, backup_dir=state.backup_dir("ranker"),
+                        label=state.fit_label(f"ranker {rconfig.architecture}"))
     gc.collect()  # the fit's datasets and traces, in reference cycles
     model, platt, weights = fitted.model, fitted.platt, fitted.weights
     ordered = rconfig.architecture == "esmm"
@@ -369,7 +370,8 @@ def run_ranking_stage(state: RunState) -> RankingOutput:
     if rconfig.compare_single_task:
         for task in TASKS:
             singles[task], _ = model_lib.train_ranker(features, fit_inputs, holdout_inputs, rconfig, config.seed,
-                                                      tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"))
+                                                      tasks=(task,), backup_dir=state.backup_dir(f"ranker_{task}"),
+                                                      label=state.fit_label(f"ranker {task} only (comparison)"))
     # The fitting and held-out rows are done with (the held-out inputs are ~0.3 GB at 10^7 events).
     del ranking, fit_inputs, holdout_inputs
 

@@ -93,8 +93,8 @@ class TwoTowerModel(tfrs.Model):
 
 
 class _ProgressLog(tf.keras.callbacks.Callback):
-    """Logs each epoch and measures training throughput: pairs over the time from the epoch's
-    start to its validation pass (which is evaluation, not training)."""
+    """Measures training throughput: pairs over the time from the epoch's start to its
+    validation pass (which is evaluation, not training)."""
 
     def __init__(self, n_pairs: int):
         super().__init__()
@@ -114,19 +114,16 @@ class _ProgressLog(tf.keras.callbacks.Callback):
         seconds = time.perf_counter() - self.started
         train_seconds = self.train_seconds if self.train_seconds is not None else seconds
         self.throughput.append(self.n_pairs / train_seconds)
-        # A TFRS model's train_step returns the batch's loss: Keras reports the last batch's.
-        log.info("retrieval epoch %d: last-batch loss %.4f, val_loss %.4f, %.1fs, %.0f training pairs/s",
-                 epoch + 1, logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
-                 seconds, self.throughput[-1])
 
 
 def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
                     validation: Mapping[str, np.ndarray] | None, config: RetrievalConfig,
                     seed: int = 42, objective=None, backup_dir: Path | None = None,
-                    ) -> tuple[TwoTowerModel, dict]:
+                    label: str = "two-tower") -> tuple[TwoTowerModel, dict]:
     """Build and fit the two-tower model.
 
     Args:
+        label: names the fit in its epoch log lines (fold or trial).
         objective: optional `model -> float` (higher is better), evaluated after each epoch for
             early stopping; without it, early stopping watches the validation loss.
         backup_dir: where the fit keeps what a rerun needs to resume it (see `training.fit`).
@@ -155,14 +152,16 @@ def train_two_tower(features: FeatureSet, train: Mapping[str, np.ndarray],
         val_data = make_dataset(validation, batch_size, shuffle=False, seed=seed)
     stopper = None
     if objective is not None:
-        stopper = training.EarlyStopping(config.patience, "val_objective", "max", objective,
-                                         name="retrieval")
+        stopper = training.EarlyStopping(config.patience, "val_objective", "max", objective)
     elif val_data is not None:
         stopper = training.EarlyStopping(config.patience, "val_loss", "min")
     history = training.fit(model, train_data, epochs=config.epochs, validation_data=val_data,
                            callbacks=[progress], stopper=stopper, clock=clock, backup_dir=backup_dir,
-                           steps_per_epoch=steps,
-                           settings_hint="retrieval.learning_rate, retrieval.temperature, retrieval.batch_size")
+                           steps_per_epoch=steps, label=label,
+                           settings_hint="retrieval.learning_rate, retrieval.temperature, retrieval.batch_size",
+                           # A TFRS model's train_step returns the batch's loss: Keras logs the last batch's.
+                           shown={"loss": "last-batch loss", "val_loss": "val_loss",
+                                  "val_objective": f"validation {config.early_stopping}"})
     throughput = progress.throughput
     # What retrieves, indexes and exports needs the towers alone. The fitted model holds its
     # optimizer's two moments per weight (~1 GB for 1.9M item ids at 10^7 events) through

@@ -237,13 +237,14 @@ def validation_objective(data: RetrievalData, metric: str, k: int):
     return objective
 
 
-def fit(data: RetrievalData, config: RetrievalConfig, seed: int, backup_dir=None):
-    """Train on `data`, early-stopping on the configured validation objective."""
+def fit(data: RetrievalData, config: RetrievalConfig, seed: int, backup_dir=None, label: str = "two-tower"):
+    """Train on `data`, early-stopping on the configured validation objective; `label` names the
+    fit in its epoch log lines."""
     objective = None
     if config.early_stopping != "val_loss":
         objective = validation_objective(data, config.early_stopping, config.top_k)
     return model_lib.train_two_tower(data.features, data.train, data.validation, config, seed, objective,
-                                     backup_dir=backup_dir)
+                                     backup_dir=backup_dir, label=label)
 
 
 @dataclass
@@ -274,7 +275,8 @@ def run_retrieval_stage(state: RunState) -> RetrievalOutput:
     rconfig, ev = config.retrieval, config.evaluation
     data = prepare(state.dataset, split, rconfig, state.examples_dir("retrieval"), config.data.shard_rows)
     started = time.perf_counter()
-    model, fitted = fit(data, rconfig, config.seed, backup_dir=state.backup_dir("retrieval"))
+    model, fitted = fit(data, rconfig, config.seed, backup_dir=state.backup_dir("retrieval"),
+                        label=state.fit_label("two-tower"))
     state.timings["retrieval_fit"] = time.perf_counter() - started
     gc.collect()  # the fit's datasets and traces, in reference cycles
     # A speed, not a figure of the model: beside the timings, so metrics.json is reproducible.

@@ -24,6 +24,18 @@ from shopping_mtl.tuning.study import Study, build, make_oracle, search_space
 log = logging.getLogger(__name__)
 
 
+def restored_epoch(history: Mapping[str, list[float]]) -> int:
+    """The 0-based epoch (of `history`) whose weights early stopping kept: the best of the
+    objective curve (`val_objective`), else of the ranker's mean AUC, else the lowest
+    validation loss; the last epoch when no watched figure was logged. Ties go to the first,
+    as `training.EarlyStopping` keeps the first best."""
+    for key, best in (("val_objective", np.nanargmax), ("val_mean_auc", np.nanargmax), ("val_loss", np.nanargmin)):
+        values = history.get(key)
+        if values is not None and len(values) and not np.all(np.isnan(values)):
+            return int(best(np.asarray(values, dtype=float)))
+    return max(len(next(iter(history.values()), [])) - 1, 0)
+
+
 class ShoppingTuner(BaseTuner):
     """Keras Tuner's search loop over one study, each trial trained by this project's stages.
 
@@ -37,7 +49,8 @@ class ShoppingTuner(BaseTuner):
     (`Study.trial_name`, the objective appended once known): its Keras Tuner values (`tuner/x`
     logged as `tuner.x`) and the rest of its resolved config as parameters, tags `trial_id`, `study`,
     `tuner_id`, its per-epoch history under the names a full run uses (`ranker/epoch/*`,
-    `retrieval/epoch/*`), the objective and `trial/seconds` as metrics, status FINISHED. A trial
+    `retrieval/epoch/*`), the objective (at the step of the epoch whose weights were kept, also
+    tagged `restored_epoch`, 1-based) and `trial/seconds` as metrics, status FINISHED. A trial
     that raises ends its child run FAILED with an `error` tag and is re-raised as Keras Tuner's
     `FailedTrialError`, so the oracle marks it failed with that message. A ranker trial saves
     its scorer's weights as `<trial folder>/ranker_weights.npz`; a Hyperband trial promoted from
@@ -82,7 +95,12 @@ class ShoppingTuner(BaseTuner):
                 prefix = "ranker/epoch" if self.study.model == "ranking" else "retrieval/epoch"
                 for epoch, row in enumerate(zip(*history.values())):
                     child.log_epoch(prefix, dict(zip(history, row)), epoch)
-                child.log_metrics({self.study.objective: objective, "trial/seconds": time.perf_counter() - started})
+                # At the step of the epoch whose weights were kept, so that the objective sits on
+                # the epoch curves where the trial's model comes from.
+                restored = restored_epoch(history)
+                child.log_metrics({self.study.objective: objective}, step=restored)
+                child.log_metrics({"trial/seconds": time.perf_counter() - started})
+                child.set_tags({"restored_epoch": restored + 1})
                 child.rename(self.study.trial_name(values, objective))
                 child.end("FINISHED")
         except Exception as err:
@@ -99,7 +117,7 @@ class ShoppingTuner(BaseTuner):
         """Train one trial; its objective and its Keras history."""
         if self.study.model == "ranking":
             return self._train_ranker(trial, config, values)
-        return self._train_retrieval(config, values)
+        return self._train_retrieval(trial, config, values)
 
     def _train_ranker(self, trial, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
         if self.prepared is None:
@@ -116,7 +134,8 @@ class ShoppingTuner(BaseTuner):
                 initial_epoch = int(values.get("tuner/initial_epoch", 0))
         features = self.state.retrieval.data.features
         fitted = ranking_stage.fit_ranker(features, self.prepared, rconfig, config.seed,
-                                          initial_weights=initial, initial_epoch=initial_epoch)
+                                          initial_weights=initial, initial_epoch=initial_epoch,
+                                          label=f"trial {trial.trial_id} ranker {rconfig.architecture}")
         self.save_model(trial.trial_id, fitted.model)
         if self.study.objective == "ranker/holdout_ndcg@10":
             objective = fitted.holdout_ndcg
@@ -127,12 +146,12 @@ class ShoppingTuner(BaseTuner):
                                    "known: ranker/holdout_ndcg@10, ranker/holdout_mean_auc")
         return float(objective), fitted.history
 
-    def _train_retrieval(self, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
+    def _train_retrieval(self, trial, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
         rconfig = config.retrieval
         if "tuner/epochs" in values:  # retrieval rounds train from scratch for their epochs
             rconfig = dataclasses.replace(rconfig, epochs=int(values["tuner/epochs"]))
         data = retrieval_stage.prepare(self.state.dataset, self.state.split, rconfig)
-        model, fitted = retrieval_stage.fit(data, rconfig, config.seed)
+        model, fitted = retrieval_stage.fit(data, rconfig, config.seed, label=f"trial {trial.trial_id} two-tower")
         lists, truth = retrieval_stage.validation_lists(model, data, rconfig.top_k)
         metrics = score_lists(lists, truth, "retrieval/validation", (10, 50, 100), n_resamples=0)
         if self.study.objective not in metrics:
