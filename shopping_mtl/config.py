@@ -141,11 +141,20 @@ class TrackingConfig:
         register: register the run's exports as `shopping-retrieval`, `shopping-ranker`,
             `shopping-recommend`; the `champion` alias moves only to a model that beats the
             champion on the validation objective.
+        system_metrics: sample CPU, memory, disk, network (and GPU) use into the run's
+            `system/...` metrics every 10 s (MLflow's monitor, a background thread; its trials
+            too in a search).
+        export_artifacts: also copy each registered export's SavedModel into the run's plain
+            artifacts (`exports/<name>`); off, a registered model's files are stored once, in
+            its logged model (a full run's exports are tens of MB each time they are stored).
+            Unregistered exports (`register` off) are always copied there.
     """
 
     enabled: bool = True
     experiment: str = "shopping_mtl"
     register: bool = True
+    system_metrics: bool = True
+    export_artifacts: bool = False
 
 
 @dataclass(frozen=True)

@@ -354,13 +354,17 @@ def record_pooled(state: RunState, fold_values: list[dict]) -> None:
 
 def start_tracking(state: RunState, run_name: str | None = None, tags: dict | None = None,
                    parent_run_id: str | None = None, params: dict | None = None):
-    """Open the run's MLflow run and log its parameters: `params`, by default the resolved
-    configuration (a search's run logs its study instead)."""
+    """Open the run's MLflow run, tagged with the code's git commit and dirty flag from the start
+    (`tracking.run_tags`: a run that fails still says what code it ran; the data's tags and input
+    come in `record_run`), sampling system metrics when `tracking.system_metrics` is on, and
+    log its parameters: `params`, by default the resolved configuration (a search's run logs
+    its study instead)."""
     config = state.config
     folder = str(state.run_dir.resolve())
     tracker = tracking.Tracker.start(PROJECT_ROOT, config.tracking.experiment, run_name=run_name or state.run_dir.name,
-                                     tags={tracking.RUN_DIR_TAG: folder, **(tags or {})},
-                                     parent_run_id=parent_run_id)
+                                     tags={**tracking.run_tags(PROJECT_ROOT, state.info), tracking.RUN_DIR_TAG: folder,
+                                           **(tags or {})},
+                                     parent_run_id=parent_run_id, system_metrics=config.tracking.system_metrics)
     # An earlier run of this folder killed outright (SIGKILL, a lost machine) never ended its
     # MLflow run: its process is gone, so it is marked KILLED rather than RUNNING for good.
     tracking.end_abandoned_runs(tracker.client, tracker.experiment_id, folder)
@@ -382,12 +386,13 @@ def validation_objective(metrics: dict[str, float]) -> tuple[str, float] | None:
 
 
 def record_run(state: RunState, tracker) -> None:
-    """Per-epoch and final metrics, tags, the run folder's files and plots, and the exports
-    (registered, the champion alias moved if this run beats it). If the tracking store fails
-    here, the run folder and the exports stay on disk and the failure is reported."""
+    """Per-epoch and final metrics, tags and the dataset input (`Tracker.log_run_metadata`), the
+    run folder's files and plots, and the exports (registered, the champion alias moved if this
+    run beats it; plain copies only with `tracking.export_artifacts`). If the tracking store
+    fails here, the run folder and the exports stay on disk and the failure is reported."""
     config, run_dir = state.config, state.run_dir
     try:
-        tracker.set_tags(tracking.run_tags(PROJECT_ROOT, state.info))
+        tracker.log_run_metadata(state.info, state.metrics)
         for model, history in state.histories.items():
             for epoch, values in enumerate(zip(*history.values())):
                 tracker.log_epoch(f"{model}/epoch", dict(zip(history, values)), epoch)
@@ -409,7 +414,9 @@ def record_run(state: RunState, tracker) -> None:
             # is judged by another objective and never takes the champion alias from this one.
             name, value = objective
             decisions = tracking.log_exports(tracker, exports, f"{name} on {state.info.get('dataset')}", value,
-                                             register=config.tracking.register)
+                                             register=config.tracking.register,
+                                             export_artifacts=config.tracking.export_artifacts,
+                                             dataset=state.info.get("dataset"))
             for name, decision in decisions.items():
                 log.info("registry: shopping-%s %s", name, decision)
         tracker.end("FINISHED")

@@ -8,6 +8,7 @@ test) instead of landing in the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from mlflow_server import free_port
 from mlflow_server import mlflow_db_template, mlflow_server  # noqa: F401  (fixtures)
 from shopping_mtl import tracking
 from shopping_mtl.errors import ShoppingMtlError
+from shopping_mtl.export import publishing
 from shopping_mtl.tracking import Tracker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -396,14 +398,15 @@ def test_log_exports_registers_and_moves_champion_only_on_improvement(project, s
                                                                      monkeypatch):
     client = client_for(project)
     outcomes = []
-    for objective in (0.30, 0.20, 0.40):
+    for objective, plain_copy in ((0.30, False), (0.20, True), (0.40, False)):
         with Tracker.start(project) as run:
             outcomes.append(tracking.log_exports(run, {"ranker": saved_ranker},
-                                                 "pipeline/ndcg@10", objective))
-        # The SavedModel folder is also a plain artifact of the run.
+                                                 "pipeline/ndcg@10", objective,
+                                                 export_artifacts=plain_copy))
+        # The SavedModel is stored once, in the logged model; a plain copy only on request.
         artifacts = project / "mlruns" / "shopping_mtl" / run.run_id / "artifacts"
-        assert (artifacts / "exports" / "ranker" / "saved_model.pb").is_file()
-        assert (artifacts / "exports" / "ranker" / "variables").is_dir()
+        assert (artifacts / "exports" / "ranker" / "saved_model.pb").is_file() == plain_copy
+        assert (artifacts / "exports" / "ranker" / "variables").is_dir() == plain_copy
     assert outcomes == [{"ranker": "champion"},
                         {"ranker": "not champion (0.2 vs champion 0.3)"},
                         {"ranker": "champion"}]
@@ -411,7 +414,8 @@ def test_log_exports_registers_and_moves_champion_only_on_improvement(project, s
     versions = {str(v.version): v for v in client.search_model_versions("name = 'shopping-ranker'")}
     assert sorted(versions, key=int) == ["1", "2", "3"]
     assert versions["2"].tags == {"objective_name": "pipeline/ndcg@10", "objective": "0.2",
-                                  "higher_is_better": "true"}
+                                  "higher_is_better": "true",
+                                  "model_id": tracking.version_model_id(versions["2"])}
     assert str(client.get_model_version_by_alias("shopping-ranker", "champion").version) == "3"
 
     # A loss: lower is better; 0.35 does not beat 0.4 when higher is better, but a different
@@ -423,6 +427,9 @@ def test_log_exports_registers_and_moves_champion_only_on_improvement(project, s
                                      higher_is_better=False)
         assert other["ranker"].startswith("not champion (objective 'val/loss' cannot be compared")
         assert tracking.log_exports(run, {"ranker": saved_ranker}, "x", 1.0, register=False) == {}
+    # Unregistered, the plain copy is the run's only copy of the model: it is always logged.
+    artifacts = project / "mlruns" / "shopping_mtl" / run.run_id / "artifacts"
+    assert (artifacts / "exports" / "ranker" / "saved_model.pb").is_file()
     assert str(client.get_model_version_by_alias("shopping-ranker", "champion").version) == "3"
     assert len(client.search_model_versions("name = 'shopping-ranker'")) == 5
 
@@ -464,3 +471,71 @@ def test_pyfunc_loads_without_the_project(project, saved_ranker, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SCORES [6.0]" in done.stdout  # 2 * 1.0 + 2 + 2
+
+
+def test_signature_has_outputs_and_the_input_example_matches_it(saved_ranker):
+    signature = tracking.registry._signature(saved_ranker)
+    assert signature.inputs.to_dict() == [
+        {"type": "array", "items": {"type": "string"}, "name": "history_item_ids", "required": True},
+        {"type": "double", "name": "price", "required": True},
+        {"type": "string", "name": "user_id", "required": True}]
+    # Outputs keep their width: float32 scores are `float`, not widened to `double`.
+    assert signature.outputs.to_dict() == [
+        {"type": "float", "name": "scores", "required": True},
+        {"type": "string", "name": "top", "required": True}]
+    # Without warmup requests: one row of defaults, a one-element list for the rank-2 input.
+    example = tracking.registry._input_example(saved_ranker)
+    assert example.to_dict("list") == {"history_item_ids": [[""]], "price": [0.0], "user_id": [""]}
+
+
+def test_input_example_is_the_first_warmup_request(saved_ranker):
+    request = {"user_id": np.array([b"u7", b"u8"]), "history_item_ids": np.array([[b"a", b"b"], [b"c", b""]]),
+               "price": np.array([2.5, 1.0], np.float32)}
+    publishing.write_warmup(saved_ranker, "ranker", publishing.warmup_requests(request, 2), [])
+    example = tracking.registry._input_example(saved_ranker)
+    assert example.to_dict("list") == {"history_item_ids": [["a", "b"]], "price": [2.5], "user_id": ["u7"]}
+
+
+def test_dataset_input_names_the_data_and_its_subset():
+    info = {"dataset": "ecomm", "spec": "/data/ecomm.yaml", "data_fingerprint": "f" * 64,
+            "synthetic": False}
+    metrics = {"data/events": 1000.0, "data/events_used": 1000.0, "data/distinct_users": 40.0,
+               "data/distinct_items": 60.0, "split/train_events": 800.0, "eval/test_users": 9.0}
+    found = tracking.dataset_input(info, metrics)
+    dataset = found.dataset
+    assert (dataset.name, dataset.digest, dataset.source_type) == ("ecomm", "f" * 36, "local")
+    assert json.loads(dataset.source) == {"uri": "/data/ecomm.yaml"}
+    assert json.loads(dataset.profile) == {"events": 1000, "events_in_log": 1000, "users": 40, "items": 60,
+                                           "train_events": 800, "test_users": 9, "fingerprint": "f" * 64,
+                                           "synthetic": False}
+    assert [(t.key, t.value) for t in found.tags] == [("mlflow.data.context", "training")]
+    # Part of the log (--max-events): its own dataset, MLflow keeping one per name and digest.
+    part = tracking.dataset_input(info, {**metrics, "data/events_used": 400.0}).dataset
+    assert part.name == "ecomm (400 of 1000 events)" and part.digest == dataset.digest
+    assert tracking.dataset_input({"dataset": "ecomm"}, metrics) is None  # before the data stage
+
+
+def test_run_metadata_and_system_metrics_on_a_run_and_its_trials(project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    info = {"dataset": "tiny", "spec": "/data/tiny.yaml", "data_fingerprint": "ab" * 32}
+    metrics = {"data/events_used": 11.0, "data/distinct_users": 3.0, "data/distinct_items": 4.0}
+    with Tracker.start(project, system_metrics=True) as run:
+        run.log_run_metadata(info, metrics)
+        with run.child(run_name="trial") as trial:
+            trial.log_run_metadata(info, metrics)
+            time.sleep(1.0)
+        time.sleep(0.5)
+        run.log_run_metadata(info, metrics)  # again: the same input, not a second one
+    client = client_for(project)
+    for run_id in (run.run_id, trial.run_id):
+        got = client.get_run(run_id)
+        assert got.data.tags["data.fingerprint"] == "ab" * 32 and got.data.tags["git.dirty"] == "unknown"
+        assert [(d.dataset.name, d.dataset.digest) for d in got.inputs.dataset_inputs] == [("tiny", "ab" * 18)]
+        assert json.loads(got.inputs.dataset_inputs[0].dataset.profile)["events"] == 11
+        assert "system/cpu_utilization_percentage" in got.data.metrics, sorted(got.data.metrics)
+    # A tracker without system metrics, and its children, log none.
+    with Tracker.start(project) as quiet:
+        with quiet.child() as child:
+            time.sleep(0.5)
+    for run_id in (quiet.run_id, child.run_id):
+        assert not [k for k in client.get_run(run_id).data.metrics if k.startswith("system/")]

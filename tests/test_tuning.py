@@ -440,7 +440,7 @@ def test_the_workers_share_one_search(search):
         "trial_0", "trial_1", "trial_2"]
 
 
-def test_each_trial_is_a_child_run_with_its_objective_and_hyperparameters(search):
+def test_each_trial_is_a_child_run_with_its_objective_and_hyperparameters(search, server):
     runs = search.runs
     assert tags(runs.parent)["search"] == "tiny" and len(runs.trials) == 3
     assert sorted(tags(t)["trial_id"] for t in runs.trials) == ["0", "1", "2"]
@@ -453,6 +453,18 @@ def test_each_trial_is_a_child_run_with_its_objective_and_hyperparameters(search
         assert settings["ranking.architecture"] in ARCHITECTURES
         assert 0.001 <= float(settings["ranking.learning_rate"]) <= 0.01
         assert settings["ranking.bottom_width"] in ("16", "32")
+        # The metadata of every run: code, data, and the data as a dataset input.
+        # (Trials of this distributed search are trained by the workers, each on its own copy of
+        # the data; the chief serves the oracle and reads none.)
+        assert tags(child)["git.commit"] and tags(child)["data.fingerprint"] == tags(runs.trials[0])["data.fingerprint"]
+        inputs = child.get("inputs", {}).get("dataset_inputs", [])
+        assert inputs and inputs[0]["dataset"]["digest"] == tags(child)["data.fingerprint"][:36]
+        # The objective sits at the step of the epoch whose weights the trial kept.
+        run_id, restored = child["info"]["run_id"], int(tags(child)["restored_epoch"])
+        objective = server.api(f"metrics/get-history?run_id={run_id}&metric_key=ranker/holdout_ndcg_at_10")["metrics"]
+        curve = server.api(f"metrics/get-history?run_id={run_id}&metric_key=ranker/epoch/val_objective")["metrics"]
+        assert [m["step"] for m in objective] == [restored - 1]
+        assert max(curve, key=lambda m: (m["value"], -m["step"]))["step"] == restored - 1
 
 
 def test_the_parent_run_sums_up_the_search(search, server):

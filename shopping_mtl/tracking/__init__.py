@@ -1,7 +1,8 @@
 """MLflow tracking: one run per training, child runs for tuner trials, plots, and the registry.
 
-`store` resolves the store and its experiment, `client` writes runs (`Tracker`), `registry`
-logs the exported SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the
+`store` resolves the store and its experiment, `client` writes runs (`Tracker`) and their
+standard metadata (git and data tags, the dataset input, system metrics), `registry` logs the
+exported SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the
 PNGs a run attaches. The names below are the ones the rest of the project uses as `tracking.<name>`.
 """
 
@@ -10,13 +11,14 @@ from shopping_mtl.tracking.client import (
     RUN_DIR_TAG,
     SKIPPED_METRIC,
     Tracker,
+    dataset_input,
     end_abandoned_runs,
     flatten,
     metric_key,
     run_tags,
 )
 from shopping_mtl.tracking.plots import calibration_bins, plot_calibration, plot_recall_curves
-from shopping_mtl.tracking.registry import log_exports
+from shopping_mtl.tracking.registry import log_exports, version_model_id
 from shopping_mtl.tracking.store import (
     artifact_root,
     check_reachable,
@@ -32,6 +34,7 @@ __all__ = [
     "artifact_root",
     "calibration_bins",
     "check_reachable",
+    "dataset_input",
     "default_tracking_uri",
     "end_abandoned_runs",
     "flatten",
@@ -41,4 +44,5 @@ __all__ = [
     "plot_calibration",
     "plot_recall_curves",
     "run_tags",
+    "version_model_id",
 ]

@@ -10,9 +10,15 @@ The flow a training process follows:
    directory); it then opens a run tagged with
    `run_tags(...)` (git commit, dirty flag, data fingerprint, package versions).
 2. `log_params(flatten(config))` logs the whole configuration as dotted keys;
-   `log_epoch(prefix, logs, epoch)` / `log_metrics(...)` log figures. Keys MLflow rejects
+   `log_epoch(prefix, logs, epoch)` / `log_metrics(...)` log figures; once the data is read,
+   `log_run_metadata(info, metrics)` tags the run (`run_tags`) and logs the dataset as an MLflow
+   dataset input (`dataset_input`: name, digest = the data fingerprint, source = the spec, a
+   profile of counts); a search's trials call it on their child runs too. Keys MLflow rejects
    (`recall@100`: `@` is not allowed) are rewritten deterministically by `metric_key`
    (`recall_at_100`); non-finite values are skipped and counted in `tracking/skipped_non_finite`.
+   With `system_metrics` (`Tracker.start(..., system_metrics=True)`; children inherit it),
+   MLflow's `SystemMetricsMonitor` samples CPU, memory, disk, network (and GPU) into
+   `system/...` metrics every `SYSTEM_METRICS_INTERVAL_S` seconds until the run ends.
 3. Leaving the `with Tracker.start(...)` block ends the run FINISHED, FAILED on an exception
    (KILLED on Ctrl-C). A process killed outright (SIGKILL) cannot end its run: every run is
    tagged with its process (`process.host`, `process.pid`), and `end_abandoned_runs` marks a
@@ -27,8 +33,10 @@ carry the `mlflow.parentRunId` tag that MLflow's UI nests by.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -36,12 +44,16 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.utils import validation
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from shopping_mtl.run_folder import HOST, process_gone
 from shopping_mtl.tracking.store import (check_reachable, default_tracking_uri,
@@ -66,6 +78,22 @@ MAX_PARAM_VALUE = validation.MAX_PARAM_VAL_LENGTH
 MAX_TAG_VALUE = validation.MAX_TAG_VAL_LENGTH
 PARAMS_PER_BATCH = validation.MAX_PARAMS_TAGS_PER_BATCH  # 100
 METRICS_PER_BATCH = validation.MAX_METRICS_PER_BATCH  # 1000
+# MLflow keeps at most 36 characters of a dataset digest; the data fingerprint is a SHA-256 (64).
+MAX_DATASET_DIGEST = validation.MAX_DATASET_DIGEST_SIZE
+# MLflow's own default: one sample every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides).
+SYSTEM_METRICS_INTERVAL_S = 10.0
+# The run's figures (`state.metrics` after the data stage) that a dataset input's profile holds,
+# as profile key -> metric name.
+PROFILE_METRICS = {
+    "events": "data/events_used",
+    "users": "data/distinct_users",
+    "items": "data/distinct_items",
+    "events_in_log": "data/events",
+    "train_events": "split/train_events",
+    "validation_events": "split/validation_events",
+    "test_events": "split/test_events",
+    "test_users": "eval/test_users",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +174,91 @@ def run_tags(project_root: Path, info: Mapping | None = None) -> dict[str, str]:
     return tags
 
 
+class SpecSource(DatasetSource):
+    """Where a dataset comes from: its spec file (or data folder), as MLflow's `local` source
+    type with `{"uri": <path>}`. Written here rather than resolved through MLflow's registry,
+    which warns that a local path matches two registered sources."""
+
+    def __init__(self, uri: str):
+        self.uri = str(uri)
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "local"
+
+    def load(self) -> str:
+        """The path itself: the spec is read by the project's readers, not by MLflow."""
+        return self.uri
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False  # never picked by MLflow's source registry: built explicitly
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> "SpecSource":
+        return cls(str(raw_source))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> "SpecSource":
+        return cls(source_dict["uri"])
+
+
+class ProfiledDataset(MetaDataset):
+    """A `MetaDataset` (metadata only: the data is never copied) with a profile, a JSON object
+    of counts the MLflow UI shows beside the dataset."""
+
+    def __init__(self, source: DatasetSource, name: str, digest: str, profile: Mapping[str, Any]):
+        self._profile = dict(profile)
+        super().__init__(source=source, name=name, digest=digest)
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        return self._profile
+
+    def to_dict(self) -> dict[str, str]:
+        config = super().to_dict()
+        config["profile"] = json.dumps(self._profile, sort_keys=True)
+        return config
+
+
+def dataset_input(info: Mapping, metrics: Mapping | None = None) -> DatasetInput | None:
+    """The run's data as an MLflow dataset input (context `training`), or None when `info` has
+    no `dataset` or `data_fingerprint` (the data stage has not run).
+
+    name: the dataset name (`info["dataset"]`); when the run used part of the log (fewer events
+    used than read: `data.max_events`, `data.until`), "<name> (<used> of <read> events)", so
+    that each subset is its own MLflow dataset: MLflow keeps one dataset per name and digest in
+    an experiment, with the profile it was first logged with. digest: the data fingerprint cut to
+    MLflow's 36 characters (the whole fingerprint is the `data.fingerprint` tag and the
+    profile's `fingerprint`). source: the spec file (`info["spec"]`, else `info["data_root"]`).
+    profile: `PROFILE_METRICS` found in `metrics` as integers, `fingerprint`, `synthetic`.
+
+    Args:
+        info: the pipeline's run info after the data stage (`state.info`).
+        metrics: the run's figures after the data stage (`state.metrics`).
+    """
+    if "dataset" not in info or "data_fingerprint" not in info:
+        return None
+    metrics = metrics or {}
+    fingerprint = str(info["data_fingerprint"])
+    profile: dict[str, Any] = {key: int(metrics[name]) for key, name in PROFILE_METRICS.items()
+                               if name in metrics and math.isfinite(float(metrics[name]))}
+    profile["fingerprint"] = fingerprint
+    if "synthetic" in info:
+        profile["synthetic"] = bool(info["synthetic"])
+    name = str(info["dataset"])
+    used, read = profile.get("events"), profile.get("events_in_log")
+    if used is not None and read is not None and used < read:
+        name = f"{name} ({used} of {read} events)"
+    source = SpecSource(str(info.get("spec") or info.get("data_root") or name))
+    dataset = ProfiledDataset(source, name=name, digest=fingerprint[:MAX_DATASET_DIGEST],
+                              profile=profile)
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+
+
 _BAD_KEY_CHARACTERS = re.compile(r"[^/\w.\- ]")
 
 
@@ -162,6 +275,22 @@ def metric_key(key: str) -> str:
     if validation.path_not_unique(text):
         text = "/".join(s for s in text.split("/") if s not in ("", ".", ".."))
     return text or "_"
+
+
+# MLflow's monitor announces every start and stop (and a missing GPU) at INFO: a search would
+# print three lines per trial. Its warnings and errors still show.
+_MONITOR_LOG = logging.getLogger("mlflow.system_metrics.system_metrics_monitor")
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` at WARNING or above for the block (its level restored after)."""
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -184,14 +313,20 @@ class Tracker:
     `with Tracker.start(root) as run:` ends the run FINISHED, or FAILED when the block raises
     (KILLED on KeyboardInterrupt). The tracker never touches MLflow's global active run, so any
     number can be open at once in one process; it is not meant to be shared between threads.
+
+    `system_metrics`: whether this run's own process samples system metrics into it (started by
+    `start`/`child`, stopped by `end`) and whether its children do.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, project_root: Path):
+    def __init__(self, client: MlflowClient, run_id: str, experiment_id: str, project_root: Path,
+                 system_metrics: bool = False):
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.project_root = Path(project_root)
+        self.system_metrics = system_metrics
         self.status: str | None = None  # set by end()
+        self._monitor: SystemMetricsMonitor | None = None
         # Per namespace ("param", "metric"): MLflow key -> the key the caller gave.
         self._keys: dict[str, dict[str, str]] = {"param": {}, "metric": {}}
         self._skipped = 0
@@ -199,7 +334,7 @@ class Tracker:
     @classmethod
     def start(cls, project_root: Path, experiment: str = DEFAULT_EXPERIMENT,
               run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-              parent_run_id: str | None = None) -> "Tracker":
+              parent_run_id: str | None = None, system_metrics: bool = False) -> "Tracker":
         """Open a run in `experiment` (created on first use) of the project's store.
 
         Args:
@@ -208,6 +343,8 @@ class Tracker:
             run_name: shown in the UI; MLflow makes one up when None.
             tags: extra tags (e.g. `run_tags(...)`), keys rewritten by `metric_key`.
             parent_run_id: make this a child run of that run (a tuner trial under its search).
+            system_metrics: sample system metrics into the run (a background thread, one sample
+                every `SYSTEM_METRICS_INTERVAL_S`) until it ends; its children do too.
 
         Raises:
             ShoppingMtlError: the store is unreachable or not writable (see `check_reachable`).
@@ -216,27 +353,32 @@ class Tracker:
         check_reachable(uri)
         client = MlflowClient(uri)
         experiment_id = get_or_create_experiment(experiment, project_root, client=client)
-        return cls._create(client, experiment_id, project_root, run_name, tags, parent_run_id)
+        return cls._create(client, experiment_id, project_root, run_name, tags, parent_run_id,
+                           system_metrics)
 
     def child(self, run_name: str | None = None,
               tags: Mapping[str, Any] | None = None) -> "Tracker":
-        """A child run of this one in the same store and experiment (a tuner trial)."""
+        """A child run of this one in the same store and experiment (a tuner trial), sampling
+        system metrics when this tracker's `system_metrics` is on. It carries no git or data
+        tags until `log_run_metadata` is called on it."""
         return Tracker._create(self.client, self.experiment_id, self.project_root, run_name, tags,
-                               parent_run_id=self.run_id)
+                               parent_run_id=self.run_id, system_metrics=self.system_metrics)
 
     @classmethod
-    def attach(cls, project_root: Path, run_id: str) -> "Tracker":
+    def attach(cls, project_root: Path, run_id: str, system_metrics: bool = False) -> "Tracker":
         """A tracker for a run another process opened (a distributed search's workers add their
-        trials under the chief's run); ending it is that process's job."""
+        trials under the chief's run); ending it, and sampling its system metrics, is that
+        process's job. `system_metrics`: whether this tracker's children sample theirs."""
         uri = default_tracking_uri(project_root)
         check_reachable(uri)
         client = MlflowClient(uri)
-        return cls(client, run_id, client.get_run(run_id).info.experiment_id, project_root)
+        return cls(client, run_id, client.get_run(run_id).info.experiment_id, project_root,
+                   system_metrics=system_metrics)
 
     @classmethod
     def _create(cls, client: MlflowClient, experiment_id: str, project_root: Path,
                 run_name: str | None, tags: Mapping[str, Any] | None,
-                parent_run_id: str | None) -> "Tracker":
+                parent_run_id: str | None, system_metrics: bool = False) -> "Tracker":
         all_tags = _context_tags()
         all_tags.update({HOST_TAG: HOST, PID_TAG: str(os.getpid())})
         all_tags.update({metric_key(k): str(v)[:MAX_TAG_VALUE] for k, v in (tags or {}).items()})
@@ -246,7 +388,26 @@ class Tracker:
         run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         log.info("MLflow run %s (%s) in %s", run.info.run_id, run.info.run_name,
                  client.tracking_uri)
-        return cls(client, run.info.run_id, experiment_id, project_root)
+        tracker = cls(client, run.info.run_id, experiment_id, project_root,
+                      system_metrics=system_metrics)
+        if system_metrics:
+            tracker._start_system_metrics()
+        return tracker
+
+    def _start_system_metrics(self) -> None:
+        """MLflow's monitor for this run, through this tracker's store (not the global URI).
+        It stops by itself once the run is no longer RUNNING; `end` stops it first."""
+        with _quiet(_MONITOR_LOG):
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                           tracking_uri=self.client.tracking_uri)
+            monitor.start()
+        self._monitor = monitor
+
+    def _stop_system_metrics(self) -> None:
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            with _quiet(_MONITOR_LOG):
+                monitor.finish()  # wakes the sampling thread, joins it and logs what it holds
 
     @property
     def tracking_uri(self) -> str:
@@ -324,6 +485,25 @@ class Tracker:
         head = prefix.rstrip("/") + "/" if prefix else ""
         self.log_metrics({f"{head}{name}": value for name, value in logs.items()}, step=epoch)
 
+    def log_run_metadata(self, info: Mapping, metrics: Mapping | None = None) -> None:
+        """Record what produced the run: `run_tags(project_root, info)` (git commit and dirty
+        flag, data fingerprint, package versions) as tags, and the data as an MLflow dataset
+        input (`dataset_input`) once `info` describes it. Call it on every run that trains,
+        a tuner trial's child run included (`child.log_run_metadata(state.info, state.metrics)`);
+        calling it again re-sets the tags and adds nothing new (MLflow keeps one input per
+        dataset and digest).
+
+        Args:
+            info: the pipeline's run info (`state.info`); before the data stage only the git
+                and version tags are set.
+            metrics: the run's figures after the data stage (`state.metrics`), for the
+                dataset's profile of counts.
+        """
+        self.set_tags(run_tags(self.project_root, info))
+        found = dataset_input(info, metrics)
+        if found is not None:
+            self.client.log_inputs(self.run_id, datasets=[found])
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (values as strings, cut to MLflow's tag length limit), 100 per request."""
         entries = [RunTag(metric_key(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
@@ -348,6 +528,8 @@ class Tracker:
             raise ValueError(f"status {status!r} is not one of {', '.join(RUN_STATUSES)}")
         if self.status is not None:
             return
+        # Before the run ends: the monitor's last samples go into a RUNNING run.
+        self._stop_system_metrics()
         self.client.set_terminated(self.run_id, status=status)
         self.status = status
 

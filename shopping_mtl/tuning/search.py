@@ -95,7 +95,8 @@ def run_worker(config: Config, study: Study, wait_s: float = 600.0) -> None:
     own_dir.mkdir(parents=True, exist_ok=True)
     state = RunState(config=dataclasses.replace(config, run_dir=str(own_dir)), run_dir=own_dir)
     parent_id = parent.read_text().strip()
-    tracker = tracking.Tracker.attach(pipeline.PROJECT_ROOT, parent_id) if parent_id and config.tracking.enabled else None
+    tracker = (tracking.Tracker.attach(pipeline.PROJECT_ROOT, parent_id, system_metrics=config.tracking.system_metrics)
+               if parent_id and config.tracking.enabled else None)
     for name in pipeline.stages_to_run(config):
         pipeline.run_stage(name, state)
     tuner = ShoppingTuner(study, state, run_dir / "tuning", tracker)
@@ -143,6 +144,8 @@ def run_search(config: Config, study_path: str | Path, max_trials: int | None = 
     try:
         for name in stages:
             pipeline.run_stage(name, state)
+        if tracker is not None and state.data is not None:  # the data the trials are judged on
+            tracker.log_run_metadata(state.info, state.metrics)
         result = _search(study, state, tracker, max_trials)
     except BaseException:
         if tracker is not None:

@@ -48,7 +48,8 @@ class ShoppingTuner(BaseTuner):
     With `tracker`, each trial is a child MLflow run of the tracker's run, named by its settings
     (`Study.trial_name`, the objective appended once known): its Keras Tuner values (`tuner/x`
     logged as `tuner.x`) and the rest of its resolved config as parameters, tags `trial_id`, `study`,
-    `tuner_id`, its per-epoch history under the names a full run uses (`ranker/epoch/*`,
+    `tuner_id` and the run's metadata (`Tracker.log_run_metadata`: git commit, data
+    fingerprint, the dataset as an input), its per-epoch history under the names a full run uses (`ranker/epoch/*`,
     `retrieval/epoch/*`), the objective (at the step of the epoch whose weights were kept, also
     tagged `restored_epoch`, 1-based) and `trial/seconds` as metrics, status FINISHED. A trial
     that raises ends its child run FAILED with an `error` tag and is re-raised as Keras Tuner's
@@ -86,6 +87,7 @@ class ShoppingTuner(BaseTuner):
             if child is not None:
                 child.log_params({k.replace("tuner/", "tuner."): v for k, v in values.items()})
                 child.set_tags({"trial_id": trial.trial_id, "study": self.study.name, "tuner_id": self.tuner_id})
+                child.log_run_metadata(self.state.info, self.state.metrics)  # git, data fingerprint, dataset
             # Inside the try: a trial whose settings are rejected is a failed child run too.
             config = self.trial_config(values)
             if child is not None:  # the whole config, beside the searched values logged above
