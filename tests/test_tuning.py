@@ -158,6 +158,12 @@ def test_the_shipped_studies_load_and_build_valid_configs():
         assert study.scientific, name
         values = {p.name: (p.values[-1] if p.values else p.max) for p in study.space}
         config_from_dict(merge(Config().to_dict(), tuning.build(study, values))).validate()
+        # As Keras Tuner samples them (its Choice once turned true/false into 1/0, refused).
+        space = search_space(study).space
+        for seed in range(4):
+            sampled = {hp.name: hp.random_sample(seed + i) for i, hp in enumerate(space)}
+            assert all(type(sampled[p.name]) is bool for p in study.space if p.values == (False, True))
+            config_from_dict(merge(Config().to_dict(), tuning.build(study, sampled))).validate()
 
 
 @pytest.mark.parametrize("oracle", ["{type: random, seed: 0}", "{type: bayesian, seed: 0}",

@@ -55,6 +55,9 @@ class Param:
     def register(self, hp) -> Any:
         """Declare it on a Keras Tuner `HyperParameters` and return its value for this trial."""
         if self.values is not None:
+            if all(isinstance(v, bool) for v in self.values) and len(set(self.values)) == 2:
+                # Keras Tuner's Choice turns booleans into 0 and 1, which a boolean setting refuses.
+                return hp.Boolean(self.name)
             return hp.Choice(self.name, list(self.values))
         if isinstance(self.min, int) and isinstance(self.max, int) and not isinstance(self.step, float):
             # Keras Tuner's log-sampled Int takes a step > 1 (a factor) or none at all.
