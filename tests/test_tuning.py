@@ -26,8 +26,10 @@ import yaml
 from conftest import ROOT
 from mlflow_server import MlflowServer, free_port, mlflow_db_template  # noqa: F401  (fixture)
 from shopping_mtl import tuning
+from shopping_mtl.config import Config
 from shopping_mtl.errors import ConfigError
 from shopping_mtl.tuning.study import search_space
+from shopping_mtl.tuning.tuner import ShoppingTuner
 
 TINY = """\
 name: tiny
@@ -505,3 +507,15 @@ def test_the_final_run_registers_its_exports_and_champion_moves_only_on_a_better
     # No champion yet -> the final run's; a champion it beats -> moved; one it does not -> kept.
     assert champions == {"retrieval": "final run", "recommend": "final run", "ranker": search.earlier["ranker"]}
     assert f"not champion ({objective:.6g} vs champion 1)" in search.done.stderr
+
+
+def test_rows_for_a_search_carry_every_input_a_trial_may_turn_on():
+    """A trial of tuning/ranker.yaml that turned ranking.source_features on found no provenance
+    inputs in the rows prepared once with the run's settings (KeyError: 'provenance')."""
+    study = tuning.load_study(ROOT / "tuning" / "ranker.yaml")
+    fake = SimpleNamespace(state=SimpleNamespace(config=Config()), study=study)
+    prepared = ShoppingTuner.prepared_ranking_config(fake)
+    assert not Config().ranking.source_features
+    assert prepared.source_features and prepared.list_features and prepared.engagement_features
+    assert prepared.target_attention
+    assert prepared.architecture == Config().ranking.architecture  # nothing else changes

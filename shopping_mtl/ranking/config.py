@@ -14,6 +14,11 @@ EARLY_STOPPING = ("holdout_ndcg@10", "val_mean_auc")
 ORDER_LOSSES = ("softmax", "lambda")
 
 
+# Settings that add model inputs to the prepared rows. Data prepared once for a search covers
+# every one a trial may turn on; a model reads only the inputs its own settings name.
+INPUT_SETTINGS = ("list_features", "source_features", "engagement_features", "target_attention")
+
+
 @dataclass(frozen=True)
 class RankingConfig:
     """The multi-task ranker (click, save and purchase heads) and its training.

@@ -16,6 +16,7 @@ from shopping_mtl.config import Config, config_from_dict, merge
 from shopping_mtl.errors import ConfigError, ShoppingMtlError
 from shopping_mtl.evaluation import score_lists
 from shopping_mtl.ranking import stage as ranking_stage
+from shopping_mtl.ranking.config import INPUT_SETTINGS
 from shopping_mtl.retrieval import stage as retrieval_stage
 from shopping_mtl.run_state import RunState
 from shopping_mtl.tracking import flatten
@@ -121,9 +122,19 @@ class ShoppingTuner(BaseTuner):
             return self._train_ranker(trial, config, values)
         return self._train_retrieval(trial, config, values)
 
+    def prepared_ranking_config(self):
+        """The ranking settings the rows are prepared with, once for every trial: the run's, with
+        each input setting (`INPUT_SETTINGS`) the study may turn on turned on, so that a trial
+        that turns one on finds its inputs (a model ignores the inputs it does not read)."""
+        rconfig = self.state.config.ranking
+        searched = {p.name: p.values for p in self.study.space}
+        on = {name: True for name in INPUT_SETTINGS if True in (searched.get(f"ranking.{name}") or ())}
+        return dataclasses.replace(rconfig, **on)
+
     def _train_ranker(self, trial, config: Config, values: Mapping[str, Any]) -> tuple[float, dict]:
         if self.prepared is None:
-            self.prepared = ranking_stage.prepare_ranking(self.state)
+            config_all_inputs = dataclasses.replace(self.state.config, ranking=self.prepared_ranking_config())
+            self.prepared = ranking_stage.prepare_ranking(dataclasses.replace(self.state, config=config_all_inputs))
         rconfig = config.ranking
         initial, initial_epoch = None, 0
         if "tuner/epochs" in values:
