@@ -43,6 +43,7 @@ bench: $(STAMP)
 # The MLflow UI over the same store train.py writes (mlflow.db, artifacts under mlruns/).
 UI_PORT ?= 5000
 ui: $(STAMP)
+	@echo "open http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning (MLflow's model-training view)"
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
 
