@@ -146,3 +146,12 @@ def test_plots_write_png_files(tmp_path, curves):
     for path in (calibration, recall):
         assert path.read_bytes()[:8] == PNG_MAGIC
         assert path.stat().st_size > 10_000
+
+
+def test_bins_of_only_positives_draw_without_negative_error_bars(tmp_path):
+    """Bins whose rows are all positive (a rate of exactly 1): the Wilson upper bound falls short
+    of 1 by a rounding error at 100 rows, which matplotlib refused as a negative error bar."""
+    predicted = np.linspace(0.01, 0.99, 1000)
+    labels = (predicted > 0.69).astype(float)  # the top three bins of 100 rows: all positive
+    path = plots.plot_calibration({"click": (predicted, labels)}, tmp_path / "calibration.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -183,7 +183,9 @@ def calibration_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
         # The whole interval in view, so a panel shows how sure each point is.
         lo, hi = _zoom(np.concatenate([mean_pred, low, high]))
         ax.plot([lo, hi], [lo, hi], linestyle="--", color="grey", linewidth=1, label="perfect")
-        ax.errorbar(mean_pred, rate, yerr=[rate - low, high - rate], marker="o", markersize=5,
+        # Clipped at 0: at a rate of 0 or 1 the Wilson bound can miss it by a rounding error.
+        ax.errorbar(mean_pred, rate, yerr=[np.maximum(rate - low, 0.0), np.maximum(high - rate, 0.0)],
+                    marker="o", markersize=5,
                     capsize=2, linewidth=1.5, label=f"{head} ({len(counts)} equal-count bins)")
         ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal")
         ax.set_title(f"{head}: n={rows:,}, positives={positives:,} ({positives / rows:.2%})\n"
