@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nbest: trial {best['trial_id']}, {result.study.objective} = {best['objective']:.4f}; "
                   f"{len(result.trials)} trials in {result.minutes:.1f} minutes; the best config is "
                   f"best_config.yaml in the run folder")
+            if result.ui_address:
+                print(f"MLflow: the search's runs, best first: {result.ui_address} (after `make ui`)")
             return 0
         state = pipeline.run(config, overwrite=args.overwrite)
     except ShoppingMtlError as err:

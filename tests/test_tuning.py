@@ -475,6 +475,25 @@ def test_each_trial_is_a_child_run_with_its_objective_and_hyperparameters(search
         assert max(curve, key=lambda m: (m["value"], -m["step"]))["step"] == restored - 1
 
 
+def test_the_search_leaves_a_view_of_its_runs_for_the_ui(search, server):
+    """The address the search prints opens a shared view (an experiment tag the UI reads):
+    the search's children, best objective first, the objective and the winner's tag shown."""
+    parent_id = search.runs.parent["info"]["run_id"]
+    address = search.done.stdout.split("MLflow: the search's runs, best first: ", 1)[1].split()[0]
+    assert address.endswith(f"/runs?workflowType=machine_learning&viewStateShareKey={parent_id}")
+    experiment = server.api(f"experiments/get?experiment_id={search.runs.parent['info']['experiment_id']}")
+    tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+    view = json.loads(tags[f"mlflow.sharedViewState.{parent_id}"])
+    assert view["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    assert view["orderByKey"] == "metrics.`ranker/holdout_ndcg_at_10`" and view["orderByAsc"] is False
+    assert view["selectedColumns"][:2] == ["metrics.`ranker/holdout_ndcg_at_10`", "tags.`best_trial`"]
+    assert "params.`ranking.architecture`" in view["selectedColumns"]
+    # The filter is one MLflow's search accepts: it finds exactly the search's children.
+    found = server.api("runs/search", {"experiment_ids": [search.runs.parent["info"]["experiment_id"]],
+                                       "filter": view["searchFilter"], "max_results": 100})["runs"]
+    assert len(found) == len(search.runs.trials) + len(search.runs.others)
+
+
 def test_the_parent_run_sums_up_the_search(search, server):
     parent, trials = search.runs.parent, search.runs.trials
     assert parent["info"]["status"] == "FINISHED"

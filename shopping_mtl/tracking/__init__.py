@@ -3,7 +3,7 @@
 `store` resolves the store and its experiment, `client` writes runs (`Tracker`) and their
 standard metadata (git and data tags, the dataset input, system metrics), `registry` logs the
 exported SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the
-PNGs a run attaches. The names below are the ones the rest of the project uses as `tracking.<name>`.
+PNGs a run attaches, `views` leaves a search's view of the UI in its experiment. The names below are the ones the rest of the project uses as `tracking.<name>`.
 """
 
 from shopping_mtl.tracking.client import (
@@ -25,6 +25,7 @@ from shopping_mtl.tracking.store import (
     default_tracking_uri,
     get_or_create_experiment,
 )
+from shopping_mtl.tracking.views import search_view, share_search_view
 
 __all__ = [
     "MAX_PARAM_VALUE",
@@ -42,6 +43,8 @@ __all__ = [
     "log_exports",
     "metric_key",
     "plot_calibration",
+    "search_view",
+    "share_search_view",
     "plot_recall_curves",
     "run_tags",
     "version_model_id",

@@ -25,6 +25,10 @@ from shopping_mtl.tuning.tuner import ShoppingTuner
 
 log = logging.getLogger(__name__)
 
+# The searched settings the UI's view of a search shows as columns (the first of the study's
+# space, those trial names start with): more push the winner's tag off a laptop's screen.
+VIEW_SETTINGS = 3
+
 
 @dataclasses.dataclass
 class SearchResult:
@@ -35,6 +39,7 @@ class SearchResult:
     best: dict | None
     minutes: float
     final_metrics: dict | None = None  # the best config's full run, when there was one
+    ui_address: str | None = None  # the MLflow UI's view of the search's runs, when tracked
 
 
 def summarize(tuner, study: Study, minutes: float) -> SearchResult:
@@ -200,6 +205,8 @@ def _report(config: Config, result: SearchResult, state: RunState, tracker, fina
         if result.best is not None:
             tracker.log_artifact(state.run_dir / "best_config.yaml")
             link_best(tracker, study, result, best_config, final)
+        result.ui_address = tracking.share_search_view(tracker.client, tracker.experiment_id, tracker.run_id,
+                                                       study.objective, [p.name for p in study.space][:VIEW_SETTINGS])
         tracker.end("FINISHED" if result.best is not None else "FAILED")
     if result.best is None:
         errors = "; ".join(f"trial {t['trial_id']}: {t['error']}" for t in failed[:3]) or "no trial ran"
