@@ -31,8 +31,11 @@ venv: $(STAMP)
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# Two pytest workers (pytest-xdist), each test file on one of them so that a file's shared
+# fixtures are built once: 11.5 minutes on 2 cores against 16 in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 # Quality, speed and scale benchmarks into bench/RESULTS.md (bench/README.md; BENCHMARKS.md is
 # the hand-kept headline page); ARGS go to bench/make_benchmarks.py, e.g.
