@@ -19,7 +19,7 @@ help:
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "setting up $(VENV): $$(grep -c '==' requirements.lock) pinned packages, about 3 GB (first use only: 5 to 6 minutes)"
+	@echo "setting up $(VENV): $$(grep -c '==' requirements.lock) pinned packages, about 3 GB (first use only: 2 to 6 minutes)"
 	@# pip's one line per package is the progress; "Requirement already satisfied" lines are left out.
 	$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements.lock \
 		| { grep -v '^Requirement already satisfied' || true; }
