@@ -145,6 +145,21 @@ def warmup_requests(request: Mapping[str, np.ndarray], n: int) -> list[dict[str,
     return [{name: np.asarray(value[i:i + 1]) for name, value in request.items()} for i in range(min(n, rows))]
 
 
+def read_warmup(folder: Path, n: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """The first `n` (all when None) requests of a version's warmup file (`write_warmup`), each
+    as (model name, {input: array}); [] when the version has no warmup file."""
+    path = Path(folder) / WARMUP_FILE
+    if not path.is_file():
+        return []
+    records = tf.data.TFRecordDataset(str(path))
+    requests = []
+    for raw in records if n is None else records.take(n):
+        request = prediction_log_pb2.PredictionLog.FromString(raw.numpy()).predict_log.request
+        requests.append((request.model_spec.name,
+                         {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}))
+    return requests
+
+
 def write_warmup(folder: Path, model_name: str, requests: list[dict[str, np.ndarray]],
                  answers: list[dict[str, np.ndarray]]) -> None:
     """`assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog) and the training

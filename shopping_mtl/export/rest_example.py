@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import prediction_log_pb2
 
-from shopping_mtl.export.publishing import WARMUP_FILE
+from shopping_mtl.export.publishing import WARMUP_FILE, read_warmup
 
 
 def plain(value):
@@ -29,13 +28,11 @@ def plain(value):
 
 def rest_example(version: Path, columns: int | None = None) -> int:
     """Print both REST forms of the first warmup request and the model's answers to them."""
-    warmup = version / WARMUP_FILE
-    if not warmup.is_file():
-        print(f"error: {warmup} does not exist", file=sys.stderr)
+    found = read_warmup(version, 1)
+    if not found:
+        print(f"error: {version / WARMUP_FILE} does not exist", file=sys.stderr)
         return 2
-    record = prediction_log_pb2.PredictionLog.FromString(next(iter(tf.data.TFRecordDataset(str(warmup)))).numpy())
-    request = record.predict_log.request
-    inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+    [(model_name, inputs)] = found
     if columns:  # a shorter example: the first `columns` history events and candidates
         inputs = {k: v[:, :columns] if v.ndim == 2 else v for k, v in inputs.items()}
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -43,7 +40,7 @@ def rest_example(version: Path, columns: int | None = None) -> int:
     rows = len(next(iter(inputs.values())))
     instances = [{k: plain(np.asarray(v[i])) for k, v in sorted(inputs.items())} for i in range(rows)]
     predictions = [{k: plain(np.asarray(v[i])) for k, v in sorted(outputs.items())} for i in range(rows)]
-    url = f"http://localhost:8501/v1/models/{request.model_spec.name}:predict"
+    url = f"http://localhost:8501/v1/models/{model_name}:predict"
     for title, body, answer in (
             ("row form", {"signature_name": "serving_default", "instances": instances}, {"predictions": predictions}),
             ("columnar form", {"signature_name": "serving_default", "inputs": {k: plain(v) for k, v in sorted(inputs.items())}},

@@ -1,7 +1,7 @@
 """MLflow tracking: one run per training, child runs for tuner trials, plots, and the registry.
 
 `store` resolves the store and its experiment, `client` writes runs (`Tracker`) and their
-standard metadata (git and data tags, the dataset input, system metrics), `registry` logs the
+standard metadata (git and data tags, the dataset input of `dataset`, system metrics), `registry` logs the
 exported SavedModels as pyfunc models and moves the `champion` alias, `plots` draws the
 PNGs a run attaches, `views` leaves a search's view of the UI in its experiment. The names below are the ones the rest of the project uses as `tracking.<name>`.
 """
@@ -11,12 +11,12 @@ from shopping_mtl.tracking.client import (
     RUN_DIR_TAG,
     SKIPPED_METRIC,
     Tracker,
-    dataset_input,
     end_abandoned_runs,
     flatten,
     metric_key,
     run_tags,
 )
+from shopping_mtl.tracking.dataset import dataset_input
 from shopping_mtl.tracking.plots import calibration_bins, plot_calibration, plot_recall_curves
 from shopping_mtl.tracking.registry import log_exports, version_model_id
 from shopping_mtl.tracking.store import (

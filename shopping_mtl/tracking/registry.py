@@ -39,9 +39,8 @@ from mlflow.types import DataType
 from mlflow.types.schema import Array, ColSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
-from shopping_mtl.export.publishing import WARMUP_FILE
+from shopping_mtl.export.publishing import read_warmup
 from shopping_mtl.tracking.client import Tracker, package_version
 
 log = logging.getLogger(__name__)
@@ -159,14 +158,9 @@ def _input_example(saved_model: Path) -> pd.DataFrame:
     (`assets.extra/tf_serving_warmup_requests`, real validation rows) when it has one, else a
     row of "" / 0 / False per input (one element per rank-2 input). The model is not loaded."""
     signature = _serving_signature(saved_model)
-    warmup = Path(saved_model) / WARMUP_FILE
-    if warmup.is_file():
-        for raw in tf.data.TFRecordDataset(str(warmup)).take(1):
-            record = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-            tensors = record.predict_log.request.inputs
-            if set(tensors) == set(signature.inputs):
-                return pd.DataFrame({name: [_cell(tf.make_ndarray(tensors[name])[0])]
-                                     for name in sorted(tensors)})
+    for _, inputs in read_warmup(saved_model, 1):
+        if set(inputs) == set(signature.inputs):
+            return pd.DataFrame({name: [_cell(inputs[name][0])] for name in sorted(inputs)})
     row = {}
     for name in sorted(signature.inputs):
         dtype = tf.dtypes.as_dtype(signature.inputs[name].dtype)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from mlflow import MlflowClient
 
-from shopping_mtl.tracking.client import PARENT_RUN_TAG, metric_key
+from shopping_mtl.tracking.client import children_filter, metric_key
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + the share key, as MLflow 3.17's UI reads it
 UI_ADDRESS = "http://127.0.0.1:5000"  # `make ui`
@@ -36,7 +36,7 @@ def search_view(parent_run_id: str, objective: str, settings: Sequence[str]) -> 
     flat, so the trials are rows of their own rather than hidden under the search's row."""
     objective_column = column("metrics", metric_key(objective))
     return {
-        "searchFilter": f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+        "searchFilter": children_filter(parent_run_id),
         "orderByKey": objective_column,
         "orderByAsc": False,
         "selectedColumns": [objective_column, column("tags", "best_trial"),

@@ -25,17 +25,13 @@ def _kill():
 if _model == "stage":
     from shopping_mtl import pipeline  # noqa: E402
 
-    _functions = dict(pipeline.STAGE_FUNCTIONS)
+    _function, _field = pipeline.STAGE_FUNCTIONS[_point]
 
-    def _then_kill(function):
-        def run(state):
-            output = function(state)
-            _kill()
-            return output
-        return run
+    def _run_then_kill(state):
+        _function(state)
+        _kill()
 
-    function, field = _functions[_point]
-    pipeline.STAGE_FUNCTIONS[_point] = (_then_kill(function), field)
+    pipeline.STAGE_FUNCTIONS[_point] = (_run_then_kill, _field)
 else:
     _Backup = tf.keras.callbacks.BackupAndRestore
 
