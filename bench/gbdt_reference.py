@@ -104,7 +104,7 @@ NOT_FEATURES = {"user_id", "item_id", "list_id", *(f"label_{t}" for t in GRADES)
 # Column names of the 2-D inputs' slots: the constant of `ranking.cross` that names them, where
 # it has one (others are numbered).
 SLOT_NAMES = {"cross": "CROSS_FEATURES", "list": "LIST_FEATURES", "engagement": "ENGAGEMENT_FEATURES",
-              "provenance": "PROVENANCE_FEATURES"}
+              "provenance": "PROVENANCE_FEATURES", "session": "SESSION_FEATURES"}
 
 
 def _flat(values) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-HISTORY = ("history_item_ids", "history_events", "history_timestamps")
+HISTORY = ("history_item_ids", "history_events", "history_timestamps", "history_sessions")
 EVENTS = ("click", "save", "purchase")
 
 
@@ -21,15 +21,26 @@ class RequestError(ValueError):
     """A value the caller gave that the signature cannot take (the message says which)."""
 
 
-def parse_history(text: str) -> list[tuple[str, str, int]]:
-    """`item:event:unix_seconds,...` (most recent first) -> [(item, event, seconds), ...]."""
+def _entry(fields: list[str]) -> bool:
+    return fields[1] in EVENTS and fields[2].lstrip("-").isdigit()
+
+
+def parse_history(text: str) -> list[tuple[str, str, int, str]]:
+    """`item:event:unix_seconds[:session],...` (most recent first) -> [(item, event, seconds,
+    session), ...], session "" where not given (a model whose spec names a session column
+    takes `history_sessions`; an event without one counts in no session). An item id may hold
+    ":"; `item:event:seconds` is read first, so a session is read only where that fails."""
     history = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         fields = part.rsplit(":", 2)
-        if len(fields) != 3 or fields[1] not in EVENTS or not fields[2].lstrip("-").isdigit():
-            raise RequestError(f"--history entry {part!r} is not item:event:unix_seconds with event one of "
-                               f"{', '.join(EVENTS)}")
-        history.append((fields[0], fields[1], int(fields[2])))
+        if len(fields) == 3 and _entry(fields):
+            history.append((fields[0], fields[1], int(fields[2]), ""))
+            continue
+        fields = part.rsplit(":", 3)
+        if len(fields) != 4 or not _entry(fields):
+            raise RequestError(f"--history entry {part!r} is not item:event:unix_seconds[:session] with event one "
+                               f"of {', '.join(EVENTS)}")
+        history.append((fields[0], fields[1], int(fields[2]), fields[3]))
     return history
 
 
@@ -58,7 +69,7 @@ def missing(dtype: str):
     return "" if dtype == "string" else float("nan") if dtype.startswith(("float", "double")) else 0
 
 
-def request_inputs(signature: dict[str, str], user_id: str, history: list[tuple[str, str, int]], now: int,
+def request_inputs(signature: dict[str, str], user_id: str, history: list[tuple[str, str, int, str]], now: int,
                    features: dict[str, str] | None = None) -> dict[str, list]:
     """Every input of `signature` (input name -> dtype name: "string", "float32", "int64") for one
     user, as a batch of one (nested lists).
@@ -72,9 +83,11 @@ def request_inputs(signature: dict[str, str], user_id: str, history: list[tuple[
         known = sorted(n for n in signature if n not in (*HISTORY, "user_id", "timestamp"))
         raise RequestError(f"the model has no input {', '.join(unknown)}; its user features: "
                            f"{', '.join(known) or 'none'}")
-    items, events, stamps = ([list(column) for column in zip(*history)] if history else ([""], [""], [0]))
+    history = [entry if len(entry) == 4 else (*entry, "") for entry in history]
+    items, events, stamps, sessions = ([list(column) for column in zip(*history)] if history
+                                       else ([""], [""], [0], [""]))
     given = {"user_id": user_id, "history_item_ids": items, "history_events": events,
-             "history_timestamps": stamps, "timestamp": now}
+             "history_timestamps": stamps, "history_sessions": sessions, "timestamp": now}
     inputs = {}
     for name, dtype in signature.items():
         if name in given:
@@ -92,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser, server: str, server_help: str
     parser.add_argument("--server", default=server, help=f"{server_help} (default %(default)s)")
     parser.add_argument("--model", default="recommend", help="the model's name in models.config (default %(default)s)")
     parser.add_argument("--user", required=True, help="the user's id (an unknown id is fine)")
-    parser.add_argument("--history", default="", help="item:event:unix_seconds,... most recent first")
+    parser.add_argument("--history", default="", help="item:event:unix_seconds[:session],... most recent first (the session only "
+                        "where the dataset spec names one)")
     parser.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
                         help="a user feature (repeat the flag); the others are sent as missing")
     parser.add_argument("--top", type=int, default=10, help="how many rows to print (default %(default)s)")

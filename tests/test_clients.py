@@ -39,8 +39,17 @@ def test_bad_values_are_refused_naming_them():
         request_inputs(SIGNATURE, "u1", [], 200, {"shoe_size": "42"})
     with pytest.raises(RequestError, match="income='abc': the model takes a number"):
         request_inputs(SIGNATURE, "u1", [], 200, {"income": "abc"})
-    with pytest.raises(RequestError, match="'i1:view:5' is not item:event:unix_seconds"):
+    with pytest.raises(RequestError, match="'i1:view:5' is not item:event:unix_seconds\\[:session\\]"):
         parse_history("i1:view:5")
     with pytest.raises(RequestError, match="--feature 'gender' is not name=value"):
         parse_features(["gender"])
-    assert parse_history("a:b:click:5, c:purchase:4") == [("a:b", "click", 5), ("c", "purchase", 4)]
+    assert parse_history("a:b:click:5, c:purchase:4") == [("a:b", "click", 5, ""), ("c", "purchase", 4, "")]
+
+
+def test_a_history_may_name_each_events_session():
+    history = parse_history("i9:click:100:s2, i3:save:90:s1, a:b:click:80")
+    assert history == [("i9", "click", 100, "s2"), ("i3", "save", 90, "s1"), ("a:b", "click", 80, "")]
+    signature = {**SIGNATURE, "history_sessions": "string"}
+    inputs = request_inputs(signature, "u1", history, 200)
+    assert inputs["history_sessions"] == [["s2", "s1", ""]] and inputs["history_item_ids"] == [["i9", "i3", "a:b"]]
+    assert "history_sessions" not in request_inputs(SIGNATURE, "u1", history, 200)  # a spec without sessions

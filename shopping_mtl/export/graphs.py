@@ -48,16 +48,19 @@ from shopping_mtl.features import TIMESTAMP, FeatureSet
 from shopping_mtl.history import HISTORY_ITEM_IDS, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.calibration import EPS, Platt
 from shopping_mtl.ranking.config import TASKS
+from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
                                         cross_features, list_features, list_values, provenance_features,
-                                        sequence_features)
-from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_INPUT, SOURCE_INPUT,
-                                          source_vocabulary)
+                                        sequence_features, session_features)
+from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_INPUT, SESSION_INPUT,
+                                          SOURCE_INPUT, reads_sessions, source_vocabulary)
 from shopping_mtl.retrieval.examples import user_frame
 from shopping_mtl.serving_ops import first_occurrence, float_table, pad_columns, string_table, top
 
 TWO_TOWER_SCORE = "two_tower_score"
 SOURCE, SOURCE_RANK, SOURCE_SCORE = "source", "source_rank", "source_score"  # the ranker export's inputs
+# Each history event's session, in the requests of a spec with a session role ("" = unknown).
+HISTORY_SESSIONS = "history_sessions"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class RankerGraph(tf.Module):
         self.use_engagement = ENGAGEMENT_INPUT in scorer.input_names
         self.use_source = SOURCE_INPUT in scorer.input_names
         self.use_attention = ATTENTION_INPUT in scorer.input_names
+        self.use_sessions = SESSION_INPUT in scorer.input_names
         self.source_names = source_vocabulary()  # the offline rows' codes (`examples.source_codes`)
         if self.use_source:  # the ranker export's `source` names -> codes
             self.source_table = float_table(np.array(self.source_names, dtype=object),
@@ -149,6 +153,11 @@ class RankerGraph(tf.Module):
         rows[TWO_TOWER_SCORE] = tf.reshape(tf.cast(two_tower_score, tf.float32), [-1])
         if self.use_engagement:
             rows[ENGAGEMENT_INPUT] = tf.reshape(engagement, [-1, len(ENGAGEMENT_HALF_LIVES)])
+        if self.use_sessions:
+            # Slot i is the session of history slot i; a slot without one ("") is in no session.
+            sessions = pad_columns(request[HISTORY_SESSIONS], self.history_length, "")
+            in_session = session_features(h_items, h_categories, sessions, items, categories)
+            rows[SESSION_INPUT] = tf.reshape(in_session, [-1, in_session.shape[-1]])
         if self.use_attention:
             sequence = sequence_features(h_items, h_categories, h_events, h_ages, items, categories, ATTENTION_LENGTH)
             rows[ATTENTION_INPUT] = tf.reshape(sequence, [-1, ATTENTION_LENGTH, len(SEQUENCE_FEATURES)])
@@ -181,13 +190,18 @@ def _user_signature(features: FeatureSet) -> dict[str, tf.TensorSpec]:
 
 
 def _request_signature(features: FeatureSet) -> dict[str, tf.TensorSpec]:
-    return {
+    """A user's request: raw user features, the history (plus each event's session where the
+    spec names a session column) and the prediction time."""
+    signature = {
         **_user_signature(features),
         HISTORY_ITEM_IDS: tf.TensorSpec([None, None], tf.string, HISTORY_ITEM_IDS),
         HISTORY_EVENTS: tf.TensorSpec([None, None], tf.string, HISTORY_EVENTS),
         HISTORY_TIMESTAMPS: tf.TensorSpec([None, None], tf.int64, HISTORY_TIMESTAMPS),
         TIMESTAMP: tf.TensorSpec([None], tf.int64, TIMESTAMP),
     }
+    if reads_sessions(features):
+        signature[HISTORY_SESSIONS] = tf.TensorSpec([None, None], tf.string, HISTORY_SESSIONS)
+    return signature
 
 
 class RankerServing(tf.Module):
@@ -320,14 +334,18 @@ def export(module: tf.Module, target: Path) -> Path:
 def requests_for(user_ids, history_events: pd.DataFrame, at: pd.Timestamp, users: pd.DataFrame | None,
                  features: FeatureSet, length: int) -> dict[str, np.ndarray]:
     """The serving request of each user at time `at`: raw user features and the last `length`
-    events before `at` (most recent first, "" / 0 padding), as the `recommend` signature takes."""
+    events before `at` (most recent first, "" / 0 padding), as the `recommend` signature takes;
+    where the spec names a session column, also each event's session (`history_sessions`)."""
     frame = user_frame(user_ids, users, features)
     request = features.to_inputs(frame, ["user"]) if features.spec.user else {}
     events = history_events.assign(seconds=to_unix_seconds(history_events["timestamp"]))
     queries = pd.DataFrame({"user_id": frame["user_id"], "timestamp": at})
-    found = last_items_before(events, queries, length, ["event", "seconds"])
+    sessions = reads_sessions(features)
+    found = last_items_before(events, queries, length, ["event", "seconds", *([SESSION_ID] if sessions else [])])
     request[HISTORY_ITEM_IDS] = found[HISTORY_ITEM_IDS].astype(str)
     request[HISTORY_EVENTS] = found["history_event"].astype(str)
+    if sessions:
+        request[HISTORY_SESSIONS] = found[f"history_{SESSION_ID}"].astype(str)
     seconds = pd.to_numeric(pd.Series(found["history_seconds"].reshape(-1)), errors="coerce")
     request[HISTORY_TIMESTAMPS] = seconds.fillna(0).to_numpy(np.int64).reshape(len(frame), length)
     request[TIMESTAMP] = np.full(len(frame), int(at.timestamp()), np.int64)

@@ -79,7 +79,9 @@ class FeatureSpec:
     """The ``features:`` section of a dataset's YAML file, validated.
 
     ``history_features`` names the item features pooled over the history (default:
-    ``item_id`` when ``history_length`` > 0).
+    ``item_id`` when ``history_length`` > 0). ``history_sessions``: the events carry each event's
+    session (the dataset spec's ``session`` role, set by the retrieval stage, not by this
+    section); the ranker then also reads the user's latest session.
     """
 
     user: tuple[FeatureConfig, ...] = ()
@@ -89,6 +91,7 @@ class FeatureSpec:
     history_features: tuple[str, ...] = ()
     embedding_dim: int = 32
     num_oov_indices: int = 8
+    history_sessions: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:

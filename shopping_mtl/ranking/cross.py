@@ -132,6 +132,41 @@ def sequence_features(history_items, history_categories, history_events, history
     return tf.stack(columns, axis=-1)
 
 
+
+# The user's current session (`session` role of the spec): the session of the user's latest
+# event. What a shopper does within one visit says more about the next click than the same
+# events spread over days; without a session role these are not computed.
+SESSION_FEATURES = ("ui_session_events", "uc_session_events", "session_events")
+
+
+def session_features(history_items, history_categories, history_sessions, candidate_items,
+                     candidate_categories) -> tf.Tensor:
+    """Each candidate against the user's latest session.
+
+    Args:
+        history_items, history_categories: (batch, L) strings, most recent first, "" = padding.
+        history_sessions: (batch, L) strings, each event's session id; "" = unknown, never part
+            of the latest session (so a request without sessions gets 0s, not one long session).
+        candidate_items, candidate_categories: (batch, C) strings.
+
+    Returns:
+        (batch, C, len(SESSION_FEATURES)) float32: log1p of the number of events of the latest
+        session on the candidate, on its category, and in all.
+    """
+    latest = history_sessions[:, :1]  # (batch, 1): the most recent event's session
+    in_session = (tf.equal(history_sessions, latest) & tf.not_equal(history_sessions, "")
+                  & tf.not_equal(history_items, ""))[:, None, :]  # (batch, 1, L)
+    known_category = tf.not_equal(candidate_categories, "")[:, :, None]
+    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(history_items)[:, None, :])
+    same_category = tf.equal(_codes(candidate_categories)[:, :, None], _codes(history_categories)[:, None, :])
+
+    def count(mask):
+        return tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1))
+
+    everything = tf.broadcast_to(in_session, tf.shape(same_item))
+    return tf.stack([count(same_item & in_session), count(same_category & in_session & known_category),
+                     count(everything)], axis=-1)
+
 # Features of a candidate relative to the user's other candidates: for each of these values,
 # its gap to the list's best and to the list's mean. A candidate's engagement means little on its
 # own; what orders a list is how it compares with the rest of that list.

@@ -8,7 +8,8 @@ before the prediction time (also `ui_engagement` at `cross.ENGAGEMENT_HALF_LIVES
 popularity before it, the two-tower score, where the candidate came from (its source, the
 rank in that source's list, its position in the merged set, the source's score:
 `cross.provenance_features`), and the user's last events described against the candidate
-(`cross.sequence_features`, for target attention).
+(`cross.sequence_features`, for target attention), and where the spec names a session, the
+candidate against the user's latest session (`cross.session_features`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import pandas as pd
 import tensorflow as tf
 
 from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: registers the built-in sources)
+from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
+                                        SESSION_FEATURES,
                                         cross_features, list_features, list_values, provenance_features,
-                                        sequence_features)
+                                        sequence_features, session_features)
 from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 
 # The candidate set's columns that say where a row came from (`label_rows` keeps them; the
@@ -31,6 +34,14 @@ from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 PROVENANCE_COLUMNS = ("source", "source_rank", "rank", "source_score")
 SOURCE_INPUT, PROVENANCE_INPUT, ENGAGEMENT_INPUT = "source", "provenance", "engagement"
 ATTENTION_INPUT = "history_sequence"
+SESSION_INPUT = "session"
+
+
+def reads_sessions(features: FeatureSet) -> bool:
+    """Whether the ranker reads the `session` input: only where the dataset spec names a session
+    column (its `session` role: `FeatureSpec.history_sessions`), so a log without one keeps its
+    inputs and figures."""
+    return features.spec.history_sessions
 
 
 def source_vocabulary() -> tuple[str, ...]:
@@ -105,7 +116,8 @@ def label_rows(candidates: pd.DataFrame, target: pd.DataFrame | None, add_missed
 
 def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Timestamp, length: int,
                    catalogue: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each user's last `length` events before `at`: items, categories, event types, ages (days).
+    """Each user's last `length` events before `at`: items, categories, event types, ages (days),
+    and where the events carry a `session_id` column, sessions ("" = padding).
     `catalogue`: `item_id` and `category` columns, or indexed by `item_id` (`ItemLookup.table`)."""
     by_item = catalogue if catalogue.index.name == "item_id" else catalogue.set_index("item_id")
     category = by_item["category"] if "category" in by_item else None
@@ -118,12 +130,19 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
         "event": history_events["event"].to_numpy(),
         "seconds": to_unix_seconds(history_events["timestamp"]),
     })
+    carried = ["category", "event", "seconds"]
+    if SESSION_ID in history_events:
+        events[SESSION_ID] = history_events[SESSION_ID].to_numpy()
+        carried.append(SESSION_ID)
     queries = pd.DataFrame({"user_id": users, "timestamp": at})
-    found = last_items_before(events, queries, length, ["category", "event", "seconds"])
+    found = last_items_before(events, queries, length, carried)
     seconds = pd.to_numeric(pd.Series(found["history_seconds"].reshape(-1)), errors="coerce")
     ages = (at.timestamp() - seconds.to_numpy(dtype=float).reshape(len(users), length)) / 86400.0
-    return {"items": found["history_item_ids"], "categories": found["history_category"],
-            "events": found["history_event"], "ages": np.nan_to_num(ages, nan=0.0).astype(np.float32)}
+    history = {"items": found["history_item_ids"], "categories": found["history_category"],
+               "events": found["history_event"], "ages": np.nan_to_num(ages, nan=0.0).astype(np.float32)}
+    if SESSION_ID in history_events:
+        history["sessions"] = found[f"history_{SESSION_ID}"]
+    return history
 
 
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
@@ -144,7 +163,9 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     `PROVENANCE_COLUMNS` (`label_rows(..., provenance=True)`), `source` and `provenance`
     (`provenance_inputs`); with `target_attention` also `history_sequence` ((n,
     `cross.ATTENTION_LENGTH`, len(`cross.SEQUENCE_FEATURES`)), `cross.sequence_features`; the
-    last `ATTENTION_LENGTH` of the `history_length` events)."""
+    last `ATTENTION_LENGTH` of the `history_length` events); where the spec names a session
+    (`reads_sessions`), also `session` (`cross.session_features`; `history_events` must then
+    carry `session_id`)."""
     before = (history_events["timestamp"] < at).to_numpy()
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
@@ -162,10 +183,15 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     categories = (as_str(by_item["category"].reindex(frame["item_id"])) if "category" in by_item
                   else np.full(len(frame), "", dtype=object))
     half_lives = ENGAGEMENT_HALF_LIVES if engagement_features else ()
-    cross, sequences = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
-                                      categories.astype(str), batch_rows, half_lives,
-                                      ATTENTION_LENGTH if target_attention else 0)
+    sessions = reads_sessions(features)
+    if sessions and "sessions" not in history:
+        raise ValueError(f"the spec names a session column but the events lack {SESSION_ID!r}")
+    cross, sequences, in_session = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
+                                                  categories.astype(str), batch_rows, half_lives,
+                                                  ATTENTION_LENGTH if target_attention else 0, sessions)
     arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
+    if sessions:
+        arrays[SESSION_INPUT] = in_session
     if engagement_features:
         arrays[ENGAGEMENT_INPUT] = cross[:, len(CROSS_FEATURES):]
     if target_attention:
@@ -194,21 +220,23 @@ def provenance_inputs(source, source_rank, rank, score) -> dict[str, np.ndarray]
 
 
 def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
-                   batch_rows: int, half_lives: tuple[float, ...] = (),
-                   attention_length: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+                   batch_rows: int, half_lives: tuple[float, ...] = (), attention_length: int = 0,
+                   sessions: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """`cross_features` of every row, computed for a group of users at a time: each user's
     history once against all of the user's rows as candidates (padded to the group's longest),
     the (users, candidates) shape the serving graphs use, not one copy of the history per row.
-    With `attention_length`, also each row's `sequence_features` (else None)."""
+    With `attention_length`, also each row's `sequence_features`, with `sessions` its
+    `session_features` (history["sessions"]); each None when not asked."""
     n = len(user_pos)
     out = np.zeros((n, len(CROSS_FEATURES) + len(half_lives)), np.float32)
     sequences = (np.zeros((n, attention_length, len(SEQUENCE_FEATURES)), np.float32) if attention_length
                  else None)
+    in_session = np.zeros((n, len(SESSION_FEATURES)), np.float32) if sessions else None
     if n == 0:
-        return out, sequences
+        return out, sequences, in_session
     order = np.argsort(user_pos, kind="stable")
     users, starts, sizes = np.unique(user_pos[order], return_index=True, return_counts=True)
-    text = {k: history[k].astype(str) for k in ("items", "categories", "events")}
+    text = {k: history[k].astype(str) for k in ("items", "categories", "events", "sessions") if k in history}
     first = 0
     while first < len(users):
         # As many users as fit about `batch_rows` padded candidate slots (at least one).
@@ -226,8 +254,11 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
         out[rows[valid]] = cross_features(*arguments, half_lives).numpy()[valid]
         if attention_length:
             sequences[rows[valid]] = sequence_features(*arguments, attention_length).numpy()[valid]
+        if sessions:
+            in_session[rows[valid]] = session_features(
+                arguments[0], arguments[1], tf.constant(text["sessions"][who]), arguments[4], arguments[5]).numpy()[valid]
         first += count
-    return out, sequences
+    return out, sequences, in_session
 
 
 def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ Architectures (the config's `ranking.architecture`):
 - `esmm`: a shared bottom whose save and purchase heads predict the conditional probability
   given a click; p_save = p_click * p(save | click), p_purchase = p_click * p(purchase | click),
   so p_save <= p_click and p_purchase <= p_click on every row.
+Where the spec names a session, the candidate against the user's latest session is one more input.
 With `ranking.target_attention`, a DIN-style attention pools the user's last events, weighted by
 how each relates to the candidate, into the features every architecture starts from.
 A TFRS `Ranking` task per head owns its loss (binary cross-entropy) and AUC metric; the model's
@@ -32,9 +33,9 @@ from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
 from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_FEATURES, LIST_FEATURES,
-                                        PROVENANCE_FEATURES, SEQUENCE_FEATURES)
+                                        PROVENANCE_FEATURES, SEQUENCE_FEATURES, SESSION_FEATURES)
 from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_COLUMNS, PROVENANCE_INPUT,
-                                          SOURCE_INPUT, source_vocabulary)
+                                          SESSION_INPUT, SOURCE_INPUT, reads_sessions, source_vocabulary)
 
 log = logging.getLogger(__name__)
 CLICK_LOGIT = "logit_click"
@@ -103,6 +104,9 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
         inputs[ENGAGEMENT_INPUT] = tf.keras.Input(shape=(len(ENGAGEMENT_FEATURES),), dtype=tf.float32,
                                                   name=ENGAGEMENT_INPUT)
         parts.append(inputs[ENGAGEMENT_INPUT])
+    if reads_sessions(features):
+        inputs[SESSION_INPUT] = tf.keras.Input(shape=(len(SESSION_FEATURES),), dtype=tf.float32, name=SESSION_INPUT)
+        parts.append(inputs[SESSION_INPUT])
     if config.source_features:
         # The source as a one-hot over `source_vocabulary()` plus "none" (index 0).
         inputs[SOURCE_INPUT] = tf.keras.Input(shape=(), dtype=tf.int32, name=SOURCE_INPUT)

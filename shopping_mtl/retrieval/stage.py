@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 
 
 def feature_set(dataset, split: Split) -> FeatureSet:
-    """The spec's features adapted to the train split (vocabularies and statistics: train only)."""
+    """The spec's features adapted to the train split (vocabularies and statistics: train only);
+    `history_sessions` where the dataset spec names a session column."""
     try:
         spec = FeatureSpec.from_dict(dataset.spec.feature_section)
     except ValueError as err:
         raise ConfigError(f"{dataset.spec.path}: {err}") from None
+    spec = dataclasses.replace(spec, history_sessions=dataset.spec.events.session is not None)
     return FeatureSet.adapt(spec, split.train, items=dataset.items, users=dataset.users)
 
 
