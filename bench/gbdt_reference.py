@@ -104,7 +104,8 @@ NOT_FEATURES = {"user_id", "item_id", "list_id", *(f"label_{t}" for t in GRADES)
 # Column names of the 2-D inputs' slots: the constant of `ranking.cross` that names them, where
 # it has one (others are numbered).
 SLOT_NAMES = {"cross": "CROSS_FEATURES", "list": "LIST_FEATURES", "engagement": "ENGAGEMENT_FEATURES",
-              "provenance": "PROVENANCE_FEATURES", "session": "SESSION_FEATURES"}
+              "provenance": "PROVENANCE_FEATURES", "session": "SESSION_FEATURES",
+              "activity": "ACTIVITY_FEATURES"}
 
 
 def _flat(values) -> np.ndarray:
@@ -300,7 +301,8 @@ def gbdt_lists(state, seed: int = 0) -> tuple[pd.DataFrame, dict]:
                                     provenance=rconfig.source_features)
     test_inputs = examples.ranking_inputs(test_rows, split.history, split.test_start, dataset.users, data.catalogue,
                                           data.features, rconfig.history_length, rconfig.list_features,
-                                          rconfig.engagement_features, rconfig.target_attention)
+                                          rconfig.engagement_features, rconfig.target_attention,
+                                          rconfig.activity_features)
     timings["test_inputs"] = time.perf_counter() - started
     started = time.perf_counter()
     score = booster.predict(encoder.matrix(test_inputs), num_iteration=chosen["best_iteration"], num_threads=2)

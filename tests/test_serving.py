@@ -340,8 +340,9 @@ def test_recommend_graph_knows_where_candidates_came_from_as_the_offline_set(tmp
     """With requests that hold each user's whole history, the `recommend` graph's merged
     candidates carry the offline candidate set's source, source rank, merged rank and source
     score (ties broken by item id, as offline: the log's times are cut to whole days), and a
-    ranker reading them and the extra engagement half-lives scores every candidate as the
-    offline rows; the `ranker` export, given the set's columns, answers the same."""
+    ranker reading them, the extra engagement half-lives, the attention sequence and the activity
+    features scores every candidate as the offline rows; the `ranker` export, given the set's
+    columns, answers the same."""
     import tensorflow as tf
 
     from shopping_mtl.candidates.candidate_set import build_candidate_set
@@ -365,13 +366,15 @@ def test_recommend_graph_knows_where_candidates_came_from_as_the_offline_set(tmp
     assert set(offline["source"]) == set(quotas)
     rows = examples.label_rows(offline, None, add_missed=False, provenance=True)
     arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=length,
-                                     engagement_features=True, target_attention=True)
+                                     engagement_features=True, target_attention=True, activity_features=True)
+    assert arrays["item_recent_popularity"].any() and arrays["activity"][:, 3].any()
     config = RankingConfig(bottom_layers=(16,), tower_layers=(8,), history_length=length,
-                           source_features=True, engagement_features=True, target_attention=True)
+                           source_features=True, engagement_features=True, target_attention=True,
+                           activity_features=True)
     scorer = model_lib.build_scorer(features, config)
     platt = {"click": Platt(1.2, -0.3), "save": Platt(0.8, 0.1), "purchase": Platt(1.0, 0.5)}
     expected = calibrate(model_lib.predict(scorer, arrays), platt, False)
-    snapshot = serving.CatalogueSnapshot.from_events(items, events)
+    snapshot = serving.CatalogueSnapshot.from_events(items, events, at)
     graph = serving.RankerGraph(scorer, features, snapshot, platt, {"click": 1.0, "purchase": 2.0}, length, False)
     module = serving.RecommendServing(graph, snapshot, events, settings, quotas, list_size=100)
     request = serving.requests_for(users, events, at, None, features, length)

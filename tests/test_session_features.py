@@ -1,6 +1,7 @@
-"""Sessions in the ranker's history features: where a spec names a session column, each
-candidate is described against the user's latest session, the same offline and in the
-`recommend` export; a spec without one keeps the ranker's inputs as they were."""
+"""Sessions and activity in the ranker's history features: where a spec names a session column,
+each candidate is described against the user's latest session, the same offline and in the
+`recommend` export; a spec without one keeps the ranker's inputs as they were. The activity
+features' values (`ranking.activity_features`); their serving twin: tests/test_serving.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from shopping_mtl.features import FeatureSet, FeatureSpec
 from shopping_mtl.ranking import examples, model as model_lib
 from shopping_mtl.ranking.calibration import Platt, calibrate
 from shopping_mtl.ranking.config import TASKS, RankingConfig
-from shopping_mtl.ranking.cross import SESSION_FEATURES, session_features
+from shopping_mtl.ranking.cross import SESSION_FEATURES, session_features, user_item_activity
 from shopping_mtl.retrieval.stage import feature_set
 from test_spec_roles import write_visits
 
@@ -97,3 +98,14 @@ def test_the_recommend_export_computes_the_session_features_as_offline():
     blind = {**request, graphs.HISTORY_SESSIONS: np.full_like(request[graphs.HISTORY_SESSIONS], "")}
     blind_answer = module.serve({k: tf.constant(v) for k, v in blind.items()})
     assert not np.allclose(blind_answer["scores"].numpy(), answer["scores"])
+
+
+def test_activity_features_see_the_latest_save_and_purchase_and_the_users_last_day():
+    history = tf.constant([["a", "b", "a", "a", ""]])
+    events = tf.constant([["click", "purchase", "save", "purchase", ""]])
+    ages = tf.constant([[0.5, 2.0, 3.0, 10.0, 0.0]])
+    got = user_item_activity(history, events, ages, tf.constant([["a", "b", "c"]])).numpy()[0]
+    np.testing.assert_allclose(got[:, 0], [np.exp(-3.0), 0.0, 0.0], rtol=1e-6)  # a saved 3 days ago
+    np.testing.assert_allclose(got[:, 1], [np.exp(-10.0), np.exp(-2.0), 0.0], rtol=1e-6)  # latest purchase
+    np.testing.assert_allclose(got[:, 2], np.log1p([1, 1, 1]))  # one event in the last day
+    np.testing.assert_allclose(got[:, 3], np.log1p([3, 3, 3]))  # three in the last week (padding not)

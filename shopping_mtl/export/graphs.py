@@ -51,9 +51,10 @@ from shopping_mtl.ranking.config import TASKS
 from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
                                         cross_features, list_features, list_values, provenance_features,
-                                        sequence_features, session_features)
-from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_INPUT, SESSION_INPUT,
-                                          SOURCE_INPUT, reads_sessions, source_vocabulary)
+                                        sequence_features, session_features, user_item_activity)
+from shopping_mtl.ranking.examples import (ACTIVITY_INPUT, ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_INPUT,
+                                          RECENT_POPULARITY_INPUT, SESSION_INPUT, SOURCE_INPUT, reads_sessions,
+                                          recent_item_counts, source_vocabulary)
 from shopping_mtl.retrieval.examples import user_frame
 from shopping_mtl.serving_ops import first_occurrence, float_table, pad_columns, string_table, top
 
@@ -66,14 +67,18 @@ HISTORY_SESSIONS = "history_sessions"
 @dataclass(frozen=True)
 class CatalogueSnapshot:
     """What the ranker graph looks up, frozen at export time from the events before the
-    prediction time: every catalogue item's raw features and its event count (popularity)."""
+    prediction time: every catalogue item's raw features and its event count (popularity), and
+    given that time, its events in the day before it (`item_recent_popularity`)."""
 
     catalogue: pd.DataFrame  # item_id + the item features' columns (retrieval.examples.item_catalogue)
     event_counts: pd.Series  # item_id -> events before the prediction time
+    recent_counts: pd.Series | None = None  # item_id -> events in the day before it
 
     @classmethod
-    def from_events(cls, catalogue: pd.DataFrame, events: pd.DataFrame) -> "CatalogueSnapshot":
-        return cls(catalogue, events["item_id"].value_counts())
+    def from_events(cls, catalogue: pd.DataFrame, events: pd.DataFrame,
+                    at: pd.Timestamp | None = None) -> "CatalogueSnapshot":
+        recent = recent_item_counts(events, at) if at is not None else None
+        return cls(catalogue, events["item_id"].value_counts(), recent)
 
 
 class RankerGraph(tf.Module):
@@ -104,6 +109,13 @@ class RankerGraph(tf.Module):
         self.use_source = SOURCE_INPUT in scorer.input_names
         self.use_attention = ATTENTION_INPUT in scorer.input_names
         self.use_sessions = SESSION_INPUT in scorer.input_names
+        self.use_activity = ACTIVITY_INPUT in scorer.input_names
+        if self.use_activity:
+            if snapshot.recent_counts is None:
+                raise ValueError("this ranker reads item_recent_popularity: make the snapshot with its time `at`")
+            recent = snapshot.recent_counts
+            self.recent_table = float_table(recent.index.to_numpy(dtype=object), np.log1p(recent.to_numpy(dtype=float)),
+                                            0.0)
         self.source_names = source_vocabulary()  # the offline rows' codes (`examples.source_codes`)
         if self.use_source:  # the ranker export's `source` names -> codes
             self.source_table = float_table(np.array(self.source_names, dtype=object),
@@ -158,6 +170,10 @@ class RankerGraph(tf.Module):
             sessions = pad_columns(request[HISTORY_SESSIONS], self.history_length, "")
             in_session = session_features(h_items, h_categories, sessions, items, categories)
             rows[SESSION_INPUT] = tf.reshape(in_session, [-1, in_session.shape[-1]])
+        if self.use_activity:
+            activity = user_item_activity(h_items, h_events, h_ages, items)
+            rows[ACTIVITY_INPUT] = tf.reshape(activity, [-1, activity.shape[-1]])
+            rows[RECENT_POPULARITY_INPUT] = tf.reshape(self.recent_table.lookup(items), [-1])
         if self.use_attention:
             sequence = sequence_features(h_items, h_categories, h_events, h_ages, items, categories, ATTENTION_LENGTH)
             rows[ATTENTION_INPUT] = tf.reshape(sequence, [-1, ATTENTION_LENGTH, len(SEQUENCE_FEATURES)])

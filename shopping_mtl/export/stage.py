@@ -74,7 +74,7 @@ def ranker_graph(state: RunState, history: pd.DataFrame) -> tuple[graphs.RankerG
     """The ranker's serving graph over the catalogue known before the test period (`history`:
     the events before it)."""
     config, data, ranking = state.config, state.retrieval.data, state.ranking
-    snapshot = graphs.CatalogueSnapshot.from_events(data.catalogue, history)
+    snapshot = graphs.CatalogueSnapshot.from_events(data.catalogue, history, state.split.test_start)
     graph = graphs.RankerGraph(ranking.scorer, data.features, snapshot, ranking.platt, ranking.weights,
                                config.ranking.history_length, config.ranking.list_features,
                                ordered=config.ranking.architecture == "esmm")

@@ -16,7 +16,8 @@ ORDER_LOSSES = ("softmax", "lambda")
 
 # Settings that add model inputs to the prepared rows. Data prepared once for a search covers
 # every one a trial may turn on; a model reads only the inputs its own settings name.
-INPUT_SETTINGS = ("list_features", "source_features", "engagement_features", "target_attention")
+INPUT_SETTINGS = ("list_features", "source_features", "engagement_features", "target_attention",
+                  "activity_features")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ class RankingConfig:
             that description (DIN's activation unit, `model.TargetAttention`). Computed alike
             offline and in the serving graphs; the ranker's rows grow by ~0.5 KB each, so at
             10^7 events it costs ~10 GB more: leave it off there.
+        activity_features: also give the model how recently the user saved and bought the
+            candidate, the user's events in the last day and week (`cross.ACTIVITY_FEATURES`)
+            and the item's events in the day before the prediction time
+            (`item_recent_popularity`), alike offline and in the serving graphs.
     """
 
     architecture: str = "shared_bottom"
@@ -149,6 +154,7 @@ class RankingConfig:
     source_features: bool = False
     engagement_features: bool = False
     target_attention: bool = False
+    activity_features: bool = False
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:

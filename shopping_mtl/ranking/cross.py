@@ -167,6 +167,33 @@ def session_features(history_items, history_categories, history_sessions, candid
     return tf.stack([count(same_item & in_session), count(same_category & in_session & known_category),
                      count(everything)], axis=-1)
 
+
+# What the cross features leave out (`ranking.activity_features`): how recently the user saved
+# or bought the candidate in particular (`ui_recency` counts any event), and how active the user
+# has been over the last day and week (of the history's events).
+ACTIVITY_FEATURES = ("ui_save_recency", "ui_purchase_recency", "user_events_1d", "user_events_7d")
+
+
+def user_item_activity(history_items, history_events, history_ages, candidate_items) -> tf.Tensor:
+    """Args as `cross_features`. Returns (batch, C, len(ACTIVITY_FEATURES)) float32:
+    exp(-age in days) of the user's latest save and latest purchase of the candidate (0 when
+    none), and log1p of the user's events in the last 1 and 7 days (the same for every
+    candidate of a user)."""
+    valid = tf.not_equal(history_items, "")
+    ages = tf.cast(history_ages, tf.float32)
+    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(history_items)[:, None, :]) & valid[:, None, :]
+
+    def recency(event):
+        mask = same_item & tf.equal(history_events, event)[:, None, :]
+        nearest = tf.reduce_min(tf.where(mask, ages[:, None, :], 1e9), axis=-1)
+        return tf.exp(-tf.minimum(nearest, 50.0)) * tf.cast(tf.reduce_any(mask, -1), tf.float32)
+
+    def recent_events(days):  # (batch,) -> (batch, C)
+        count = tf.reduce_sum(tf.cast(valid & (ages < days), tf.float32), axis=-1)
+        return tf.broadcast_to(tf.math.log1p(count)[:, None], tf.shape(same_item)[:2])
+
+    return tf.stack([recency("save"), recency("purchase"), recent_events(1.0), recent_events(7.0)], axis=-1)
+
 # Features of a candidate relative to the user's other candidates: for each of these values,
 # its gap to the list's best and to the list's mean. A candidate's engagement means little on its
 # own; what orders a list is how it compares with the rest of that list.

@@ -8,8 +8,9 @@ before the prediction time (also `ui_engagement` at `cross.ENGAGEMENT_HALF_LIVES
 popularity before it, the two-tower score, where the candidate came from (its source, the
 rank in that source's list, its position in the merged set, the source's score:
 `cross.provenance_features`), and the user's last events described against the candidate
-(`cross.sequence_features`, for target attention), and where the spec names a session, the
-candidate against the user's latest session (`cross.session_features`).
+(`cross.sequence_features`, for target attention), where the spec names a session, the
+candidate against the user's latest session (`cross.session_features`), and optionally the
+user's recent activity and the item's last day (`cross.user_item_activity`, `recent_item_counts`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.history import as_str, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
-                                        SESSION_FEATURES,
-                                        cross_features, list_features, list_values, provenance_features,
-                                        sequence_features, session_features)
+from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, cross_features,
+                                        list_features, list_values, provenance_features, sequence_features,
+                                        session_features, user_item_activity)
 from shopping_mtl.retrieval.examples import ItemLookup, item_arrays, user_frame
 
 # The candidate set's columns that say where a row came from (`label_rows` keeps them; the
@@ -35,6 +35,16 @@ PROVENANCE_COLUMNS = ("source", "source_rank", "rank", "source_score")
 SOURCE_INPUT, PROVENANCE_INPUT, ENGAGEMENT_INPUT = "source", "provenance", "engagement"
 ATTENTION_INPUT = "history_sequence"
 SESSION_INPUT = "session"
+ACTIVITY_INPUT, RECENT_POPULARITY_INPUT = "activity", "item_recent_popularity"
+RECENT_DAYS = 1.0  # the window of `item_recent_popularity`
+
+
+def recent_item_counts(events: pd.DataFrame, at: pd.Timestamp, days: float = RECENT_DAYS) -> pd.Series:
+    """Each item's events in the `days` before `at` (item_id -> count), the window of
+    `item_recent_popularity`: with `item_popularity` (all events before `at`) the model can tell
+    an item rising today from one popular long ago."""
+    stamps = events["timestamp"]
+    return events.loc[((stamps < at) & (stamps >= at - pd.Timedelta(days=days))).to_numpy(), "item_id"].value_counts()
 
 
 def reads_sessions(features: FeatureSet) -> bool:
@@ -148,12 +158,14 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, list_features: bool = False, engagement_features: bool = False,
-                   target_attention: bool = False, batch_rows: int = 50_000, item_counts: pd.Series | None = None,
+                   target_attention: bool = False, activity_features: bool = False, batch_rows: int = 50_000,
+                   item_counts: pd.Series | None = None, recent_counts: pd.Series | None = None,
                    lookup: ItemLookup | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of
     `history_events` before `at` only (later ones are ignored, whatever is passed).
 
-    `item_counts`: every item's events before `at` (for `item_popularity`), when
+    `item_counts` and `recent_counts`: every item's events before `at` (for `item_popularity`)
+    and in the day before it (`recent_item_counts`, for `item_recent_popularity`), when
     `history_events` holds only the rows' users' events (one chunk of users); `lookup`:
     `ItemLookup.of(catalogue)`, made once for all the chunks.
 
@@ -165,7 +177,8 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     `cross.ATTENTION_LENGTH`, len(`cross.SEQUENCE_FEATURES`)), `cross.sequence_features`; the
     last `ATTENTION_LENGTH` of the `history_length` events); where the spec names a session
     (`reads_sessions`), also `session` (`cross.session_features`; `history_events` must then
-    carry `session_id`)."""
+    carry `session_id`); with `activity_features` also `activity` (`cross.user_item_activity`)
+    and `item_recent_popularity` (log1p of the item's events in the day before `at`)."""
     before = (history_events["timestamp"] < at).to_numpy()
     spec = features.spec
     frame = user_frame(rows["user_id"], users, features)
@@ -186,18 +199,31 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     sessions = reads_sessions(features)
     if sessions and "sessions" not in history:
         raise ValueError(f"the spec names a session column but the events lack {SESSION_ID!r}")
-    cross, sequences, in_session = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
-                                                  categories.astype(str), batch_rows, half_lives,
-                                                  ATTENTION_LENGTH if target_attention else 0, sessions)
-    arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
+    parts = {"cross": lambda h, items, categories: cross_features(
+        h["items"], h["categories"], h["events"], h["ages"], items, categories, half_lives)}
+    if target_attention:
+        parts[ATTENTION_INPUT] = lambda h, items, categories: sequence_features(
+            h["items"], h["categories"], h["events"], h["ages"], items, categories, ATTENTION_LENGTH)
     if sessions:
-        arrays[SESSION_INPUT] = in_session
+        parts[SESSION_INPUT] = lambda h, items, categories: session_features(
+            h["items"], h["categories"], h["sessions"], items, categories)
+    if activity_features:
+        parts[ACTIVITY_INPUT] = lambda h, items, categories: user_item_activity(
+            h["items"], h["events"], h["ages"], items)
+    computed = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str), categories.astype(str),
+                              batch_rows, parts)
+    cross = computed.pop("cross").reshape(len(frame), len(CROSS_FEATURES) + len(half_lives))
+    arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
     if engagement_features:
         arrays[ENGAGEMENT_INPUT] = cross[:, len(CROSS_FEATURES):]
-    if target_attention:
-        arrays[ATTENTION_INPUT] = sequences
+    for name, values in computed.items():
+        arrays[name] = values
     counts = history_events.loc[before, "item_id"].value_counts() if item_counts is None else item_counts
     arrays["item_popularity"] = np.log1p(counts.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
+    if activity_features:
+        recent = recent_item_counts(history_events, at) if recent_counts is None else recent_counts
+        arrays[RECENT_POPULARITY_INPUT] = np.log1p(
+            recent.reindex(frame["item_id"]).fillna(0).to_numpy()).astype(np.float32)
     arrays["two_tower_score"] = rows["two_tower_score"].to_numpy(np.float32)
     if all(column in rows for column in PROVENANCE_COLUMNS):
         arrays.update(provenance_inputs(rows["source"], rows["source_rank"], rows["rank"], rows["source_score"]))
@@ -220,20 +246,24 @@ def provenance_inputs(source, source_rank, rank, score) -> dict[str, np.ndarray]
 
 
 def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
-                   batch_rows: int, half_lives: tuple[float, ...] = (), attention_length: int = 0,
-                   sessions: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """`cross_features` of every row, computed for a group of users at a time: each user's
+                   batch_rows: int, parts: dict) -> dict[str, np.ndarray]:
+    """History features of every row, computed for a group of users at a time: each user's
     history once against all of the user's rows as candidates (padded to the group's longest),
     the (users, candidates) shape the serving graphs use, not one copy of the history per row.
-    With `attention_length`, also each row's `sequence_features`, with `sessions` its
-    `session_features` (history["sessions"]); each None when not asked."""
+
+    Args:
+        history: `user_histories` of the users `user_pos` indexes.
+        parts: input name -> a function of the history dict (each (users, L) tensors: `items`,
+            `categories`, `events`, `ages`, and `sessions` where present) and the candidates'
+            (users, C) items and categories, returning (users, C, ...) features.
+
+    Returns:
+        input name -> (rows, ...) float32 array, in the rows' order.
+    """
     n = len(user_pos)
-    out = np.zeros((n, len(CROSS_FEATURES) + len(half_lives)), np.float32)
-    sequences = (np.zeros((n, attention_length, len(SEQUENCE_FEATURES)), np.float32) if attention_length
-                 else None)
-    in_session = np.zeros((n, len(SESSION_FEATURES)), np.float32) if sessions else None
+    out: dict[str, np.ndarray] = {}
     if n == 0:
-        return out, sequences, in_session
+        return {name: np.zeros((0, 0), np.float32) for name in parts}
     order = np.argsort(user_pos, kind="stable")
     users, starts, sizes = np.unique(user_pos[order], return_index=True, return_counts=True)
     text = {k: history[k].astype(str) for k in ("items", "categories", "events", "sessions") if k in history}
@@ -248,17 +278,17 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
         valid = slot[None, :] < sizes[group, None]
         rows = order[np.where(valid, starts[group, None] + slot[None, :], 0)]  # (users, c) row numbers
         who = users[group]
-        arguments = (tf.constant(text["items"][who]), tf.constant(text["categories"][who]),
-                     tf.constant(text["events"][who]), tf.constant(history["ages"][who]),
-                     tf.constant(np.where(valid, items[rows], "")), tf.constant(np.where(valid, categories[rows], "")))
-        out[rows[valid]] = cross_features(*arguments, half_lives).numpy()[valid]
-        if attention_length:
-            sequences[rows[valid]] = sequence_features(*arguments, attention_length).numpy()[valid]
-        if sessions:
-            in_session[rows[valid]] = session_features(
-                arguments[0], arguments[1], tf.constant(text["sessions"][who]), arguments[4], arguments[5]).numpy()[valid]
+        theirs = {k: tf.constant(v[who]) for k, v in text.items()}
+        theirs["ages"] = tf.constant(history["ages"][who])
+        candidate_items = tf.constant(np.where(valid, items[rows], ""))
+        candidate_categories = tf.constant(np.where(valid, categories[rows], ""))
+        for name, part in parts.items():
+            values = part(theirs, candidate_items, candidate_categories).numpy()[valid]
+            if name not in out:
+                out[name] = np.zeros((n, *values.shape[1:]), np.float32)
+            out[name][rows[valid]] = values
         first += count
-    return out, sequences, in_session
+    return out
 
 
 def relative_to_list(arrays: dict, list_pos: np.ndarray) -> np.ndarray:

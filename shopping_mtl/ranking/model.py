@@ -32,10 +32,11 @@ from shopping_mtl.scale.batches import infer, make_dataset, make_list_dataset
 from shopping_mtl.features import FeatureSet
 from shopping_mtl.optimizers import LazyAdam
 from shopping_mtl.ranking.config import TASKS, RankingConfig
-from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_FEATURES, LIST_FEATURES,
-                                        PROVENANCE_FEATURES, SEQUENCE_FEATURES, SESSION_FEATURES)
-from shopping_mtl.ranking.examples import (ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_COLUMNS, PROVENANCE_INPUT,
-                                          SESSION_INPUT, SOURCE_INPUT, reads_sessions, source_vocabulary)
+from shopping_mtl.ranking.cross import (ACTIVITY_FEATURES, ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_FEATURES,
+                                        LIST_FEATURES, PROVENANCE_FEATURES, SEQUENCE_FEATURES, SESSION_FEATURES)
+from shopping_mtl.ranking.examples import (ACTIVITY_INPUT, ATTENTION_INPUT, ENGAGEMENT_INPUT, PROVENANCE_COLUMNS,
+                                          PROVENANCE_INPUT, RECENT_POPULARITY_INPUT, SESSION_INPUT, SOURCE_INPUT,
+                                          reads_sessions, source_vocabulary)
 
 log = logging.getLogger(__name__)
 CLICK_LOGIT = "logit_click"
@@ -107,6 +108,11 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
     if reads_sessions(features):
         inputs[SESSION_INPUT] = tf.keras.Input(shape=(len(SESSION_FEATURES),), dtype=tf.float32, name=SESSION_INPUT)
         parts.append(inputs[SESSION_INPUT])
+    if config.activity_features:
+        inputs[ACTIVITY_INPUT] = tf.keras.Input(shape=(len(ACTIVITY_FEATURES),), dtype=tf.float32, name=ACTIVITY_INPUT)
+        inputs[RECENT_POPULARITY_INPUT] = tf.keras.Input(shape=(), dtype=tf.float32, name=RECENT_POPULARITY_INPUT)
+        parts.append(inputs[ACTIVITY_INPUT])
+        parts.append(tf.keras.layers.Reshape((1,))(inputs[RECENT_POPULARITY_INPUT]))
     if config.source_features:
         # The source as a one-hot over `source_vocabulary()` plus "none" (index 0).
         inputs[SOURCE_INPUT] = tf.keras.Input(shape=(), dtype=tf.int32, name=SOURCE_INPUT)

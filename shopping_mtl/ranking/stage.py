@@ -111,7 +111,7 @@ def ranking_day(state, days_back: int, held: set, writer: shards.ShardWriter | N
     def inputs(rows):
         return examples.ranking_inputs(rows, before, start, dataset.users, catalogue, features, rconfig.history_length,
                                        rconfig.list_features, rconfig.engagement_features,
-                                       rconfig.target_attention)
+                                       rconfig.target_attention, rconfig.activity_features)
 
     provenance = rconfig.source_features
     fit_rows = examples.label_rows(candidates[~is_held], day, add_missed=rconfig.add_missed_positives,
@@ -147,12 +147,14 @@ def _write_in_chunks(writer: shards.ShardWriter, fit_rows: pd.DataFrame, list_id
     features need its users' own events only, plus every item's count."""
     n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
     counts = before["item_id"].value_counts()
+    recent = examples.recent_item_counts(before, start)
     lookup = retrieval_examples.ItemLookup.of(catalogue)
     for rows, history_rows in retrieval_examples.user_chunks(fit_rows["user_id"], before["user_id"], n_chunks):
         rows = rows[np.argsort(list_id[rows], kind="stable")]
         part = examples.ranking_inputs(fit_rows.iloc[rows], before.iloc[history_rows], start, users,
                                        catalogue, features, rconfig.history_length, rconfig.list_features,
-                                       rconfig.engagement_features, rconfig.target_attention, item_counts=counts,
+                                       rconfig.engagement_features, rconfig.target_attention,
+                                       rconfig.activity_features, item_counts=counts, recent_counts=recent,
                                        lookup=lookup)
         part["list_id"] = list_id[rows]
         writer.write(part)
@@ -431,7 +433,8 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     def inputs(part, history, **kwargs):
         return examples.ranking_inputs(part, history, split.test_start, dataset.users, data.catalogue,
                                        data.features, rconfig.history_length, rconfig.list_features,
-                                       rconfig.engagement_features, rconfig.target_attention, **kwargs)
+                                       rconfig.engagement_features, rconfig.target_attention,
+                                       rconfig.activity_features, **kwargs)
 
     chunk_rows = 4 * config.data.shard_rows
     if state.examples_dir("ranker") is None or len(rows) <= chunk_rows:
@@ -442,10 +445,12 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     labels = {t: np.zeros(len(rows), np.float32) for t in TASKS}
     history = split.history
     counts = history["item_id"].value_counts()
+    recent = examples.recent_item_counts(history, split.test_start)
     lookup = retrieval_examples.ItemLookup.of(data.catalogue)
     chunks = retrieval_examples.user_chunks(rows["user_id"], history["user_id"], -(-len(rows) // chunk_rows))
     for number, (positions, history_rows) in enumerate(chunks):
-        arrays = inputs(rows.iloc[positions], history.iloc[history_rows], item_counts=counts, lookup=lookup)
+        arrays = inputs(rows.iloc[positions], history.iloc[history_rows], item_counts=counts, recent_counts=recent,
+                        lookup=lookup)
         for name, scorer in scorers.items():
             for task, values in model_lib.predict(scorer, arrays).items():
                 predicted[name][task][positions] = values
