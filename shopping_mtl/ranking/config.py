@@ -119,7 +119,8 @@ class RankingConfig:
         activity_features: also give the model how recently the user saved and bought the
             candidate, the user's events in the last day and week (`cross.ACTIVITY_FEATURES`)
             and the item's events in the day before the prediction time
-            (`item_recent_popularity`), alike offline and in the serving graphs.
+            (`item_recent_popularity`), alike offline and in the serving graphs. On by
+            default: chosen on the selection day (docs/DECISIONS.md, Ranking).
     """
 
     architecture: str = "shared_bottom"
@@ -154,7 +155,7 @@ class RankingConfig:
     source_features: bool = False
     engagement_features: bool = False
     target_attention: bool = False
-    activity_features: bool = False
+    activity_features: bool = True
 
     def validate(self) -> None:
         if self.architecture not in ARCHITECTURES:
