@@ -115,7 +115,7 @@ def _ranker_fit(backup_dir: Path, kill_after_epoch: int | None = None):
     arrays["category"] = np.array([f"c{int(i[1:]) % 6}" for i in arrays["item_id"]], dtype=object)
     for task, rate in (("click", 0.4), ("save", 0.2), ("purchase", 0.1)):
         arrays[f"label_{task}"] = (rng.random(n) < rate).astype(np.float32)
-    config = RankingConfig(epochs=4, patience=4, batch_size=64, dropout=0.2)
+    config = RankingConfig(epochs=4, patience=4, batch_size=64, dropout=0.2, activity_features=False)
     original_fit = training.fit
 
     class KillAt(tf.keras.callbacks.Callback):

@@ -164,7 +164,7 @@ def test_every_architecture_exports_and_reloads_with_equal_outputs(tmp_path):
     rows["save"] = rows["click"] * (rng.random(len(rows)) < 0.5)
     rows["purchase"] = rows["click"] * (rng.random(len(rows)) < 0.3)
     arrays = examples.ranking_inputs(rows, events, at, None, items, features, history_length=10, list_features=True)
-    snapshot = serving.CatalogueSnapshot.from_events(items, events)
+    snapshot = serving.CatalogueSnapshot.from_events(items, events, at)
     request = serving.requests_for(users, events, at, None, features, 10)
     shaped = lambda column: column.reshape(len(users), len(candidates))  # noqa: E731
     table = items.set_index("item_id").reindex(candidates)

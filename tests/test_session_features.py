@@ -83,7 +83,7 @@ def test_the_recommend_export_computes_the_session_features_as_offline():
     platt = {task: Platt(1.0, 0.0) for task in TASKS}
     offline = rows.assign(**{f"p_{t}": p for t, p in calibrate(model_lib.predict(scorer, arrays), platt,
                                                                  False).items()}).set_index(["user_id", "item_id"])
-    snapshot = graphs.CatalogueSnapshot.from_events(items, events)
+    snapshot = graphs.CatalogueSnapshot.from_events(items, events, at)
     graph = graphs.RankerGraph(scorer, features, snapshot, platt, {"click": 1.0}, length, False)
     module = graphs.RecommendServing(graph, snapshot, events, settings, quotas, list_size=100)
     request = graphs.requests_for(users, events, at, None, features, length)

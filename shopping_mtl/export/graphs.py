@@ -67,18 +67,17 @@ HISTORY_SESSIONS = "history_sessions"
 @dataclass(frozen=True)
 class CatalogueSnapshot:
     """What the ranker graph looks up, frozen at export time from the events before the
-    prediction time: every catalogue item's raw features and its event count (popularity), and
-    given that time, its events in the day before it (`item_recent_popularity`)."""
+    prediction time: every catalogue item's raw features, its event count (popularity) and its
+    events in the day before that time (`item_recent_popularity`)."""
 
     catalogue: pd.DataFrame  # item_id + the item features' columns (retrieval.examples.item_catalogue)
     event_counts: pd.Series  # item_id -> events before the prediction time
-    recent_counts: pd.Series | None = None  # item_id -> events in the day before it
+    recent_counts: pd.Series  # item_id -> events in the day before it
 
     @classmethod
-    def from_events(cls, catalogue: pd.DataFrame, events: pd.DataFrame,
-                    at: pd.Timestamp | None = None) -> "CatalogueSnapshot":
-        recent = recent_item_counts(events, at) if at is not None else None
-        return cls(catalogue, events["item_id"].value_counts(), recent)
+    def from_events(cls, catalogue: pd.DataFrame, events: pd.DataFrame, at: pd.Timestamp) -> "CatalogueSnapshot":
+        """The snapshot at prediction time `at` (`events`: those before it)."""
+        return cls(catalogue, events["item_id"].value_counts(), recent_item_counts(events, at))
 
 
 class RankerGraph(tf.Module):
@@ -111,8 +110,6 @@ class RankerGraph(tf.Module):
         self.use_sessions = SESSION_INPUT in scorer.input_names
         self.use_activity = ACTIVITY_INPUT in scorer.input_names
         if self.use_activity:
-            if snapshot.recent_counts is None:
-                raise ValueError("this ranker reads item_recent_popularity: make the snapshot with its time `at`")
             recent = snapshot.recent_counts
             self.recent_table = float_table(recent.index.to_numpy(dtype=object), np.log1p(recent.to_numpy(dtype=float)),
                                             0.0)

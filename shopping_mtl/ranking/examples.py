@@ -158,7 +158,7 @@ def user_histories(users: np.ndarray, history_events: pd.DataFrame, at: pd.Times
 def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Timestamp,
                    users: pd.DataFrame | None, catalogue: pd.DataFrame, features: FeatureSet,
                    history_length: int, list_features: bool = False, engagement_features: bool = False,
-                   target_attention: bool = False, activity_features: bool = False, batch_rows: int = 50_000,
+                   target_attention: bool = False, activity_features: bool = True, batch_rows: int = 50_000,
                    item_counts: pd.Series | None = None, recent_counts: pd.Series | None = None,
                    lookup: ItemLookup | None = None) -> dict[str, np.ndarray]:
     """Model inputs for every row of `rows` at prediction time `at`, from the events of

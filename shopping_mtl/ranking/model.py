@@ -79,8 +79,9 @@ class TargetAttention(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
-    """A functional model: raw named inputs -> {"click", "save", "purchase"} probabilities."""
+def _ranker_inputs(features: FeatureSet, config: RankingConfig) -> tuple[dict, tf.Tensor]:
+    """The scorer's named inputs (those its config and spec turn on) and their features, embedded
+    and concatenated (through the DCN cross layer when `config.cross_layer`)."""
     if config.exclude_features:
         kept = dataclasses.replace(
             features.spec,
@@ -130,7 +131,12 @@ def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
     x = tf.keras.layers.Concatenate(name="ranker_features")(parts)
     if config.cross_layer:
         x = tfrs.layers.dcn.Cross(name="cross_layer")(x)
+    return inputs, x
 
+
+def build_scorer(features: FeatureSet, config: RankingConfig) -> tf.keras.Model:
+    """A functional model: raw named inputs -> {"click", "save", "purchase"} probabilities."""
+    inputs, x = _ranker_inputs(features, config)
     towers = {task: _mlp(config.tower_layers, config.dropout, f"{task}_tower") for task in TASKS}
     heads = {task: tf.keras.layers.Dense(1, name=f"{task}_logit") for task in TASKS}
     if config.architecture in ("shared_bottom", "esmm"):
