@@ -109,3 +109,19 @@ def test_activity_features_see_the_latest_save_and_purchase_and_the_users_last_d
     np.testing.assert_allclose(got[:, 1], [np.exp(-10.0), np.exp(-2.0), 0.0], rtol=1e-6)  # latest purchase
     np.testing.assert_allclose(got[:, 2], np.log1p([1, 1, 1]))  # one event in the last day
     np.testing.assert_allclose(got[:, 3], np.log1p([3, 3, 3]))  # three in the last week (padding not)
+
+
+def test_no_rows_give_empty_inputs_of_each_width():
+    """A ranking day without held-out users has no rows; its inputs still concatenate with
+    another day's (each history input keeps its width)."""
+    events, items = tiny_log()
+    events["session_id"] = "s"
+    features = FeatureSet.adapt(dataclasses.replace(FeatureSpec.from_dict(SPEC), history_sessions=True), events,
+                                items=items)
+    rows = pd.DataFrame({"user_id": pd.Series([], dtype=object), "item_id": pd.Series([], dtype=object),
+                         "two_tower_score": np.zeros(0, np.float32)})
+    arrays = examples.ranking_inputs(rows, events, events["timestamp"].max(), None, items, features,
+                                     history_length=10, engagement_features=True, target_attention=True)
+    assert arrays["cross"].shape == (0, 8) and arrays["engagement"].shape == (0, 3)
+    assert arrays[examples.SESSION_INPUT].shape == (0, len(SESSION_FEATURES))
+    assert arrays[examples.ACTIVITY_INPUT].shape == (0, 4) and arrays["history_sequence"].shape[0] == 0

@@ -270,6 +270,21 @@ def test_a_spec_session_column_reaches_the_events_and_co_visitation(tmp_path):
         read_dataset(load_spec(str(write_visits(tmp_path / "bad", ["v1", "v2", "NaN", *sessions[3:]]))))
 
 
+def test_a_log_without_logins_names_its_session_column_as_the_user(tmp_path):
+    """Each session is then a user (histories, test users, co-visitation by the session's days)."""
+    sessions = ["v1", "v1", "v2", "w1", "w2", "w2", "x1", "v3", "v3", "w3", "x2"]
+    spec_path = write_visits(tmp_path, sessions)
+    text = spec_path.read_text().replace("roles: {session: visit}\n", "").replace(
+        "  columns: [user_id, item_id, behavior, timestamp, visit]\n",
+        "  columns: [login, item_id, behavior, timestamp, visit]\n  user_id: visit\n")
+    spec_path.write_text(text)
+    events = read_dataset(load_spec(str(spec_path))).events
+    assert list(events.columns) == ["user_id", "item_id", "event", "timestamp"]  # no session of its own
+    assert sorted(set(events["user_id"])) == sorted(set(sessions))
+    # v1 saw a and b on one day: the two co-visit; v3 (c, a) is a user of its own.
+    assert {("a", "b"), ("b", "a"), ("c", "a"), ("a", "c")} <= pairs(covisitation_counts(events))
+
+
 def test_served_co_visitation_agrees_with_the_offline_lists_on_sessions():
     """The export's co-visitation (pairs frozen from the events, seeds from the request's recent
     items) lists what the offline source lists, with sessions as without."""

@@ -262,31 +262,33 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
     """
     n = len(user_pos)
     out: dict[str, np.ndarray] = {}
+    text = {k: history[k].astype(str) for k in ("items", "categories", "events", "sessions") if k in history}
+
+    def compute(who, rows, valid):  # (users,) history rows; (users, c) row numbers and mask
+        theirs = {k: tf.constant(v[who]) for k, v in text.items()}
+        theirs["ages"] = tf.constant(history["ages"][who])
+        candidate_items = tf.constant(np.where(valid, items[rows], "").astype(str))
+        candidate_categories = tf.constant(np.where(valid, categories[rows], "").astype(str))
+        for name, part in parts.items():
+            values = part(theirs, candidate_items, candidate_categories).numpy()[valid]
+            if name not in out:  # each part's width, also from no rows at all
+                out[name] = np.zeros((n, *values.shape[1:]), np.float32)
+            out[name][rows[valid]] = values
+
     if n == 0:
-        return {name: np.zeros((0, 0), np.float32) for name in parts}
+        compute(np.zeros(0, int), np.zeros((0, 0), int), np.zeros((0, 0), bool))
+        return out
     order = np.argsort(user_pos, kind="stable")
     users, starts, sizes = np.unique(user_pos[order], return_index=True, return_counts=True)
-    text = {k: history[k].astype(str) for k in ("items", "categories", "events", "sessions") if k in history}
     first = 0
     while first < len(users):
         # As many users as fit about `batch_rows` padded candidate slots (at least one).
         width = np.maximum.accumulate(sizes[first:])
         count = max(1, int(np.searchsorted(width * np.arange(1, len(width) + 1), batch_rows, side="right")))
         group = slice(first, first + count)
-        c = int(sizes[group].max())
-        slot = np.arange(c)
+        slot = np.arange(int(sizes[group].max()))
         valid = slot[None, :] < sizes[group, None]
-        rows = order[np.where(valid, starts[group, None] + slot[None, :], 0)]  # (users, c) row numbers
-        who = users[group]
-        theirs = {k: tf.constant(v[who]) for k, v in text.items()}
-        theirs["ages"] = tf.constant(history["ages"][who])
-        candidate_items = tf.constant(np.where(valid, items[rows], ""))
-        candidate_categories = tf.constant(np.where(valid, categories[rows], ""))
-        for name, part in parts.items():
-            values = part(theirs, candidate_items, candidate_categories).numpy()[valid]
-            if name not in out:
-                out[name] = np.zeros((n, *values.shape[1:]), np.float32)
-            out[name][rows[valid]] = values
+        compute(users[group], order[np.where(valid, starts[group, None] + slot[None, :], 0)], valid)
         first += count
     return out
 
