@@ -43,12 +43,12 @@ from shopping_mtl.candidates import builtin, registry  # noqa: F401  (builtin: r
 from shopping_mtl.candidates.registry import UNKNOWN_ITEM_ORDER, ServingContext, item_order_table
 from shopping_mtl.candidates.user_history import HISTORY_EVENTS, HISTORY_TIMESTAMPS
 from shopping_mtl.candidates.config import BaselineConfig
+from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.export.publishing import save_atomic
 from shopping_mtl.features import TIMESTAMP, FeatureSet
 from shopping_mtl.history import HISTORY_ITEM_IDS, last_items_before, to_unix_seconds
 from shopping_mtl.ranking.calibration import EPS, Platt
 from shopping_mtl.ranking.config import TASKS
-from shopping_mtl.data.spec import SESSION_ID
 from shopping_mtl.ranking.cross import (ATTENTION_LENGTH, CROSS_FEATURES, ENGAGEMENT_HALF_LIVES, SEQUENCE_FEATURES,
                                         cross_features, list_features, list_values, provenance_features,
                                         sequence_features, session_features, user_item_activity)

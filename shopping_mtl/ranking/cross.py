@@ -30,6 +30,26 @@ def _codes(ids: tf.Tensor) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(ids, 2**62)
 
 
+def _matches(candidates: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+    """(batch, C) and (batch, L) ids -> (batch, C, L) bool: candidate c is history slot l.
+    Ids are compared as 62-bit fingerprints: the comparisons are 12x faster on integers than on
+    strings, and two different ids of one user's history and candidates share a fingerprint
+    with odds of about 1 in 10^14."""
+    return tf.equal(_codes(candidates)[:, :, None], _codes(history)[:, None, :])
+
+
+def _log_count(mask: tf.Tensor) -> tf.Tensor:
+    """log1p of the true slots of (..., L) -> (...)."""
+    return tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1))
+
+
+def _recency(mask: tf.Tensor, ages: tf.Tensor) -> tf.Tensor:
+    """exp(-age in days) of the most recent slot of (..., L) `mask` (ages broadcast to it), 0
+    when none is true."""
+    nearest = tf.reduce_min(tf.where(mask, ages, 1e9), axis=-1)
+    return tf.exp(-tf.minimum(nearest, 50.0)) * tf.cast(tf.reduce_any(mask, -1), tf.float32)
+
+
 def cross_features(history_items, history_categories, history_events, history_ages,
                    candidate_items, candidate_categories, half_lives=()) -> tf.Tensor:
     """User-item features of each candidate against its user's history.
@@ -47,25 +67,10 @@ def cross_features(history_items, history_categories, history_events, history_ag
     """
     valid = tf.not_equal(history_items, "")[:, None, :]  # (batch, 1, L)
     ages = tf.cast(history_ages, tf.float32)[:, None, :]
-    # Ids compared as 62-bit fingerprints: the (b, C, L) comparisons are 12x faster on integers
-    # than on strings, and two different ids of one user's history and candidates share a
-    # fingerprint with odds of about 1 in 10^14.
-    history_items, candidate_items = _codes(history_items), _codes(candidate_items)
     known_category = tf.not_equal(candidate_categories, "")[:, :, None]
-    history_categories, candidate_categories = _codes(history_categories), _codes(candidate_categories)
-    same_item = tf.equal(candidate_items[:, :, None], history_items[:, None, :]) & valid  # (b, C, L)
-    same_category = (tf.equal(candidate_categories[:, :, None], history_categories[:, None, :])
-                     & valid & known_category)
+    same_item = _matches(candidate_items, history_items) & valid  # (b, C, L)
+    same_category = _matches(candidate_categories, history_categories) & valid & known_category
     events = history_events[:, None, :]
-
-    def count(mask):
-        return tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1))
-
-    def recency(mask):
-        # exp(-age of the most recent matching event), 0 when none matches
-        nearest = tf.reduce_min(tf.where(mask, ages, 1e9), axis=-1)  # broadcasts (b, 1, L) ages
-        return tf.exp(-tf.minimum(nearest, 50.0)) * tf.cast(tf.reduce_any(mask, -1), tf.float32)
-
     weights = tf.zeros_like(ages)
     for event, weight in EVENT_WEIGHTS.items():
         weights += weight * tf.cast(tf.equal(events, event), tf.float32)
@@ -76,15 +81,15 @@ def cross_features(history_items, history_categories, history_events, history_ag
         return tf.math.log1p(tf.reduce_sum(decayed * touched, -1))
 
     engagement = engagement_at(HALF_LIFE_DAYS)
-    size = count(tf.broadcast_to(valid, tf.shape(same_item)))
+    size = _log_count(tf.broadcast_to(valid, tf.shape(same_item)))
     columns = [
-        count(same_item & tf.equal(events, "click")),
-        count(same_item & tf.equal(events, "save")),
-        count(same_item & tf.equal(events, "purchase")),
-        recency(same_item),
+        _log_count(same_item & tf.equal(events, "click")),
+        _log_count(same_item & tf.equal(events, "save")),
+        _log_count(same_item & tf.equal(events, "purchase")),
+        _recency(same_item, ages),
         engagement,
-        count(same_category),
-        recency(same_category),
+        _log_count(same_category),
+        _recency(same_category, ages),
         size,
     ] + [engagement_at(float(h)) for h in half_lives]
     return tf.stack(columns, axis=-1)
@@ -117,9 +122,8 @@ def sequence_features(history_items, history_categories, history_events, history
     events, ages = first(history_events, ""), first(tf.cast(history_ages, tf.float32), 0.0)
     present = tf.not_equal(items, "")[:, None, :]  # (batch, 1, length)
     known_category = tf.not_equal(candidate_categories, "")[:, :, None]
-    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(items)[:, None, :]) & present
-    same_category = (tf.equal(_codes(candidate_categories)[:, :, None], _codes(categories)[:, None, :])
-                     & present & known_category)
+    same_item = _matches(candidate_items, items) & present
+    same_category = _matches(candidate_categories, categories) & present & known_category
     shape = tf.shape(same_item)
 
     def per_slot(values):  # (batch, length) -> (batch, C, length)
@@ -157,15 +161,11 @@ def session_features(history_items, history_categories, history_sessions, candid
     in_session = (tf.equal(history_sessions, latest) & tf.not_equal(history_sessions, "")
                   & tf.not_equal(history_items, ""))[:, None, :]  # (batch, 1, L)
     known_category = tf.not_equal(candidate_categories, "")[:, :, None]
-    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(history_items)[:, None, :])
-    same_category = tf.equal(_codes(candidate_categories)[:, :, None], _codes(history_categories)[:, None, :])
-
-    def count(mask):
-        return tf.math.log1p(tf.reduce_sum(tf.cast(mask, tf.float32), axis=-1))
-
+    same_item = _matches(candidate_items, history_items)
+    same_category = _matches(candidate_categories, history_categories)
     everything = tf.broadcast_to(in_session, tf.shape(same_item))
-    return tf.stack([count(same_item & in_session), count(same_category & in_session & known_category),
-                     count(everything)], axis=-1)
+    return tf.stack([_log_count(same_item & in_session), _log_count(same_category & in_session & known_category),
+                     _log_count(everything)], axis=-1)
 
 
 # What the cross features leave out (`ranking.activity_features`): how recently the user saved
@@ -181,18 +181,16 @@ def user_item_activity(history_items, history_events, history_ages, candidate_it
     candidate of a user)."""
     valid = tf.not_equal(history_items, "")
     ages = tf.cast(history_ages, tf.float32)
-    same_item = tf.equal(_codes(candidate_items)[:, :, None], _codes(history_items)[:, None, :]) & valid[:, None, :]
+    same_item = _matches(candidate_items, history_items) & valid[:, None, :]
 
     def recency(event):
-        mask = same_item & tf.equal(history_events, event)[:, None, :]
-        nearest = tf.reduce_min(tf.where(mask, ages[:, None, :], 1e9), axis=-1)
-        return tf.exp(-tf.minimum(nearest, 50.0)) * tf.cast(tf.reduce_any(mask, -1), tf.float32)
+        return _recency(same_item & tf.equal(history_events, event)[:, None, :], ages[:, None, :])
 
     def recent_events(days):  # (batch,) -> (batch, C)
-        count = tf.reduce_sum(tf.cast(valid & (ages < days), tf.float32), axis=-1)
-        return tf.broadcast_to(tf.math.log1p(count)[:, None], tf.shape(same_item)[:2])
+        return tf.broadcast_to(_log_count(valid & (ages < days))[:, None], tf.shape(same_item)[:2])
 
     return tf.stack([recency("save"), recency("purchase"), recent_events(1.0), recent_events(7.0)], axis=-1)
+
 
 # Features of a candidate relative to the user's other candidates: for each of these values,
 # its gap to the list's best and to the list's mean. A candidate's engagement means little on its

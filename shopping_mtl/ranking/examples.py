@@ -210,8 +210,8 @@ def ranking_inputs(rows: pd.DataFrame, history_events: pd.DataFrame, at: pd.Time
     if activity_features:
         parts[ACTIVITY_INPUT] = lambda h, items, categories: user_item_activity(
             h["items"], h["events"], h["ages"], items)
-    computed = _cross_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str), categories.astype(str),
-                              batch_rows, parts)
+    computed = _history_features_by_user(history, user_pos, frame["item_id"].to_numpy(dtype=str),
+                                         categories.astype(str), batch_rows, parts)
     cross = computed.pop("cross").reshape(len(frame), len(CROSS_FEATURES) + len(half_lives))
     arrays["cross"] = cross[:, :len(CROSS_FEATURES)]
     if engagement_features:
@@ -245,8 +245,8 @@ def provenance_inputs(source, source_rank, rank, score) -> dict[str, np.ndarray]
     return {SOURCE_INPUT: source_codes(source), PROVENANCE_INPUT: values}
 
 
-def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
-                   batch_rows: int, parts: dict) -> dict[str, np.ndarray]:
+def _history_features_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categories: np.ndarray,
+                              batch_rows: int, parts: dict) -> dict[str, np.ndarray]:
     """History features of every row, computed for a group of users at a time: each user's
     history once against all of the user's rows as candidates (padded to the group's longest),
     the (users, candidates) shape the serving graphs use, not one copy of the history per row.
@@ -267,8 +267,8 @@ def _cross_by_user(history: dict, user_pos: np.ndarray, items: np.ndarray, categ
     def compute(who, rows, valid):  # (users,) history rows; (users, c) row numbers and mask
         theirs = {k: tf.constant(v[who]) for k, v in text.items()}
         theirs["ages"] = tf.constant(history["ages"][who])
-        candidate_items = tf.constant(np.where(valid, items[rows], "").astype(str))
-        candidate_categories = tf.constant(np.where(valid, categories[rows], "").astype(str))
+        candidate_items = tf.constant(np.where(valid, items[rows], ""))
+        candidate_categories = tf.constant(np.where(valid, categories[rows], ""))
         for name, part in parts.items():
             values = part(theirs, candidate_items, candidate_categories).numpy()[valid]
             if name not in out:  # each part's width, also from no rows at all

@@ -147,7 +147,7 @@ def _write_in_chunks(writer: shards.ShardWriter, fit_rows: pd.DataFrame, list_id
     features need its users' own events only, plus every item's count."""
     n_chunks = max(1, -(-len(fit_rows) // chunk_rows))
     counts = before["item_id"].value_counts()
-    recent = examples.recent_item_counts(before, start)
+    recent = examples.recent_item_counts(before, start) if rconfig.activity_features else None
     lookup = retrieval_examples.ItemLookup.of(catalogue)
     for rows, history_rows in retrieval_examples.user_chunks(fit_rows["user_id"], before["user_id"], n_chunks):
         rows = rows[np.argsort(list_id[rows], kind="stable")]
@@ -445,7 +445,7 @@ def predict_rows(state, rows: pd.DataFrame, scorers: dict) -> tuple[dict, dict]:
     labels = {t: np.zeros(len(rows), np.float32) for t in TASKS}
     history = split.history
     counts = history["item_id"].value_counts()
-    recent = examples.recent_item_counts(history, split.test_start)
+    recent = examples.recent_item_counts(history, split.test_start) if rconfig.activity_features else None
     lookup = retrieval_examples.ItemLookup.of(data.catalogue)
     chunks = retrieval_examples.user_chunks(rows["user_id"], history["user_id"], -(-len(rows) // chunk_rows))
     for number, (positions, history_rows) in enumerate(chunks):
